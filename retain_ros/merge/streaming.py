@@ -1,0 +1,224 @@
+"""The disk merge: stream every tensor through the merge maths into a new checkpoint directory, in bounded memory.
+
+Peak memory is a few chunks of `chunk_elements` elements per input, independent of model and tensor size. The output
+is written into a hidden temporary directory beside `out` and renamed into place at the end, so an interrupted merge
+never leaves anything that looks like a checkpoint; the temporary directory is removed on any error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from retain_ros.errors import ConfigError
+from retain_ros.merge import provenance
+from retain_ros.merge.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
+from retain_ros.merge.hashing import InOrderFileHasher, sha256_file
+from retain_ros.merge.maths import combine
+from retain_ros.merge.plan import MergePlan
+from retain_ros.merge.safetensors_io import StreamingSafetensorsWriter, dtype_code
+
+log = logging.getLogger(__name__)
+CHUNK_ELEMENTS = 1 << 22  # 4M elements: 8 MB of bf16, large enough that per-chunk overhead is negligible
+
+
+@dataclass
+class MergeResult:
+    """What a disk merge produced."""
+
+    out: Path
+    files: list[Path]
+    bytes_written: int
+    seconds: float
+    record: dict
+
+
+class _HashingReader:
+    """Reads chunks of one checkpoint into two alternating buffers and feeds the bytes to the file hashers."""
+
+    def __init__(self, checkpoint: Checkpoint, pool: ThreadPoolExecutor, chunk_elements: int):
+        self.checkpoint = checkpoint
+        self.chunk_elements = chunk_elements
+        self._buffers: list[dict[torch.dtype, torch.Tensor]] = [{}, {}]
+        self._pending: list[list[Future]] = [[], []]
+        self._slot = 0
+        if not checkpoint.is_safetensors:
+            self._hashers = {}
+            self._whole_file = {f: pool.submit(sha256_file, f) for f in checkpoint.files}
+        else:
+            self._whole_file = {}
+            self._hashers = {f: InOrderFileHasher(f, pool) for f in checkpoint.files}
+            for f, hasher in self._hashers.items():
+                header = checkpoint.headers[f]
+                with open(f, "rb") as fh:
+                    self._pending[0] += hasher.feed(0, fh.read(header.data_start))
+
+    def read(self, name: str, start: int, count: int) -> torch.Tensor:
+        self._slot ^= 1
+        for future in self._pending[self._slot]:
+            future.result()  # the hasher is done with this buffer
+        self._pending[self._slot] = []
+        dtype = self.checkpoint.specs[name].dtype
+        buffers = self._buffers[self._slot]
+        if dtype not in buffers:
+            buffers[dtype] = torch.empty(self.chunk_elements, dtype=dtype)
+        chunk = self.checkpoint.read(name, start, count, out=buffers[dtype])
+        location = self.checkpoint.locate(name, start, count)
+        if location is not None and count:
+            file, offset, _ = location
+            self._pending[self._slot] += self._hashers[file].feed(offset, chunk.view(torch.uint8).numpy())
+        return chunk
+
+    def digests(self) -> dict[Path, str]:
+        result = {f: h.hexdigest() for f, h in self._hashers.items()}
+        result.update({f: fut.result() for f, fut in self._whole_file.items()})
+        return result
+
+
+def output_layout(base: Checkpoint) -> dict[str, list[str]]:
+    """Output file name -> tensor names in write order: the base's sharding, or one model.safetensors."""
+    if base.kind == "sharded":
+        layout: dict[str, list[str]] = {}
+        for name, spec in base.specs.items():
+            layout.setdefault(spec.file.name, []).append(name)
+        return layout
+    return {SINGLE_NAME: list(base.specs)}
+
+
+def merge_to_disk(plan: MergePlan, out: str | os.PathLike, force: bool = False,
+                  progress: Callable[[int], None] | None = None,
+                  chunk_elements: int = CHUNK_ELEMENTS) -> MergeResult:
+    """Write the merged checkpoint described by `plan` to the directory `out`.
+
+    Args:
+        plan: a validated plan (see plan_merge).
+        out: output directory; must not exist unless `force`.
+        force: replace an existing output (only after the new one is complete).
+        progress: called with the number of output bytes written since the last call.
+        chunk_elements: elements per processing chunk (bounds memory).
+
+    Raises:
+        ConfigError: the output exists (without force), is an input, or the disk is too small.
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    layout = output_layout(plan.base)
+    total = _check_output(out, plan, layout, force)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+            readers = [_HashingReader(c, pool, chunk_elements) for c in plan.inputs]
+            header_record = provenance.build_record(plan, digests=None)
+            metadata = {"format": "pt", provenance.METADATA_KEY: json.dumps(header_record, separators=(",", ":"))}
+            writers = [_write_file(tmp / file_name, names, plan, readers, metadata, chunk_elements, progress)
+                       for file_name, names in layout.items()]
+            digests: dict[Path, str] = {}
+            for reader in readers:
+                digests.update(reader.digests())
+        patches = provenance.placeholders_for(plan, digests)
+        for writer in writers:
+            writer.close(patches)
+        record = provenance.build_record(plan, digests)
+        record["created"] = header_record["created"]
+        _write_directory_files(tmp, plan, layout, record)
+        _install(tmp, out, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = [out / name for name in layout]
+    return MergeResult(out, files, total, time.perf_counter() - started, record)
+
+
+def _write_file(path: Path, names: list[str], plan: MergePlan, readers: list[_HashingReader], metadata: dict,
+                chunk_elements: int, progress) -> StreamingSafetensorsWriter:
+    specs = plan.base.specs
+    writer = StreamingSafetensorsWriter(path, [(n, dtype_code(specs[n].dtype), specs[n].shape) for n in names],
+                                        metadata)
+    tied_coeffs = {n: plan.coeffs_of(names_[0]) for names_ in plan.tied for n in names_}
+    out_buffers: dict[torch.dtype, torch.Tensor] = {}
+    try:
+        for name in names:
+            spec = specs[name]
+            coeffs = tied_coeffs.get(name) or plan.coeffs_of(name)
+            for start in range(0, spec.numel, chunk_elements):
+                count = min(chunk_elements, spec.numel - start)
+                parts = [reader.read(name, start, count) for reader in readers]
+                if not spec.is_float:
+                    merged = parts[0]  # integer/bool: equal across inputs, or taken from the base (plan warned)
+                elif any(p.dtype != spec.dtype for p in parts):  # --allow-dtype-cast
+                    merged = combine([p.float() for p in parts], coeffs).to(spec.dtype)
+                else:
+                    buf = out_buffers.setdefault(spec.dtype, torch.empty(chunk_elements, dtype=spec.dtype))[:count]
+                    merged = combine(parts, coeffs, out=buf)
+                writer.write(merged)
+                if progress is not None:
+                    progress(merged.numel() * merged.element_size())
+    except BaseException:
+        writer.abort()
+        raise
+    return writer
+
+
+def _check_output(out: Path, plan: MergePlan, layout: dict[str, list[str]], force: bool) -> int:
+    """Refuse outputs that would overwrite an input or an existing checkpoint; check free space. Returns bytes."""
+    resolved = out.resolve()
+    for checkpoint in plan.inputs:
+        if resolved == checkpoint.path.resolve() or resolved in [f.resolve() for f in checkpoint.files]:
+            raise ConfigError(f"--out {out} is one of the inputs; choose a new directory")
+    if out.exists() and not force:
+        raise ConfigError(f"output {out} already exists; choose another --out or pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} exists and is not a directory; remove it or choose another --out")
+    total = sum(plan.base.specs[n].numel * plan.base.specs[n].dtype.itemsize for names in layout.values()
+                for n in names)
+    parent = out.parent if out.parent.exists() else Path(".")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"cannot write to {parent.resolve()}; choose an --out in a writable directory")
+    free = shutil.disk_usage(parent).free
+    if free < total * 1.02:
+        raise ConfigError(f"not enough disk space for the merged checkpoint in {parent.resolve()}: need "
+                          f"{total / 1e9:.2f} GB, {free / 1e9:.2f} GB free")
+    return total
+
+
+def _write_directory_files(tmp: Path, plan: MergePlan, layout: dict[str, list[str]], record: dict) -> None:
+    """Index (for sharded outputs), the base's other files (config, tokenizer, stats), and retain_merge.json."""
+    if len(layout) > 1 or plan.base.kind == "sharded":
+        total = sum(plan.base.specs[n].numel * plan.base.specs[n].dtype.itemsize for names in layout.values()
+                    for n in names)
+        weight_map = {n: file_name for file_name, names in layout.items() for n in names}
+        index = {"metadata": {"total_size": total, provenance.METADATA_KEY: "see retain_merge.json"},
+                 "weight_map": weight_map}
+        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+    for item in plan.base.carry_over:
+        if item.is_dir():
+            shutil.copytree(item, tmp / item.name)
+        else:
+            shutil.copy2(item, tmp / item.name)
+    provenance.write_record(tmp, record)
+
+
+def _install(tmp: Path, out: Path, force: bool) -> None:
+    """Rename the finished temporary directory to `out`; an old output is removed only after that succeeded."""
+    old = None
+    if out.exists():
+        if not force:
+            raise ConfigError(f"output {out} appeared while merging; pass --force to replace it")
+        old = out.parent / f".{out.name}.replaced-{os.getpid()}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("wrote %s", out)

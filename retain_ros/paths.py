@@ -1,0 +1,31 @@
+"""Where the package's shared files (config/, launch/) live: the source tree, a pip install or a colcon install."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+PACKAGE = "retain_ros"
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def share_dir() -> Path:
+    """Return the directory that holds `config/` and `launch/`.
+
+    Order: the source checkout (editable installs, tests), then ament's share directory (colcon on a robot PC), then
+    the pip data_files location under sys.prefix.
+    """
+    if (_SOURCE_ROOT / "config").is_dir() and (_SOURCE_ROOT / "package.xml").is_file():
+        return _SOURCE_ROOT
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE))
+    except (ImportError, LookupError):
+        pass
+    return Path(sys.prefix) / "share" / PACKAGE
+
+
+def config_dir() -> Path:
+    """Return the directory of parameter files and group presets."""
+    return share_dir() / "config"
