@@ -46,3 +46,11 @@ class CheckpointFactory:
 @pytest.fixture
 def checkpoints(tmp_path) -> CheckpointFactory:
     return CheckpointFactory(tmp_path)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_home(tmp_path_factory):
+    """Keep caches (e.g. the merge's sha256 cache) out of the user's home during tests."""
+    import os
+
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept floating tensors stored in different dtypes (merged in float32, stored as the base)")
     p.add_argument("--inspect", metavar="DIR", help="print the provenance of a merged checkpoint and exit")
     p.add_argument("--list-presets", action="store_true", help="list the shipped group presets and exit")
+    p.add_argument("--no-hash-cache", action="store_true",
+                   help="hash every input again instead of reusing digests of unchanged files from earlier merges")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -136,7 +138,7 @@ def _merge_with_progress(plan: MergePlan, args: argparse.Namespace):
     total = sum(s.numel * s.dtype.itemsize for s in plan.base.specs.values())
     with tqdm(total=total, unit="B", unit_scale=True, desc="merging", disable=args.quiet or None,
               file=sys.stderr, mininterval=0.5) as bar:
-        return merge_to_disk(plan, args.out, force=args.force, progress=bar.update)
+        return merge_to_disk(plan, args.out, force=args.force, progress=bar.update, hash_cache=not args.no_hash_cache)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,15 @@
 A merge reads each input file front to back (tensors in file order), so the hash can be fed in order as chunks arrive;
 gaps between tensors are read and hashed, and a file read out of order falls back to one full pass at the end. The
 hashing runs on a worker thread (hashlib releases the GIL), i.e. on the second core while the first one merges.
+
+Digests are remembered in a small cache keyed by (real path, size, mtime, ctime, inode), the way git's index trusts
+unchanged files, so merging the same inputs at several alphas hashes them once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -74,3 +78,48 @@ class InOrderFileHasher:
         if self._file is not None:
             self._file.close()
         return digest
+
+
+def default_cache_path() -> Path:
+    """$XDG_CACHE_HOME/retain_ros/sha256.json (or ~/.cache/...)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "retain_ros" / "sha256.json"
+
+
+class DigestCache:
+    """sha256 digests of files that have not changed since they were hashed.
+
+    A file counts as unchanged while its size, mtime, ctime and inode are the same; ctime cannot be set back by a user
+    program, so rewriting a file in place (even with its old mtime restored) invalidates its entry.
+    """
+
+    def __init__(self, path: Path | None = None):
+        self.path = default_cache_path() if path is None else Path(path)
+        try:
+            self._entries: dict[str, dict] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self._entries = {}
+
+    @staticmethod
+    def _key(file: Path) -> tuple[str, list[int]]:
+        st = os.stat(file)
+        return os.path.realpath(file), [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def get(self, file: Path) -> str | None:
+        """The remembered digest of `file`, or None when unknown or changed."""
+        name, stamp = self._key(file)
+        entry = self._entries.get(name)
+        return entry["sha256"] if entry and entry.get("stamp") == stamp else None
+
+    def put(self, digests: dict[Path, str]) -> None:
+        """Remember digests and save the cache (atomically; a failure to save only costs a re-hash later)."""
+        for file, digest in digests.items():
+            name, stamp = self._key(file)
+            self._entries[name] = {"stamp": stamp, "sha256": digest}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(self._entries))
+            tmp.replace(self.path)
+        except OSError:
+            pass

@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from retain_ros.errors import ConfigError
 from retain_ros.merge import provenance
 from retain_ros.merge.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
-from retain_ros.merge.hashing import InOrderFileHasher, sha256_file
+from retain_ros.merge.hashing import DigestCache, InOrderFileHasher, sha256_file
 from retain_ros.merge.maths import combine
 from retain_ros.merge.plan import MergePlan
 from retain_ros.merge.safetensors_io import StreamingSafetensorsWriter, dtype_code
@@ -45,13 +46,18 @@ class MergeResult:
 class _HashingReader:
     """Reads chunks of one checkpoint into two alternating buffers and feeds the bytes to the file hashers."""
 
-    def __init__(self, checkpoint: Checkpoint, pool: ThreadPoolExecutor, chunk_elements: int):
+    def __init__(self, checkpoint: Checkpoint, pool: ThreadPoolExecutor, chunk_elements: int,
+                 cache: DigestCache | None):
         self.checkpoint = checkpoint
         self.chunk_elements = chunk_elements
         self._buffers: list[dict[torch.dtype, torch.Tensor]] = [{}, {}]
         self._pending: list[list[Future]] = [[], []]
         self._slot = 0
-        if not checkpoint.is_safetensors:
+        cached = {f: cache.get(f) for f in checkpoint.files} if cache is not None else {}
+        self.cached = {f: d for f, d in cached.items() if d is not None}
+        if len(self.cached) == len(checkpoint.files):
+            self._hashers, self._whole_file = {}, {}
+        elif not checkpoint.is_safetensors:
             self._hashers = {}
             self._whole_file = {f: pool.submit(sha256_file, f) for f in checkpoint.files}
         else:
@@ -72,16 +78,28 @@ class _HashingReader:
         if dtype not in buffers:
             buffers[dtype] = torch.empty(self.chunk_elements, dtype=dtype)
         chunk = self.checkpoint.read(name, start, count, out=buffers[dtype])
-        location = self.checkpoint.locate(name, start, count)
+        location = self.checkpoint.locate(name, start, count) if self._hashers else None
         if location is not None and count:
             file, offset, _ = location
             self._pending[self._slot] += self._hashers[file].feed(offset, chunk.view(torch.uint8).numpy())
         return chunk
 
     def digests(self) -> dict[Path, str]:
-        result = {f: h.hexdigest() for f, h in self._hashers.items()}
+        result = dict(self.cached)
+        result.update({f: h.hexdigest() for f, h in self._hashers.items()})
         result.update({f: fut.result() for f, fut in self._whole_file.items()})
         return result
+
+
+@contextmanager
+def single_threaded_torch():
+    """Run torch ops on one thread: the chunks are memory-bound, and other cores serve the hash and write workers."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def output_layout(base: Checkpoint) -> dict[str, list[str]]:
@@ -96,7 +114,7 @@ def output_layout(base: Checkpoint) -> dict[str, list[str]]:
 
 def merge_to_disk(plan: MergePlan, out: str | os.PathLike, force: bool = False,
                   progress: Callable[[int], None] | None = None,
-                  chunk_elements: int = CHUNK_ELEMENTS) -> MergeResult:
+                  chunk_elements: int = CHUNK_ELEMENTS, hash_cache: bool = True) -> MergeResult:
     """Write the merged checkpoint described by `plan` to the directory `out`.
 
     Args:
@@ -105,6 +123,7 @@ def merge_to_disk(plan: MergePlan, out: str | os.PathLike, force: bool = False,
         force: replace an existing output (only after the new one is complete).
         progress: called with the number of output bytes written since the last call.
         chunk_elements: elements per processing chunk (bounds memory).
+        hash_cache: reuse input sha256 digests remembered from earlier merges of unchanged files.
 
     Raises:
         ConfigError: the output exists (without force), is an input, or the disk is too small.
@@ -117,16 +136,20 @@ def merge_to_disk(plan: MergePlan, out: str | os.PathLike, force: bool = False,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    cache = DigestCache() if hash_cache else None
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
-            readers = [_HashingReader(c, pool, chunk_elements) for c in plan.inputs]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer") as write_pool, single_threaded_torch():
+            readers = [_HashingReader(c, pool, chunk_elements, cache) for c in plan.inputs]
             header_record = provenance.build_record(plan, digests=None)
             metadata = {"format": "pt", provenance.METADATA_KEY: json.dumps(header_record, separators=(",", ":"))}
-            writers = [_write_file(tmp / file_name, names, plan, readers, metadata, chunk_elements, progress)
-                       for file_name, names in layout.items()]
+            writers = [_write_file(tmp / file_name, names, plan, readers, metadata, chunk_elements, progress,
+                                   write_pool) for file_name, names in layout.items()]
             digests: dict[Path, str] = {}
             for reader in readers:
                 digests.update(reader.digests())
+        if cache is not None:
+            cache.put(digests)
         patches = provenance.placeholders_for(plan, digests)
         for writer in writers:
             writer.close(patches)
@@ -142,33 +165,52 @@ def merge_to_disk(plan: MergePlan, out: str | os.PathLike, force: bool = False,
 
 
 def _write_file(path: Path, names: list[str], plan: MergePlan, readers: list[_HashingReader], metadata: dict,
-                chunk_elements: int, progress) -> StreamingSafetensorsWriter:
+                chunk_elements: int, progress, write_pool: ThreadPoolExecutor) -> StreamingSafetensorsWriter:
+    """Merge the tensors of one output file chunk by chunk, writing each chunk while the next one is computed.
+
+    Two output buffers alternate and at most one write is in flight on `write_pool`, so neither an output buffer nor
+    a reader buffer that a pending write may still reference is reused before that write finishes.
+    """
     specs = plan.base.specs
     writer = StreamingSafetensorsWriter(path, [(n, dtype_code(specs[n].dtype), specs[n].shape) for n in names],
                                         metadata)
     tied_coeffs = {n: plan.coeffs_of(names_[0]) for names_ in plan.tied for n in names_}
-    out_buffers: dict[torch.dtype, torch.Tensor] = {}
+    out_buffers: list[dict[torch.dtype, torch.Tensor]] = [{}, {}]
+    pending: Future | None = None
     try:
-        for name in names:
+        for slot, (name, start, count) in enumerate(_chunks(names, specs, chunk_elements)):
             spec = specs[name]
             coeffs = tied_coeffs.get(name) or plan.coeffs_of(name)
-            for start in range(0, spec.numel, chunk_elements):
-                count = min(chunk_elements, spec.numel - start)
-                parts = [reader.read(name, start, count) for reader in readers]
-                if not spec.is_float:
-                    merged = parts[0]  # integer/bool: equal across inputs, or taken from the base (plan warned)
-                elif any(p.dtype != spec.dtype for p in parts):  # --allow-dtype-cast
-                    merged = combine([p.float() for p in parts], coeffs).to(spec.dtype)
-                else:
-                    buf = out_buffers.setdefault(spec.dtype, torch.empty(chunk_elements, dtype=spec.dtype))[:count]
-                    merged = combine(parts, coeffs, out=buf)
-                writer.write(merged)
-                if progress is not None:
-                    progress(merged.numel() * merged.element_size())
+            parts = [reader.read(name, start, count) for reader in readers]
+            if not spec.is_float:
+                merged = parts[0]  # integer/bool: equal across inputs, or taken from the base (plan warned)
+            elif any(p.dtype != spec.dtype for p in parts):  # --allow-dtype-cast
+                merged = combine([p.float() for p in parts], coeffs).to(spec.dtype)
+            else:
+                buffers = out_buffers[slot % 2]
+                buf = buffers.setdefault(spec.dtype, torch.empty(chunk_elements, dtype=spec.dtype))[:count]
+                merged = combine(parts, coeffs, out=buf)
+            if pending is not None:
+                pending.result()
+            pending = write_pool.submit(writer.write, merged)
+            if progress is not None:
+                progress(merged.numel() * merged.element_size())
+        if pending is not None:
+            pending.result()
     except BaseException:
+        if pending is not None:
+            pending.exception()  # let the in-flight write finish before the file is closed
         writer.abort()
         raise
     return writer
+
+
+def _chunks(names: list[str], specs, chunk_elements: int):
+    """(name, first element, element count) of every chunk, in write order (empty tensors yield nothing)."""
+    for name in names:
+        numel = specs[name].numel
+        for start in range(0, numel, chunk_elements):
+            yield name, start, min(chunk_elements, numel - start)
 
 
 def _check_output(out: Path, plan: MergePlan, layout: dict[str, list[str]], force: bool) -> int:

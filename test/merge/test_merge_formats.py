@@ -148,3 +148,25 @@ def test_integer_buffers_that_differ_are_taken_from_the_base_with_a_warning_nami
     merged = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert torch.equal(merged["position_ids"], ids) and merged["mask"].dtype == torch.bool
     assert read_record(tmp_path / "out")["integer_from_base"] == ["position_ids"]
+
+
+def test_sha256_cache_is_reused_for_unchanged_files_and_never_stale(tmp_path):
+    """Regression guard for the digest cache: rewriting a file in place (same size, same mtime) must re-hash it."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from retain_ros.merge.hashing import DigestCache
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_file({"w": torch.zeros(64)}, str(a))
+    save_file({"w": torch.ones(64)}, str(b))
+    first = run_merge(a, [b], tmp_path / "out1").record
+    assert DigestCache().get(b) == hashlib.sha256(b.read_bytes()).hexdigest()
+    stat = b.stat()
+    save_file({"w": torch.full((64,), 2.0)}, str(b))  # same size
+    os.utime(b, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old mtime
+    second = run_merge(a, [b], tmp_path / "out2").record
+    assert second["inputs"][0] == first["inputs"][0]
+    assert second["inputs"][1]["files"][0]["sha256"] == hashlib.sha256(b.read_bytes()).hexdigest()
+    assert second["inputs"][1]["files"][0]["sha256"] != first["inputs"][1]["files"][0]["sha256"]
