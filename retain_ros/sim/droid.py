@@ -1,0 +1,74 @@
+"""The DROID action space and its conversion into controller commands.
+
+A DROID action is 8 numbers at 15 Hz: 7 joint velocities (rad/s, fr3_joint1..7) and 1 absolute gripper position in
+[0, 1] (0 = open, 1 = closed). It is executed the way a joint_trajectory_controller would execute it when streamed: a
+one-point JointTrajectory reaching q_measured + velocity * period after one period (linear interpolation, anchored at
+the measured state), plus a gripper width command.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from retain_ros.errors import ConfigError
+from retain_ros.sim.controller import JointTrajectory, TrajectoryPoint
+from retain_ros.sim.physics import ARM_DOF, CONTROL_RATE_HZ, DQ_MAX, GRIPPER_MAX_WIDTH_M, Q_MAX, Q_MIN
+from retain_ros.topics import FR3_ARM_JOINTS
+
+__all__ = ["ACTION_DIM", "ACTION_NAMES", "CONTROL_RATE_HZ", "GRIPPER_INDEX", "action_to_trajectory",
+           "gripper_position_to_width", "validate_action", "width_to_gripper_position"]
+ACTION_DIM = ARM_DOF + 1
+GRIPPER_INDEX = ARM_DOF
+ACTION_NAMES = tuple(f"{j}_velocity" for j in FR3_ARM_JOINTS) + ("gripper_position",)
+
+
+def validate_action(action: np.ndarray) -> np.ndarray:
+    """Check an action's shape and values; clip velocities to the FR3 limits and the gripper to [0, 1].
+
+    Args:
+        action: 8 numbers: 7 joint velocities (rad/s), 1 gripper position (0 open .. 1 closed).
+
+    Returns:
+        A clipped float64 copy.
+
+    Raises:
+        ConfigError: wrong shape or non-finite values.
+    """
+    a = np.asarray(action, dtype=np.float64).reshape(-1)
+    if a.shape != (ACTION_DIM,):
+        raise ConfigError(
+            f"a DROID action has {ACTION_DIM} numbers (7 joint velocities + gripper position), got shape "
+            f"{np.shape(action)}; check the policy's action dimension"
+        )
+    if not np.all(np.isfinite(a)):
+        raise ConfigError(f"action contains non-finite values {a.tolist()}; the policy produced NaN or inf")
+    out = a.copy()
+    out[:ARM_DOF] = np.clip(a[:ARM_DOF], -DQ_MAX, DQ_MAX)
+    out[GRIPPER_INDEX] = np.clip(a[GRIPPER_INDEX], 0.0, 1.0)
+    return out
+
+
+def action_to_trajectory(action: np.ndarray, q_measured: np.ndarray,
+                         period_s: float = 1.0 / CONTROL_RATE_HZ) -> JointTrajectory:
+    """Turn the velocity part of a (validated) DROID action into a one-point trajectory.
+
+    Args:
+        action: a validated DROID action.
+        q_measured: measured arm joint positions (rad).
+        period_s: the control period; the point is reached after it.
+
+    Returns:
+        A JointTrajectory for fr3_joint1..7 that starts now (positions only -> linear interpolation).
+    """
+    target = np.clip(np.asarray(q_measured) + action[:ARM_DOF] * period_s, Q_MIN, Q_MAX)
+    return JointTrajectory(FR3_ARM_JOINTS, (TrajectoryPoint(target, period_s),))
+
+
+def gripper_position_to_width(position: float) -> float:
+    """Map a DROID gripper position (0 open .. 1 closed) to a finger opening in metres."""
+    return float((1.0 - np.clip(position, 0.0, 1.0)) * GRIPPER_MAX_WIDTH_M)
+
+
+def width_to_gripper_position(width_m: float) -> float:
+    """Map a finger opening in metres to a DROID gripper position (0 open .. 1 closed)."""
+    return float(np.clip(1.0 - width_m / GRIPPER_MAX_WIDTH_M, 0.0, 1.0))
