@@ -1,0 +1,214 @@
+"""The reference VLA behind the Policy interface: checkpoint I/O, predict, and the atomic weight swap.
+
+Checkpoint directory: config.json (type `retain_reference_vla` + every size), model.safetensors (float32 weights under
+their module names), normalization.json (state/action statistics), tokenizer.json.
+
+Thread model of the weight swap (double buffering): two modules exist, the serving one (`_model`) and a standby.
+`predict` takes the serving reference under a short lock and counts itself as a user of that module until it
+returns. `load_merged` waits until no predict still uses the standby (one that started before the previous swap),
+copies the new tensors into it (no predict can pick the standby up meanwhile: new predicts take `_model`), then swaps
+the two references under the lock. So a predict runs on the old or the new weights, never on a mix, and never waits
+for a merge; a swap costs one copy of the weights (~1 ms here) instead of building a module.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from retain_ros.errors import ConfigError
+from retain_ros.policy.configuration_reference import ReferenceVLAConfig
+from retain_ros.policy.interface import ActionChunk, Observation, PolicySpec, validate_observation
+from retain_ros.policy.modeling_reference import ReferenceVLA
+from retain_ros.policy.processor_reference import NormalizationStats, ReferenceProcessor
+from retain_ros.policy.registry import CONFIG_NAME, read_config
+from retain_ros.policy.tokenizer import WordTokenizer
+
+log = logging.getLogger(__name__)
+WEIGHTS_NAME = "model.safetensors"
+
+
+def check_state_dict(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], source: str) -> None:
+    """Check that `given` has exactly the names and shapes of `expected`.
+
+    Raises:
+        ConfigError: naming the first missing / extra / mis-shaped tensor and `source`.
+    """
+    missing = [n for n in expected if n not in given]
+    extra = [n for n in given if n not in expected]
+    if missing or extra:
+        raise ConfigError(f"{source} does not fit the reference VLA of this config: {len(missing)} tensor(s) missing "
+                          f"(e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}). Fix: use a checkpoint "
+                          "of the same architecture (config.json and weights must belong together)")
+    for name, tensor in expected.items():
+        if tuple(given[name].shape) != tuple(tensor.shape):
+            raise ConfigError(f"{source}: tensor '{name}' has shape {list(given[name].shape)} but the model of this "
+                              f"config needs {list(tensor.shape)}; wrong architecture or action dimension")
+        if not given[name].dtype.is_floating_point:
+            raise ConfigError(f"{source}: tensor '{name}' has dtype {given[name].dtype}; expected floating point")
+
+
+class ReferencePolicy:
+    """The built-in reference VLA as a `Policy`.
+
+    Args:
+        config: the model configuration.
+        stats: normalisation statistics.
+        model: the module (eval mode); a fresh random one when None.
+        device: inference device.
+        seed: seed of the sampling noise; every `predict` starts from the same noise, so the policy is deterministic.
+        tokenizer: the instruction tokenizer (default vocabulary when None).
+    """
+
+    def __init__(self, config: ReferenceVLAConfig, stats: NormalizationStats, model: ReferenceVLA | None = None,
+                 device: str = "cpu", seed: int = 0, tokenizer: WordTokenizer | None = None):
+        self.config = config
+        self.spec: PolicySpec = config.spec()
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        tokenizer = tokenizer or WordTokenizer(num_buckets=config.vocab_buckets, max_length=config.max_text_length)
+        self.processor = ReferenceProcessor(config, stats, tokenizer)
+        model = model if model is not None else ReferenceVLA(config)
+        self._model = model.to(self.device).eval().requires_grad_(False)
+        self._standby: ReferenceVLA | None = None  # built on the first load_merged
+        self._users: dict[int, int] = {}  # id(module) -> predicts running on it
+        self._state = threading.Condition()  # guards _model, _standby and _users (held for microseconds)
+        self._swap_lock = threading.Lock()  # serialises writers
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, checkpoint_dir: str | Path, device: str = "cpu", seed: int = 0) -> ReferencePolicy:
+        """Load a checkpoint directory into an eval-mode policy.
+
+        Raises:
+            ConfigError: missing files, another model type, or weights that do not fit the config.
+        """
+        path = Path(checkpoint_dir)
+        config = ReferenceVLAConfig.from_dict(read_config(path))
+        stats = NormalizationStats.load(path, config.state_dim, config.action_dim)
+        tokenizer = WordTokenizer.load(path)
+        try:
+            tensors = load_file(path / WEIGHTS_NAME)
+        except FileNotFoundError:
+            raise ConfigError(f"{path} has no {WEIGHTS_NAME}") from None
+        except (SafetensorError, OSError) as exc:
+            raise ConfigError(f"{path / WEIGHTS_NAME} cannot be read as safetensors ({exc})") from None
+        policy = cls(config, stats, _module_from(config, tensors, str(path / WEIGHTS_NAME)), device, seed, tokenizer)
+        return policy
+
+    def save_pretrained(self, checkpoint_dir: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
+        """Write config.json, model.safetensors, normalization.json and tokenizer.json into a directory."""
+        path = Path(checkpoint_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=1) + "\n")
+        state = {n: t.detach().to("cpu").contiguous() for n, t in self._model.state_dict().items()}
+        save_file(state, path / WEIGHTS_NAME, metadata={"format": "pt", **(metadata or {})})
+        (path / WEIGHTS_NAME).chmod(0o644)  # safetensors writes 0600; checkpoints are shared files
+        self.processor.stats.save(path)
+        self.processor.tokenizer.save(path)
+        return path
+
+    # -- weights ---------------------------------------------------------------------------------------------------
+    @property
+    def model(self) -> ReferenceVLA:
+        """The serving module (do not modify it in place while predict may run)."""
+        return self._model
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(checkpoint name, tensor) of every weight of the serving module."""
+        return iter(self._model.state_dict().items())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Checkpoint name -> tensor of the serving module."""
+        return dict(self._model.state_dict())
+
+    def load_merged(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Serve `tensors` (e.g. `MergedWeights.tensors`) from the next predict on; one atomic swap.
+
+        The tensors are copied into the standby module, so the caller may reuse its buffers afterwards. Blocks at
+        most until a predict that started before the previous swap returns.
+
+        Raises:
+            ConfigError: names or shapes do not fit; the previous weights keep serving.
+        """
+        with self._swap_lock:
+            check_state_dict(self._model.state_dict(), tensors, "merged weights")
+            with self._state:
+                if self._standby is None:
+                    self._standby = copy.deepcopy(self._model)
+                standby = self._standby
+                # A predict that took this module before the previous swap may still run on it: let it finish.
+                self._state.wait_for(lambda: self._users.get(id(standby), 0) == 0)
+            with torch.no_grad():
+                for name, tensor in standby.state_dict().items():
+                    tensor.copy_(tensors[name])
+            with self._state:
+                self._standby, self._model = self._model, standby
+
+    # -- inference ------------------------------------------------------------------------------------------------
+    def predict(self, obs: Observation) -> ActionChunk:
+        """Compute the action chunk for one observation (deterministic for the policy's seed).
+
+        Raises:
+            ConfigError: the observation does not fit `spec`.
+        """
+        validate_observation(obs, self.spec)
+        inputs = {k: v.to(self.device) for k, v in self.processor.observation_inputs(obs).items()}
+        generator = torch.Generator().manual_seed(self.seed)
+        noise = torch.randn((1, self.config.horizon, self.config.action_dim), generator=generator).to(self.device)
+        with self._state:
+            model = self._model  # load_merged leaves this module alone until we are done with it
+            self._users[id(model)] = self._users.get(id(model), 0) + 1
+        try:
+            with torch.no_grad():
+                actions = model.sample(inputs["images"], inputs["token_ids"], inputs["token_mask"], inputs["state"],
+                                       noise)
+        finally:
+            with self._state:
+                self._users[id(model)] -= 1
+                self._state.notify_all()
+        return ActionChunk(self.processor.unnormalize_actions(actions[0]), self.config.dt_s, self.config.action_space,
+                           int(obs.stamp_ns))
+
+
+def _module_from(config: ReferenceVLAConfig, tensors: Mapping[str, torch.Tensor], source: str,
+                 device: torch.device | str = "cpu") -> ReferenceVLA:
+    """A new eval-mode module whose parameters are copies of `tensors` (checked first)."""
+    with torch.device("meta"):
+        module = ReferenceVLA(config)
+    check_state_dict(module.state_dict(), tensors, source)
+    # One fresh, aligned copy per tensor: the module owns its weights (the caller may reuse its buffers, e.g. the
+    # ResidentMerger's output views), and kernels see the same memory layout as after a fresh init, so a loaded model
+    # reproduces the saved one bit for bit. A copy of this model's few MB costs well under a millisecond.
+    state = {n: t.detach().to(device=device, dtype=torch.float32, copy=True, memory_format=torch.contiguous_format)
+             for n, t in tensors.items()}
+    module.requires_grad_(False).load_state_dict(state, strict=True, assign=True)
+    return module.eval()
+
+
+def random_policy(config: ReferenceVLAConfig | None = None, seed: int = 0,
+                  stats: NormalizationStats | None = None) -> ReferencePolicy:
+    """An untrained policy with seeded weights (tests, benchmarks, pretraining start)."""
+    config = config or ReferenceVLAConfig()
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+        torch.manual_seed(seed)
+        model = ReferenceVLA(config)
+    stats = stats or NormalizationStats.identity(config.state_dim, config.action_dim)
+    return ReferencePolicy(config, stats, model, seed=seed)
+
+
+def example_observation(spec: PolicySpec, seed: int = 0, size: tuple[int, int] | None = None) -> Observation:
+    """A random but well-formed observation for a spec (tests and benchmarks)."""
+    rng = np.random.default_rng(seed)
+    h, w = size or spec.image_size
+    images = {name: rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for name in spec.camera_names}
+    return Observation(images, rng.uniform(-1, 1, spec.num_joints), 0.0, "pick up the red cube", 123)

@@ -1,0 +1,123 @@
+"""`retain-train`: pretrain the reference VLA, finetune it on a target task, or co-finetune it.
+
+Exit codes: 0 ok, 2 a user error (message on stderr), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from retain_ros.errors import ConfigError
+from retain_ros.train.loop import COFINETUNE, FINETUNE, PRETRAIN, TrainConfig, TrainResult, train
+
+EPILOG = """\
+examples:
+  retain-sim collect --tasks generalist --episodes 5 --image-size 64 --out data/pre
+  retain-sim collect --tasks push_red_to_purple --episodes 50 --image-size 64 --out data/target
+  retain-train pretrain --data data/pre --steps 3000 --out ckpt/base
+  retain-train finetune --init ckpt/base --data data/target --steps 1000 --out ckpt/task_ft
+  retain-train cofinetune --init ckpt/base --data data/target --pretrain-data data/pre --out ckpt/co_ft
+"""
+
+DEFAULT_LR = {PRETRAIN: 3e-4, FINETUNE: 1e-4, COFINETUNE: 1e-4}
+
+
+def _model_overrides(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--model expects a JSON object of reference-VLA settings, e.g. '{{\"width\": 64}}' "
+                          f"({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--model expects a JSON object, e.g. '{\"width\": 64, \"layers\": 2}'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `retain-train`."""
+    parser = argparse.ArgumentParser(prog="retain-train", description=__doc__.splitlines()[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="info logging")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    helps = {PRETRAIN: "train a fresh generalist on the pretraining suite",
+             FINETUNE: "task-FT: finetune a checkpoint on target-task demos",
+             COFINETUNE: "co-FT: finetune on a mix of target demos and pretraining data"}
+    for mode in (PRETRAIN, FINETUNE, COFINETUNE):
+        p = sub.add_parser(mode, help=helps[mode])
+        p.add_argument("--data", nargs="+", required=True,
+                       help="dataset directories from retain-sim collect" +
+                            (" (generalist suite)" if mode == PRETRAIN else " (target-task demos)"))
+        if mode != PRETRAIN:
+            p.add_argument("--init", required=True, help="checkpoint to start from (the pretrained base)")
+        else:
+            p.add_argument("--model", help="JSON object of reference-VLA settings (default: the embedded size)")
+        if mode == COFINETUNE:
+            p.add_argument("--pretrain-data", nargs="+", required=True, help="pretraining dataset directories")
+            p.add_argument("--target-fraction", type=float, default=0.2, help="share of target samples per batch")
+        p.add_argument("--out", required=True, help="output checkpoint directory")
+        p.add_argument("--steps", type=int, default=1000, help="optimiser steps (default 1000)")
+        p.add_argument("--batch-size", type=int, default=32, help="samples per step (default 32)")
+        p.add_argument("--lr", type=float, default=DEFAULT_LR[mode], help=f"peak learning rate ({DEFAULT_LR[mode]})")
+        p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, augmentation and noise")
+        p.add_argument("--no-augment", action="store_true", help="no random image shifts / brightness changes")
+        p.add_argument("--max-episodes", type=int, help="use at most this many episodes per dataset directory")
+        p.add_argument("--overwrite", action="store_true", help="write into an existing checkpoint directory")
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch CPU threads (default 1: small models train faster single-threaded on a busy CPU)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the command line describes (validated)."""
+    return TrainConfig(mode=args.mode, data=tuple(args.data), out=args.out, init=getattr(args, "init", None),
+                       pretrain_data=tuple(getattr(args, "pretrain_data", None) or ()),
+                       target_fraction=getattr(args, "target_fraction", 0.2), steps=args.steps,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=not args.no_augment,
+                       max_episodes=args.max_episodes, model=_model_overrides(getattr(args, "model", None)),
+                       overwrite=args.overwrite)
+
+
+def summary(result: TrainResult) -> str:
+    """The one-screen summary printed at the end of a run."""
+    return (f"trained {result.parameters / 1e6:.2f} M parameters for {result.steps} steps on {result.samples} samples "
+            f"in {result.wall_s:.0f} s\nloss: {result.first_loss:.4f} (first interval) -> {result.final_loss:.4f} "
+            f"(last)\ncheckpoint: {result.out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `retain-train`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="retain-train: %(levelname)s: %(message)s")
+    try:
+        if args.threads < 1:
+            raise ConfigError(f"--threads {args.threads} must be >= 1")
+        torch.set_num_threads(args.threads)
+        cfg = config_from_args(args)
+
+        def report(step: int, loss: float) -> None:
+            if args.quiet or step % 250 == 0 or step == cfg.steps:
+                print(f"step {step:6d}/{cfg.steps}  loss {loss:.4f}", flush=True)
+
+        result = train(cfg, progress=not args.quiet, on_log=report)
+    except ConfigError as exc:
+        print(f"retain-train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("retain-train: interrupted; no checkpoint was written", file=sys.stderr)
+        return 130
+    print(summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The checkpoints shipped in retain_ros/models/ (regenerate with `make models`): they load, run and merge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import retain_ros
+from retain_ros.merge.maths import AlphaSpec
+from retain_ros.merge.plan import plan_merge
+from retain_ros.policy import load_policy
+from retain_ros.policy.reference_policy import example_observation
+
+MODELS = Path(retain_ros.__file__).resolve().parent / "models"
+NAMES = ("base", "task_ft", "co_ft")
+present = pytest.mark.skipif(not all((MODELS / n / "model.safetensors").is_file() for n in NAMES),
+                             reason="embedded checkpoints not generated (run `make models`)")
+
+
+@present
+@pytest.mark.parametrize("name", NAMES)
+def test_embedded_checkpoint_loads_and_predicts(name):
+    policy = load_policy(MODELS / name)
+    chunk = policy.predict(example_observation(policy.spec, size=(128, 128)))
+    assert chunk.actions.shape == (policy.spec.horizon, 8) and np.all(np.isfinite(chunk.actions))
+    assert (MODELS / name / "model.safetensors").stat().st_size < 8e6
+
+
+@present
+@pytest.mark.parametrize("name", NAMES[1:])
+def test_embedded_finetuned_checkpoints_merge_with_the_base(name):
+    plan = plan_merge(MODELS / "base", [MODELS / name], AlphaSpec.uniform(0.5), groups="reference")
+    try:
+        assert not plan.assignment.unmatched
+        assert all(s["tensors"] > 0 for s in plan.group_stats().values())
+    finally:
+        plan.close()
+    base, ft = load_policy(MODELS / "base"), load_policy(MODELS / name)
+    np.testing.assert_array_equal(base.processor.stats.action_mean, ft.processor.stats.action_mean)
