@@ -1,0 +1,177 @@
+"""Policy-node benchmark: inference latency, node overhead per chunk, re-merge / swap time, command-rate jitter.
+
+    .venv/bin/python bench/node_bench.py [--repeats 50] [--synthetic-params 0]
+
+Runs the node's plain-logic parts in-process (no ROS graph, so DDS transport is not included): the reference VLA at
+its default size with random base / finetuned weights written to a temp dir. Prints numbers; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from retain_ros.policy.configuration_reference import ReferenceVLAConfig
+from retain_ros.policy.reference_policy import example_observation, random_policy
+from retain_ros.ros import conversions as conv
+from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig
+from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION, JOINTS, ControlLoop
+from retain_ros.ros.live_merge import MergeRequest, ModelManager
+from retain_ros.ros.streams import StreamSet
+from retain_ros.topics import FR3_ARM_JOINTS
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile in milliseconds."""
+    return float(np.percentile(np.asarray(values) * 1e3, q))
+
+
+def checkpoints(root: Path) -> tuple[str, tuple[str, ...]]:
+    """Default-size reference VLA base + one finetuned copy with unrelated weights."""
+    config = ReferenceVLAConfig()
+    base = random_policy(config, seed=1).save_pretrained(root / "base")
+    ft = random_policy(config, seed=2).save_pretrained(root / "ft")
+    return str(base), (str(ft),)
+
+
+def bench_inference(manager: ModelManager, repeats: int) -> None:
+    """Forward pass vs everything the node adds around it for one chunk."""
+    policy = manager.serving.policy
+    spec = policy.spec
+    obs = example_observation(spec, size=(128, 128))
+    msgs = {c: conv.rgb_to_image(obs.images[c], "bgr8") for c in spec.camera_names}
+    executor = ChunkExecutor(ExecutorConfig())
+    q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+    obs.joint_positions = q
+    forward, overhead = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        images = {c: conv.image_to_rgb(m) for c, m in msgs.items()}
+        t1 = time.perf_counter()
+        obs.images = images
+        chunk = policy.predict(obs)
+        t2 = time.perf_counter()
+        plan = executor.plan(chunk.actions, chunk.dt_s, chunk.space.kind, 7, q, q, 0, 0)
+        conv.trajectory(FR3_ARM_JOINTS, plan.times_s, plan.positions, plan.velocities)
+        json.dumps({"actions": [float(v) for v in chunk.actions.reshape(-1)], "fingerprint": "x" * 64})
+        t3 = time.perf_counter()
+        forward.append(t2 - t1)
+        overhead.append((t1 - t0) + (t3 - t2))
+    ratio = statistics.median(overhead) / statistics.median(forward)
+    print(f"forward pass (predict)      p50 {pct(forward, 50):8.2f} ms   p99 {pct(forward, 99):8.2f} ms")
+    print(f"node overhead per chunk     p50 {pct(overhead, 50):8.3f} ms   p99 {pct(overhead, 99):8.3f} ms   "
+          f"= {100 * ratio:.1f}% of the forward pass (goal <= 5%)")
+    print(f"image-to-command (2x128px bgr8 decode + predict + plan) p50 "
+          f"{pct([a + b for a, b in zip(forward, overhead)], 50):.2f} ms, p99 "
+          f"{pct([a + b for a, b in zip(forward, overhead)], 99):.2f} ms (DDS transport not included)")
+
+
+def bench_swap(manager: ModelManager, base: str, ft: tuple[str, ...], repeats: int) -> None:
+    """Parameter change -> ready model (merge + load + fingerprint) -> swap between chunks."""
+    ready, merges, loads, swaps = [], [], [], []
+    for i in range(repeats):
+        manager.request(MergeRequest(base, ft, 0.05 + 0.9 * (i % 10) / 10, preset="reference"))
+        t0 = time.perf_counter()
+        while manager._ready is None:
+            time.sleep(0.0002)
+        t1 = time.perf_counter()
+        model = manager.take_swap()
+        swaps.append(time.perf_counter() - t1)
+        ready.append(t1 - t0)
+        merges.append(model.merge_s)
+        loads.append(model.load_s)
+    size = sum(t.numel() for _, t in manager.serving.policy.named_parameters())
+    print(f"re-merge ({size / 1e6:.1f} M params)   p50 {pct(merges, 50):8.3f} ms   p99 {pct(merges, 99):8.3f} ms")
+    print(f"load into standby policy    p50 {pct(loads, 50):8.3f} ms   p99 {pct(loads, 99):8.3f} ms")
+    print(f"request -> ready (incl. fingerprint) p50 {pct(ready, 50):8.2f} ms   p99 {pct(ready, 99):8.2f} ms")
+    print(f"swap on the control thread  p50 {pct(swaps, 50) * 1e3:8.2f} us   p99 {pct(swaps, 99) * 1e3:8.2f} us")
+
+
+def bench_jitter(manager: ModelManager, seconds: float) -> None:
+    """The control thread at 15 Hz with streams refreshed at 30 Hz: intervals between published commands."""
+    spec = manager.serving.policy.spec
+    obs = example_observation(spec, size=(128, 128))
+    streams = StreamSet({**{c: 0.5 for c in spec.camera_names}, JOINTS: 0.25, GRIPPER: 0.5})
+    stamps: list[float] = []
+    loop = ControlLoop(streams, spec.camera_names, manager, ChunkExecutor(ExecutorConfig(execute_steps=1)),
+                       time.monotonic_ns, lambda done: stamps.append(time.monotonic()), 1 / 15, lambda: "pick",
+                       lambda level, msg: None)
+    stop = threading.Event()
+
+    def feed():
+        while not stop.wait(1 / 30):
+            now = time.monotonic_ns()
+            for c in spec.camera_names:
+                streams.put(c, obs.images[c], now)
+            streams.put(JOINTS, np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]), now)
+            streams.put(GRIPPER, 0.0, now)
+            streams.put(INSTRUCTION, "pick", now)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    loop.start()
+    time.sleep(seconds)
+    loop.stop()
+    stop.set()
+    gaps = np.diff(stamps)
+    if len(gaps) < 2:
+        print("command-rate jitter: too few commands")
+        return
+    print(f"command interval (execute_steps=1, 15 Hz, {len(stamps)} commands): mean {gaps.mean() * 1e3:.1f} ms, "
+          f"std {gaps.std() * 1e3:.1f} ms, p99 {np.percentile(gaps, 99) * 1e3:.1f} ms, max {gaps.max() * 1e3:.1f} ms")
+
+
+def bench_synthetic(num_params: float) -> None:
+    """Resident re-merge of a large synthetic checkpoint pair (merge only; no policy fits these weights)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from retain_ros.merge.resident import ResidentMerger
+
+    with tempfile.TemporaryDirectory() as tmp:
+        n = int(num_params) // 16
+        for name, seed in (("base", 0), ("ft", 1)):
+            gen = torch.Generator().manual_seed(seed)
+            save_file({f"action_expert.w{i}": torch.randn(n, generator=gen) for i in range(16)},
+                      f"{tmp}/{name}.safetensors")
+        merger = ResidentMerger.from_checkpoints(f"{tmp}/base.safetensors", [f"{tmp}/ft.safetensors"], groups="all")
+        out = merger.allocate()
+        times = [merger.merge(a, out=out).seconds for a in (0.2, 0.4, 0.6, 0.8)]
+        gb = 3 * 4 * n * 16 / 1e9
+        print(f"synthetic {num_params / 1e9:.2f} B params fp32: re-merge p50 {statistics.median(times):.3f} s "
+              f"({gb / statistics.median(times):.1f} GB/s read+write)")
+
+
+def main() -> None:
+    """Run every benchmark and print the numbers."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--jitter-seconds", type=float, default=5.0)
+    parser.add_argument("--synthetic-params", type=float, default=0.0, help="e.g. 1e9 (needs ~3x4 GB RAM)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base, ft = checkpoints(Path(tmp))
+        manager = ModelManager()
+        t0 = time.perf_counter()
+        manager.load_initial(MergeRequest(base, ft, 0.5, preset="reference"))
+        print(f"initial load + merge: {time.perf_counter() - t0:.2f} s")
+        manager.start()
+        try:
+            bench_inference(manager, args.repeats)
+            bench_swap(manager, base, ft, args.repeats)
+            bench_jitter(manager, args.jitter_seconds)
+        finally:
+            manager.stop()
+    if args.synthetic_params > 0:
+        bench_synthetic(args.synthetic_params)
+
+
+if __name__ == "__main__":
+    main()

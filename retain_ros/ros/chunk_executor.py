@@ -1,0 +1,280 @@
+"""Action chunk -> safe joint trajectory for a joint_trajectory_controller (plain logic, no ROS).
+
+Per chunk (H actions, `dt_s` apart, computed from the observation taken at `observation_ns`):
+1. reject anything non-finite (the chunk is dropped; the controller keeps holding);
+2. arm part -> absolute joint targets: DROID joint velocities are clamped to the velocity limits and integrated from
+   the joint positions the policy saw (action k reaches its target at (k + 1) dt after the observation), or absolute
+   positions are taken as they are;
+3. drop the actions whose target time passed while the model ran (latency compensation);
+4. keep `execute_steps` actions, optionally blended with the remainder of the previous chunk;
+5. clamp to the position limits, stretch any segment (also the first one, from the measured state) that would exceed a
+   velocity limit, add finite-difference velocities with a zero final velocity (Jazzy rejects others);
+6. check the result once more: strictly increasing times, finite, within limits, final velocity zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retain_ros.errors import ConfigError
+
+JOINT_VELOCITY = "joint_velocity"
+JOINT_POSITION = "joint_position"
+# FR3 hardware limits (rad, rad/s) from Franka's datasheet; config/fr3_droid.yaml repeats them.
+FR3_Q_MIN = (-2.9007, -1.8361, -2.9007, -3.0770, -2.8763, 0.4398, -3.0508)
+FR3_Q_MAX = (2.9007, 1.8361, 2.9007, -0.1169, 2.8763, 4.6216, 3.0508)
+FR3_DQ_MAX = (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26)
+
+
+class UnsafeChunk(ConfigError):
+    """The chunk cannot be executed safely (non-finite numbers, too late, wrong size); nothing is commanded."""
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    """Position and velocity limits in the executor's joint order.
+
+    Attributes:
+        q_min: lower position limits (rad).
+        q_max: upper position limits (rad).
+        dq_max: velocity limits (rad/s, > 0).
+    """
+
+    q_min: tuple[float, ...] = FR3_Q_MIN
+    q_max: tuple[float, ...] = FR3_Q_MAX
+    dq_max: tuple[float, ...] = FR3_DQ_MAX
+
+    def __post_init__(self) -> None:
+        n = len(self.q_min)
+        if not (len(self.q_max) == len(self.dq_max) == n):
+            raise ConfigError(f"joint limits have different lengths: position_min {len(self.q_min)}, position_max "
+                              f"{len(self.q_max)}, velocity_max {len(self.dq_max)}; give one value per joint")
+        values = np.array([self.q_min, self.q_max, self.dq_max], dtype=float)
+        if not np.all(np.isfinite(values)) or np.any(values[0] >= values[1]) or np.any(values[2] <= 0):
+            raise ConfigError(f"joint limits must be finite with position_min < position_max and velocity_max > 0, "
+                              f"got {values.tolist()}")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How chunks are executed.
+
+    Attributes:
+        limits: joint limits (the arm joints, in action order).
+        execute_steps: actions executed from each chunk (the rest is dropped when the next chunk arrives).
+        blend_weight: weight of the previous chunk's remainder where the two overlap (0 = replace, no blending).
+        max_start_jump_rad: a first target farther than this from the measured state rejects the chunk.
+        position_margin_rad: targets are kept this far inside the position limits.
+    """
+
+    limits: JointLimits = JointLimits()
+    execute_steps: int = 8
+    blend_weight: float = 0.0
+    max_start_jump_rad: float = 0.5
+    position_margin_rad: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.execute_steps < 1:
+            raise ConfigError(f"execute_steps={self.execute_steps} must be >= 1")
+        if not 0.0 <= self.blend_weight < 1.0:
+            raise ConfigError(f"blend_weight={self.blend_weight} must be in [0, 1)")
+        if not self.max_start_jump_rad > 0:
+            raise ConfigError(f"max_start_jump_rad={self.max_start_jump_rad} must be > 0")
+
+
+@dataclass(frozen=True)
+class PlannedCommand:
+    """One command for the controller, relative to the moment it is sent (header stamp 0 = now).
+
+    Attributes:
+        times_s: (N,) strictly increasing time_from_start (s), first > 0.
+        positions: (N, J) joint targets (rad), within limits.
+        velocities: (N, J) joint velocities (rad/s), last row zero.
+        gripper: gripper position of the first executed action (0 open .. 1 closed), or None.
+        skipped: actions dropped because their time had passed.
+        clamped: some value was clamped to a limit (or a segment slowed down).
+        sent_ns: the clock time the plan was made for.
+    """
+
+    times_s: np.ndarray
+    positions: np.ndarray
+    velocities: np.ndarray
+    gripper: float | None
+    skipped: int
+    clamped: bool
+    sent_ns: int
+
+    @property
+    def duration_s(self) -> float:
+        """Time until the last point is reached."""
+        return float(self.times_s[-1])
+
+
+class ChunkExecutor:
+    """Turns action chunks into `PlannedCommand`s; remembers the last plan for blending.
+
+    Args:
+        config: execution settings.
+    """
+
+    def __init__(self, config: ExecutorConfig) -> None:
+        self.config = config
+        self._q_min = np.asarray(config.limits.q_min, float) + config.position_margin_rad
+        self._q_max = np.asarray(config.limits.q_max, float) - config.position_margin_rad
+        self._dq_max = np.asarray(config.limits.dq_max, float)
+        self._previous: PlannedCommand | None = None
+
+    @property
+    def num_joints(self) -> int:
+        """Arm joints the executor commands."""
+        return len(self._dq_max)
+
+    def reset(self) -> None:
+        """Forget the previous plan (after a pause or a stale stream: nothing to blend with)."""
+        self._previous = None
+
+    def plan(self, actions: np.ndarray, dt_s: float, kind: str, gripper_index: int | None,
+             q_observed: np.ndarray, q_now: np.ndarray, observation_ns: int, now_ns: int) -> PlannedCommand:
+        """Plan the command for one chunk.
+
+        Args:
+            actions: (H, D) chunk in the policy's action space.
+            dt_s: time between actions (s).
+            kind: 'joint_velocity' (rad/s, integrated) or 'joint_position' (rad, absolute).
+            gripper_index: column of the gripper position, or None.
+            q_observed: (J,) joint positions in the observation the chunk was computed from.
+            q_now: (J,) latest measured joint positions (where the controller will anchor).
+            observation_ns: clock time of the observation.
+            now_ns: clock time the command will be sent.
+
+        Returns:
+            The command; also remembered for blending the next chunk.
+
+        Raises:
+            UnsafeChunk: non-finite or mis-shaped input, every action already in the past, or a start jump too large.
+        """
+        arm = self._arm_part(actions, gripper_index)
+        q_observed, q_now = self._check_state(q_observed, "q_observed"), self._check_state(q_now, "q_now")
+        if not (np.isfinite(dt_s) and dt_s > 0):
+            raise UnsafeChunk(f"chunk dt_s={dt_s} must be a positive number")
+        targets, clamped = self._targets(arm, dt_s, kind, q_observed)
+        elapsed_s = max(0.0, (now_ns - observation_ns) * 1e-9)
+        skipped = int(np.floor(elapsed_s / dt_s + 1e-9))
+        if skipped >= len(targets):
+            raise UnsafeChunk(f"the chunk is {elapsed_s:.3f} s old, past its last action ({len(targets)} x {dt_s} s); "
+                              "inference is too slow for this horizon")
+        keep = slice(skipped, min(len(targets), skipped + self.config.execute_steps))
+        positions = targets[keep]
+        times = (np.arange(keep.start, keep.stop) + 1) * dt_s - elapsed_s
+        positions = self._blend(positions, times, now_ns)
+        lo, hi = self._q_min, self._q_max
+        clamped |= bool(np.any((positions < lo) | (positions > hi)))
+        positions = np.clip(positions, lo, hi)
+        jump = float(np.max(np.abs(positions[0] - q_now)))
+        if jump > self.config.max_start_jump_rad:
+            raise UnsafeChunk(f"the first target is {jump:.3f} rad from the measured state (limit "
+                              f"max_start_jump_rad={self.config.max_start_jump_rad}); chunk rejected")
+        times, slowed = self._respect_velocity(positions, times, q_now)
+        velocities = self._velocities(positions, times, q_now)
+        gripper = None
+        if gripper_index is not None:
+            gripper = float(np.clip(actions[keep.start, gripper_index], 0.0, 1.0))
+        plan = PlannedCommand(times, positions, velocities, gripper, skipped, clamped or slowed, int(now_ns))
+        check_plan(plan, self.config.limits)
+        self._previous = plan
+        return plan
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _arm_part(self, actions: np.ndarray, gripper_index: int | None) -> np.ndarray:
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.ndim != 2 or actions.shape[0] < 1:
+            raise UnsafeChunk(f"a chunk must be (H, D) with H >= 1, got shape {actions.shape}")
+        if not np.all(np.isfinite(actions)):
+            bad = np.argwhere(~np.isfinite(actions))[0].tolist()
+            raise UnsafeChunk(f"the chunk contains NaN/inf (first at step {bad[0]}, dim {bad[1]}); not executed, the "
+                              "controller keeps holding")
+        columns = [c for c in range(actions.shape[1]) if c != gripper_index]
+        if len(columns) != self.num_joints:
+            raise UnsafeChunk(f"the chunk has {len(columns)} arm values per action but {self.num_joints} joints are "
+                              "commanded; check joint_names against the policy's action space")
+        return actions[:, columns]
+
+    def _check_state(self, q: np.ndarray, what: str) -> np.ndarray:
+        q = np.asarray(q, dtype=np.float64).reshape(-1)
+        if q.shape != (self.num_joints,) or not np.all(np.isfinite(q)):
+            raise UnsafeChunk(f"{what} must be {self.num_joints} finite joint positions, got {q.tolist()}")
+        return q
+
+    def _targets(self, arm: np.ndarray, dt_s: float, kind: str, q_observed: np.ndarray) -> tuple[np.ndarray, bool]:
+        if kind == JOINT_VELOCITY:
+            velocities = np.clip(arm, -self._dq_max, self._dq_max)
+            clamped = bool(np.any(velocities != arm))
+            return q_observed + np.cumsum(velocities * dt_s, axis=0), clamped
+        if kind == JOINT_POSITION:
+            return arm.copy(), False
+        raise UnsafeChunk(f"action kind '{kind}' is unknown; use {JOINT_VELOCITY} or {JOINT_POSITION}")
+
+    def _blend(self, positions: np.ndarray, times: np.ndarray, now_ns: int) -> np.ndarray:
+        """Mix in the previous plan where it still runs: w * old + (1 - w) * new at the same absolute time."""
+        prev, w = self._previous, self.config.blend_weight
+        if prev is None or w <= 0.0:
+            return positions
+        prev_times = prev.times_s + (prev.sent_ns - now_ns) * 1e-9  # previous points on this plan's time axis
+        overlap = times <= prev_times[-1]
+        if not np.any(overlap) or prev_times[-1] <= 0:
+            return positions
+        out = positions.copy()
+        for j in range(positions.shape[1]):
+            old = np.interp(times[overlap], prev_times, prev.positions[:, j])
+            out[overlap, j] = w * old + (1.0 - w) * positions[overlap, j]
+        return out
+
+    def _respect_velocity(self, positions: np.ndarray, times: np.ndarray,
+                          q_now: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Stretch segments that would need more than the velocity limit (from q_now to the first point too)."""
+        starts = np.vstack([q_now, positions[:-1]])
+        steps = np.diff(np.concatenate([[0.0], times]))
+        needed = np.max(np.abs(positions - starts) / self._dq_max, axis=1)
+        stretched = np.maximum(steps, needed * 1.001)
+        return np.cumsum(stretched), bool(np.any(stretched > steps))
+
+    def _velocities(self, positions: np.ndarray, times: np.ndarray, q_now: np.ndarray) -> np.ndarray:
+        """Central-difference velocities, clipped to the limits; the last point at rest."""
+        q = np.vstack([q_now, positions])
+        t = np.concatenate([[0.0], times])
+        v = np.zeros_like(positions)
+        if len(positions) > 1:
+            v[:-1] = (q[2:] - q[:-2]) / (t[2:] - t[:-2])[:, None]
+        return np.clip(v, -self._dq_max, self._dq_max)
+
+
+def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
+    """The last line of defence before a command leaves the node.
+
+    Raises:
+        UnsafeChunk: non-finite values, non-increasing or non-positive times, a position outside the limits, a velocity
+            over the limits, or a nonzero final velocity.
+    """
+    arrays = (plan.times_s, plan.positions, plan.velocities)
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise UnsafeChunk("planned command contains non-finite values")
+    if plan.times_s[0] <= 0 or np.any(np.diff(plan.times_s) <= 0):
+        raise UnsafeChunk(f"time_from_start must be positive and strictly increase, got {plan.times_s.tolist()}")
+    if np.any(plan.positions < np.asarray(limits.q_min)) or np.any(plan.positions > np.asarray(limits.q_max)):
+        raise UnsafeChunk("planned positions leave the joint limits")
+    if np.any(np.abs(plan.velocities) > np.asarray(limits.dq_max) + 1e-9) or np.any(plan.velocities[-1] != 0.0):
+        raise UnsafeChunk("planned velocities exceed the limits or do not end at zero")
+
+
+def gripper_width(position: float, max_width_m: float) -> float:
+    """DROID gripper position (0 open .. 1 closed) -> finger opening in metres."""
+    return float((1.0 - np.clip(position, 0.0, 1.0)) * max_width_m)
+
+
+def gripper_position(finger_positions: Sequence[float], max_width_m: float) -> float:
+    """Finger joint positions (each the half opening, m) -> DROID gripper position (0 open .. 1 closed)."""
+    width = float(np.sum(np.asarray(finger_positions, dtype=float)))
+    return float(np.clip(1.0 - width / max_width_m, 0.0, 1.0))

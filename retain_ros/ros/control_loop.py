@@ -1,0 +1,211 @@
+"""The policy node's control thread as plain logic: fresh streams -> observation -> inference -> safe command.
+
+Runs on its own thread (never in an executor callback), woken every control period, stopped by a threading.Event:
+1. between chunks: let a ready re-merged model serve (`ModelManager.take_swap`), so a chunk never mixes models;
+2. paused or any stream not fresh -> publish nothing (the controller holds at the end of its short trajectory);
+   commanding resumes by itself once every stream is fresh again;
+3. when the running command is about to end (its duration minus the expected inference time), build the
+   observation, run the policy, plan the command with the chunk executor and hand it to `publish`.
+The observation time is the node-clock time the observation was assembled; it travels with the chunk so that the
+executor drops actions whose time passed during inference.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from retain_ros.errors import ConfigError
+from retain_ros.policy.interface import ActionChunk, Observation
+from retain_ros.ros.chunk_executor import ChunkExecutor, PlannedCommand
+from retain_ros.ros.live_merge import ModelManager, ServingModel
+from retain_ros.ros.streams import StreamSet
+
+JOINTS, GRIPPER, INSTRUCTION = "joint_states", "gripper_states", "instruction"
+
+
+@dataclass
+class Executed:
+    """What one chunk produced, handed to the node's publishers.
+
+    Attributes:
+        chunk: the raw policy output.
+        plan: the command sent to the controller.
+        model: the model (and fingerprint) that computed the chunk.
+        inference_s: wall time of `predict`.
+        image_stamp_ns: newest camera header stamp in the observation.
+        sequence: chunk counter.
+    """
+
+    chunk: ActionChunk
+    plan: PlannedCommand
+    model: ServingModel
+    inference_s: float
+    image_stamp_ns: int
+    sequence: int
+
+
+@dataclass
+class LoopState:
+    """What the loop is doing (read by the status publisher).
+
+    Attributes:
+        state: 'waiting', 'commanding', 'paused' or 'stopped'.
+        reason: why it is not commanding (stream problems, rejected chunk).
+        chunks: chunks published; rejected: chunks refused by the executor; inference_s: last predict time.
+    """
+
+    state: str = "waiting"
+    reason: str = "starting"
+    chunks: int = 0
+    rejected: int = 0
+    inference_s: float = 0.0
+    inference_ema_s: float = 0.0
+    last_rejection: str = ""
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+class ControlLoop:
+    """The control thread.
+
+    Args:
+        streams: input streams (camera names, 'joint_states', optional 'gripper_states', 'instruction').
+        cameras: camera names the policy reads (stream names).
+        manager: the model manager (serving model and swaps).
+        executor: chunk -> command.
+        clock_ns: the node clock (sim or wall time) in nanoseconds.
+        publish: called with every executed chunk (from this thread).
+        period_s: control period.
+        instruction: returns the instruction parameter ('' = use the topic).
+        gripper_max_width_m: to turn finger positions into a DROID gripper position.
+        on_event: (level, message) for log lines worth a human's attention.
+    """
+
+    def __init__(self, streams: StreamSet, cameras: tuple[str, ...], manager: ModelManager, executor: ChunkExecutor,
+                 clock_ns: Callable[[], int], publish: Callable[[Executed], None], period_s: float,
+                 instruction: Callable[[], str], on_event: Callable[[str, str], None]) -> None:
+        self.streams, self.cameras, self.manager, self.executor = streams, cameras, manager, executor
+        self.clock_ns, self.publish, self.period_s = clock_ns, publish, period_s
+        self.instruction, self.on_event = instruction, on_event
+        self.state = LoopState()
+        self.paused = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_ns = 0
+        self._sequence = 0
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="retain_control", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread after the current iteration (an inference in progress finishes, nothing more is sent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.step()
+            except Exception as exc:  # noqa: BLE001  (the loop must survive anything; nothing is sent)
+                self._not_commanding("error", f"control step failed: {exc}")
+                self.on_event("error", f"control step failed:\n{traceback.format_exc()}")
+
+    def step(self) -> Executed | None:
+        """One iteration; returns what was published, if anything."""
+        swapped = self.manager.take_swap()
+        if swapped is not None:
+            self.on_event("info", f"now serving generation {swapped.generation}, alphas {swapped.alphas}, "
+                                  f"fingerprint {swapped.fingerprint[:12]}")
+        if self.paused.is_set():
+            self._not_commanding("paused", "paused by ~/pause")
+            return None
+        now = self.clock_ns()
+        problems = self.streams.problems(now)
+        if problems:
+            self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())), problems)
+            return None
+        if now < self._next_ns:
+            return None
+        return self._infer_and_publish(now)
+
+    def _infer_and_publish(self, observed_ns: int) -> Executed | None:
+        model = self.manager.serving
+        samples = self.streams.snapshot()
+        try:
+            obs, image_stamp = self.observation(samples, observed_ns)
+        except ConfigError as exc:
+            self._not_commanding("waiting", str(exc))
+            return None
+        started = time.perf_counter()
+        chunk = model.policy.predict(obs)
+        inference_s = time.perf_counter() - started
+        now = self.clock_ns()
+        late = self.streams.problems(now)
+        if late:  # a stream went stale while the model ran: its output must not move the arm
+            self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(late.items())), late)
+            return None
+        q_now = self.streams.snapshot()[JOINTS].value
+        space = chunk.space
+        try:
+            plan = self.executor.plan(chunk.actions, chunk.dt_s, space.kind, space.gripper_index,
+                                      obs.joint_positions, q_now, observed_ns, now)
+        except ConfigError as exc:
+            self.state.rejected += 1
+            self.state.last_rejection = str(exc)
+            self._not_commanding("waiting", f"chunk rejected: {exc}")
+            self.on_event("warn", f"chunk rejected, controller keeps holding: {exc}")
+            return None
+        self._sequence += 1
+        done = Executed(chunk, plan, model, inference_s, image_stamp, self._sequence)
+        self.publish(done)
+        st = self.state
+        st.inference_s = inference_s
+        st.inference_ema_s = inference_s if st.chunks == 0 else 0.8 * st.inference_ema_s + 0.2 * inference_s
+        st.chunks += 1
+        if st.state != "commanding":
+            self.on_event("info", "all streams fresh: commanding")
+        st.state, st.reason, st.problems = "commanding", "", {}
+        # Ask for the next chunk so that it arrives as this command ends (expected inference time ahead of it).
+        lead_ns = int((st.inference_ema_s + self.period_s) * 1e9)
+        self._next_ns = now + max(int(plan.duration_s * 1e9) - lead_ns, int(self.period_s * 1e9) // 2)
+        return done
+
+    def observation(self, samples: dict, observed_ns: int) -> tuple[Observation, int]:
+        """Assemble the policy's Observation from the freshest stream samples.
+
+        Shared with offline bag evaluation (`retain_ros.evaluate.observations`), so replayed and live observations are
+        built by the same code.
+
+        Returns:
+            The observation and the newest camera stamp (ns).
+
+        Raises:
+            ConfigError: no instruction from the parameter or the topic.
+        """
+        images = {cam: samples[cam].value for cam in self.cameras}
+        image_stamp = max(samples[cam].stamp_ns for cam in self.cameras)
+        joints = samples[JOINTS].value
+        gripper = samples[GRIPPER].value if GRIPPER in samples else 0.0
+        instruction = self.instruction() or (samples[INSTRUCTION].value if INSTRUCTION in samples else "")
+        if not instruction:
+            raise ConfigError("no instruction: set the `instruction` parameter or publish on instruction_topic")
+        return Observation(images, np.asarray(joints, np.float64), float(gripper), instruction,
+                           observed_ns), image_stamp
+
+    def _not_commanding(self, state: str, reason: str, problems: dict[str, str] | None = None) -> None:
+        st = self.state
+        if st.state == "commanding":
+            self.on_event("warn", f"stopped commanding (controller holds): {reason}")
+            self.executor.reset()
+        st.state, st.reason, st.problems = state, reason, dict(problems or {})
+        self._next_ns = 0

@@ -1,0 +1,300 @@
+"""`policy_node` (node name `retain_policy`): a RETAIN-merged policy driving a Franka through its trajectory controller.
+
+A thin shell: it declares parameters (`policy_params.py`), converts messages (`conversions.py`) into a `StreamSet`,
+and delegates the control thread to `ControlLoop`, chunk execution to `ChunkExecutor` and live re-merging to
+`ModelManager`. Threads: the executor thread runs subscriptions, services, parameter callbacks and the status timer;
+the control thread runs inference and publishes commands; the merge worker builds new models.
+
+Outputs: JointTrajectory on `command_topic`, gripper width (std_msgs/Float64) on `gripper_command_topic`,
+`~/action_chunk` (std_msgs/String, JSON: the raw chunk with its observation stamp, weights fingerprint and alphas),
+`~/status` (std_msgs/String, JSON) and `/diagnostics`. Services `~/reload`, `~/pause`, `~/resume` (std_srvs/Trigger).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from retain_ros.ros import conversions as conv
+from retain_ros.ros import policy_params as pp
+from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits, gripper_position, gripper_width
+from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION, JOINTS, ControlLoop, Executed
+from retain_ros.ros.lifecycle import ManagedNode, spin_managed
+from retain_ros.ros.live_merge import MergeRequest, ModelManager, resolve_checkpoint
+from retain_ros.ros.status import diagnostics_message, status_dict
+from retain_ros.ros.streams import StreamSet
+
+NODE_NAME = "retain_policy"
+
+try:  # the franka_gripper action backend exists only where franka_ros2 is installed (not on PyPI)
+    from franka_msgs.action import Move as FrankaMove
+except ImportError:  # pragma: no cover - depends on the robot PC
+    FrankaMove = None
+
+
+class PolicyNode(ManagedNode):
+    """The policy node; see the module docstring."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        pp.declare(self)
+        self.manager: ModelManager | None = None
+        self.loop: ControlLoop | None = None
+        self.streams: StreamSet | None = None
+        self._entities: list = []
+        self._gripper_client = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def p(self, name: str):
+        """Current value of a parameter."""
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    def _setup(self) -> None:
+        names = list(self.p("camera_names"))
+        topics = list(self.p("camera_topics"))
+        if len(names) != len(topics):
+            raise ValueError(f"camera_names has {len(names)} entries but camera_topics {len(topics)}; one topic each")
+        self.manager = ModelManager(self.p("device"), self.p("seed"))
+        self.get_logger().info(f"loading {self.p('base_checkpoint')} + {self._finetuned()} ...")
+        model = self.manager.load_initial(self._merge_request())
+        missing = [c for c in model.policy.spec.camera_names if c not in names]
+        if missing:
+            raise ValueError(f"the policy reads cameras {list(model.policy.spec.camera_names)} but camera_names is "
+                             f"{names}; add {missing} with a topic each")
+        self.get_logger().info(f"serving alphas {model.alphas}, fingerprint {model.fingerprint[:12]}")
+        max_age = {c: self.p("image_max_age_s") for c in model.policy.spec.camera_names}
+        max_age[JOINTS] = self.p("joint_states_max_age_s")
+        if self.p("gripper_states_topic"):
+            max_age[GRIPPER] = self.p("gripper_max_age_s")
+        self.streams = StreamSet(max_age)
+        self._executor_config = self._executor_settings()
+        self._create_interfaces(dict(zip(names, topics)), model.policy.spec.camera_names)
+        self.loop = ControlLoop(self.streams, tuple(model.policy.spec.camera_names), self.manager,
+                                ChunkExecutor(self._executor_config), self._now_ns, self._publish,
+                                1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event)
+        self.manager.start()
+
+    def _executor_settings(self) -> ExecutorConfig:
+        limits = JointLimits(tuple(self.p("position_min")), tuple(self.p("position_max")),
+                             tuple(self.p("velocity_max")))
+        if len(limits.q_min) != len(self.p("joint_names")):
+            raise ValueError(f"joint limits have {len(limits.q_min)} entries for {len(self.p('joint_names'))} "
+                             "joint_names; give one per joint")
+        return ExecutorConfig(limits, self.p("execute_steps"), self.p("blend_weight"), self.p("max_start_jump_rad"))
+
+    def _create_interfaces(self, camera_topics: dict[str, str], cameras: tuple[str, ...]) -> None:
+        image_type = CompressedImage if self.p("compressed_images") else Image
+        for cam in cameras:
+            self._entities.append(self.create_subscription(
+                image_type, camera_topics[cam], lambda msg, cam=cam: self._on_image(cam, msg), qos_profile_sensor_data))
+        self._entities.append(self.create_subscription(JointState, self.p("joint_states_topic"), self._on_joints,
+                                                       qos_profile_sensor_data))
+        if self.p("gripper_states_topic"):
+            self._entities.append(self.create_subscription(JointState, self.p("gripper_states_topic"),
+                                                           self._on_gripper, qos_profile_sensor_data))
+        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        self._entities.append(self.create_subscription(String, self.p("instruction_topic"), self._on_instruction,
+                                                       latched))
+        self.command_pub = self.create_publisher(JointTrajectory, self.p("command_topic"), 10)
+        self.gripper_pub = None
+        backend = self.p("gripper_backend")
+        if backend == "topic":
+            self.gripper_pub = self.create_publisher(Float64, self.p("gripper_command_topic"), 10)
+        elif backend == "franka_action":
+            if FrankaMove is None:
+                raise ValueError("gripper_backend 'franka_action' needs franka_msgs (franka_ros2), which is not "
+                                 "installed here; use gripper_backend 'topic' or 'none'")
+            from rclpy.action import ActionClient
+
+            self._gripper_client = ActionClient(self, FrankaMove, self.p("gripper_action"))
+        self.chunk_pub = self.create_publisher(String, "~/action_chunk", 10)
+        self.status_pub = self.create_publisher(String, "~/status", latched)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._entities += [self.command_pub, self.chunk_pub, self.status_pub, self.diag_pub]
+        self._entities += [self.create_service(Trigger, f"~/{n}", getattr(self, f"_srv_{n}"))
+                           for n in ("reload", "pause", "resume")]
+        self._entities.append(self.create_timer(1.0 / self.p("status_rate_hz"), self._publish_status))
+
+    def _activate(self) -> None:
+        self.loop.start()
+
+    def _deactivate(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+
+    def _teardown(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop = None
+        if self.manager is not None:
+            self.manager.stop()
+            self.manager = None
+        for entity in self._entities:
+            self._destroy(entity)
+        self._entities = []
+        if self._gripper_client is not None:
+            self._gripper_client.destroy()
+            self._gripper_client = None
+
+    def _destroy(self, entity) -> None:
+        for kind in ("subscription", "publisher", "service", "timer"):
+            if type(entity).__name__.lower() == kind:
+                getattr(self, f"destroy_{kind}")(entity)
+                return
+
+    # ------------------------------------------------------------------------------------------- inputs
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_image(self, cam: str, msg) -> None:
+        try:
+            rgb = conv.compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else conv.image_to_rgb(msg)
+            self.streams.put(cam, rgb, self._now_ns(), conv.stamp_to_ns(msg.header.stamp))
+        except conv.ConversionError as exc:
+            self._stream_error(cam, str(exc))
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            q = conv.joint_positions(msg, self.p("joint_names"))
+            self.streams.put(JOINTS, q, self._now_ns(), conv.stamp_to_ns(msg.header.stamp))
+        except conv.ConversionError as exc:
+            self._stream_error(JOINTS, str(exc))
+
+    def _on_gripper(self, msg: JointState) -> None:
+        try:
+            fingers = conv.joint_positions(msg, self.p("gripper_joint_names"))
+            position = gripper_position(fingers, self.p("gripper_max_width_m"))
+            self.streams.put(GRIPPER, position, self._now_ns(), conv.stamp_to_ns(msg.header.stamp))
+        except conv.ConversionError as exc:
+            self._stream_error(GRIPPER, str(exc))
+
+    def _on_instruction(self, msg: String) -> None:
+        self.streams.put(INSTRUCTION, msg.data, self._now_ns())
+
+    def _stream_error(self, stream: str, message: str) -> None:
+        self.streams.fail(stream, message)
+        self.get_logger().error(f"{stream}: {message}", throttle_duration_sec=2.0)
+
+    # ------------------------------------------------------------------------------------------- outputs
+    def _publish(self, done: Executed) -> None:
+        """Control thread: the command first (latency matters), then the gripper and the raw chunk for recording."""
+        plan = done.plan
+        self.command_pub.publish(conv.trajectory(self.p("joint_names"), plan.times_s, plan.positions,
+                                                 plan.velocities))
+        if plan.gripper is not None:
+            width = gripper_width(plan.gripper, self.p("gripper_max_width_m"))
+            if self.gripper_pub is not None:
+                self.gripper_pub.publish(Float64(data=width))
+            elif self._gripper_client is not None and self._gripper_client.server_is_ready():
+                self._gripper_client.send_goal_async(FrankaMove.Goal(width=width, speed=0.1))
+        chunk = done.chunk
+        self.chunk_pub.publish(String(data=json.dumps({
+            "sequence": done.sequence, "observation_stamp_ns": chunk.observation_stamp_ns,
+            "image_stamp_ns": done.image_stamp_ns, "fingerprint": done.model.fingerprint,
+            "generation": done.model.generation, "alphas": done.model.alphas, "horizon": chunk.horizon,
+            "dt_s": chunk.dt_s, "action_dim": int(chunk.actions.shape[1]), "kind": chunk.space.kind,
+            "actions": [float(v) for v in chunk.actions.reshape(-1)], "inference_s": done.inference_s,
+            "skipped": plan.skipped, "clamped": plan.clamped, "executed": len(plan.times_s)})))
+
+    def _publish_status(self) -> None:
+        if self.manager is None or self.loop is None:
+            return
+        status = status_dict(self.manager, self.loop, self.streams, self._now_ns(), self.active)
+        self.status_pub.publish(String(data=json.dumps(status)))
+        self.diag_pub.publish(diagnostics_message(f"{self.get_name()}: policy", status, self.get_clock().now()))
+
+    def _event(self, level: str, message: str) -> None:
+        # one call site per severity: rclpy refuses a call site whose severity changes
+        if level == "error":
+            self.get_logger().error(message)
+        elif level == "warn":
+            self.get_logger().warning(message)
+        else:
+            self.get_logger().info(message)
+
+    # ------------------------------------------------------------------------------------------- services
+    def _srv_reload(self, request, response):
+        if self.manager is None:
+            response.success, response.message = False, "not configured"
+            return response
+        request_id = self.manager.request(self._merge_request(reload=True))
+        response.success = True
+        response.message = f"reload queued as request {request_id}; ~/status reports the result"
+        return response
+
+    def _srv_pause(self, request, response):
+        if self.loop is not None:
+            self.loop.paused.set()
+        response.success, response.message = self.loop is not None, "paused: no commands until ~/resume"
+        return response
+
+    def _srv_resume(self, request, response):
+        if self.loop is not None:
+            self.loop.paused.clear()
+        response.success, response.message = self.loop is not None, "resumed"
+        return response
+
+    # ------------------------------------------------------------------------------------------- parameters
+    def _finetuned(self, value=None) -> tuple[str, ...]:
+        value = self.p("finetuned_checkpoints") if value is None else value
+        return tuple(v for v in value if v)
+
+    def _merge_request(self, overrides: dict | None = None, reload: bool = False) -> MergeRequest:
+        values = {p.name: self.p(p.name) for p in pp.PARAMS if p.name in pp.MERGE_PARAMS}
+        values.update(overrides or {})
+        root = self.p("checkpoint_root")
+        base = resolve_checkpoint(values["base_checkpoint"], root)
+        finetuned = tuple(resolve_checkpoint(f, root) for f in self._finetuned(values["finetuned_checkpoints"]))
+        groups = {g: values[n] for n, g in pp.GROUP_ALPHAS.items() if values[n] >= 0.0}
+        return MergeRequest(base, finetuned, values["alpha"], groups, values["group_preset"], reload)
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        groups = self.manager.groups if self.manager is not None else ()
+        for param in params:
+            reason = pp.check_change(param.name, param.value, self.p("checkpoint_root"), groups)
+            if reason is not None:
+                self.get_logger().warning(f"parameter change refused: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+        merge_changes = {p.name: p.value for p in params if p.name in pp.MERGE_PARAMS}
+        if merge_changes and self.manager is not None and self.manager.serving is not None:
+            request = self._merge_request(merge_changes)  # validated above: resolves cleanly
+            request_id = self.manager.request(request)
+            self.get_logger().info(f"re-merge requested ({request_id}): {merge_changes}")
+        self._apply_runtime_changes({p.name: p.value for p in params})
+        return SetParametersResult(successful=True)
+
+    def _apply_runtime_changes(self, changes: dict) -> None:
+        """Execution settings and stream ages take effect with the next chunk (one attribute assignment each)."""
+        if self.loop is None:
+            return
+        executor_fields = {"execute_steps": "execute_steps", "blend_weight": "blend_weight",
+                           "max_start_jump_rad": "max_start_jump_rad"}
+        updates = {executor_fields[k]: v for k, v in changes.items() if k in executor_fields}
+        if updates:
+            self.loop.executor.config = replace(self.loop.executor.config, **updates)
+        ages = {"image_max_age_s": self.loop.cameras, "joint_states_max_age_s": (JOINTS,),
+                "gripper_max_age_s": (GRIPPER,)}
+        for name, streams in ages.items():
+            if name in changes:
+                for stream in streams:
+                    if stream in self.streams.max_age_s:
+                        self.streams.max_age_s[stream] = changes[name]
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the policy node (`ros2 run retain_ros policy_node --ros-args --params-file config/fr3_droid.yaml`)."""
+    return spin_managed(PolicyNode, args if args is not None else sys.argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""ModelManager, StreamSet and ControlLoop as plain logic: swaps between chunks, coalescing, failures keep serving."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+from fake_robot import FINGERS, HOME_Q, INSTRUCTION, frames
+from ros_helpers import make_checkpoints
+
+from retain_ros.errors import ConfigError
+from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, gripper_position
+from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION as INSTR, JOINTS, ControlLoop
+from retain_ros.ros.live_merge import MergeRequest, ModelManager, resolve_checkpoint
+from retain_ros.ros.streams import StreamSet
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ck")
+    base, ft = make_checkpoints(root)
+    return root, str(base), tuple(str(f) for f in ft)
+
+
+def wait(predicate, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def test_checkpoint_paths_are_confined_to_the_root(ckpts, tmp_path):
+    root, base, _ = ckpts
+    assert resolve_checkpoint("base", str(root)) == base
+    with pytest.raises(ConfigError, match="outside checkpoint_root"):
+        resolve_checkpoint(str(tmp_path), str(root))
+    with pytest.raises(ConfigError, match="outside checkpoint_root"):
+        resolve_checkpoint("../x", str(root))
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_checkpoint("missing", str(root))
+
+
+def test_requests_coalesce_swaps_happen_only_when_taken_and_failures_keep_the_old_model(ckpts):
+    root, base, ft = ckpts
+    manager = ModelManager()
+    first = manager.load_initial(MergeRequest(base, ft, 0.5))
+    manager.start()
+    try:
+        for alpha in (0.1, 0.2, 0.3):
+            manager.request(MergeRequest(base, ft, alpha))
+        wait(lambda: manager._ready is not None)
+        assert manager.serving is first  # nothing changes until the control thread takes the swap
+        swapped = manager.take_swap()
+        wait(manager.idle)
+        last = manager.take_swap() or swapped
+        assert last.request.alpha == 0.3 and manager.serving is last
+        assert manager.counts["builds"] <= 3 and last.fingerprint != first.fingerprint
+        corrupt = root / "corrupt"
+        shutil.copytree(ft[0], corrupt, dirs_exist_ok=True)
+        (corrupt / "model.safetensors").write_bytes(b"garbage")
+        manager.request(MergeRequest(base, (str(corrupt),), 0.3))
+        wait(manager.idle)
+        assert manager.take_swap() is None and manager.serving is last
+        assert "old model kept" in manager.last_error
+    finally:
+        manager.stop()
+
+
+def test_control_loop_waits_for_fresh_streams_and_publishes_safe_commands(ckpts):
+    _, base, ft = ckpts
+    manager = ModelManager()
+    manager.load_initial(MergeRequest(base, ft, 0.5))
+    clock = [10**9]
+    streams = StreamSet({"exterior": 0.5, "wrist": 0.5, JOINTS: 0.25, GRIPPER: 0.5})
+    published = []
+    loop = ControlLoop(streams, ("exterior", "wrist"), manager, ChunkExecutor(ExecutorConfig(execute_steps=3)),
+                       lambda: clock[0], published.append, 1 / 15, lambda: "", lambda level, msg: None)
+    assert loop.step() is None and "no message" in loop.state.reason
+    for cam, image in frames().items():
+        streams.put(cam, image, clock[0])
+    streams.put(JOINTS, HOME_Q, clock[0])
+    streams.put(GRIPPER, gripper_position(FINGERS, 0.08), clock[0])
+    assert loop.step() is None and "instruction" in loop.state.reason
+    streams.put(INSTR, INSTRUCTION, clock[0])
+    done = loop.step()
+    assert done is not None and done.model is manager.serving and len(done.plan.times_s) == 3
+    clock[0] += 10**9  # one second later every stream is stale
+    assert loop.step() is None and loop.state.state == "waiting" and "stale" in loop.state.reason
+    streams.put(JOINTS, np.full(7, np.nan), clock[0])  # a NaN state never reaches the executor unnoticed
+    for cam, image in frames().items():
+        streams.put(cam, image, clock[0])
+    streams.put(GRIPPER, 0.25, clock[0])
+    with pytest.raises(Exception):
+        loop.step()
+    assert len(published) == 1

@@ -1,0 +1,138 @@
+"""Live alpha changes from another process, the way `ros2 param set` makes them.
+
+The inputs are constant (FakeRobot), so a chunk is a function of the weights alone: the test recomputes the chunk of
+every alpha it sets in its own process and checks that each published chunk equals exactly one of them and carries
+that merge's fingerprint. Base and finetuned weights are unrelated, so a half-swapped model would match none.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fake_robot import FINGERS, HOME_Q, INSTRUCTION, FakeRobot, frames
+from ros_helpers import latest_status, make_checkpoints, wait_until
+from test_policy_node import STATUS, T, count, start_policy
+
+from retain_ros.merge.resident import ResidentMerger
+from retain_ros.policy.interface import Observation, load_policy
+from retain_ros.ros.chunk_executor import gripper_position
+
+NODE = "retain_policy"
+CHUNKS = "/retain_policy/action_chunk"
+
+
+class Expected:
+    """Chunks and fingerprints of the merges the test asks for, computed in the test process."""
+
+    def __init__(self, base, finetuned):
+        self.policy = load_policy(base)
+        self.merger = ResidentMerger.from_checkpoints(base, finetuned)
+        self.obs = Observation(frames(), HOME_Q, gripper_position(FINGERS, 0.08), INSTRUCTION, 0)
+        self.by_fingerprint: dict[str, np.ndarray] = {}
+
+    def add(self, alpha) -> str:
+        merged = self.merger.merge(alpha)
+        self.policy.load_merged(merged.tensors)
+        self.by_fingerprint[merged.fingerprint()] = self.policy.predict(self.obs).actions
+        return merged.fingerprint()
+
+    def check(self, chunk: dict) -> None:
+        assert chunk["fingerprint"] in self.by_fingerprint, "chunk from an unknown (half-updated?) model"
+        expected = self.by_fingerprint[chunk["fingerprint"]]
+        actions = np.array(chunk["actions"]).reshape(chunk["horizon"], chunk["action_dim"])
+        assert np.allclose(actions, expected, atol=1e-4), "chunk does not match its fingerprint's merge"
+
+
+def serving(observer, fingerprint):
+    def check():
+        s = latest_status(observer)
+        return s if s and s["fingerprint"] == fingerprint and s["state"] == "commanding" else None
+    return check
+
+
+@pytest.mark.slow
+def test_alpha_changes_swap_whole_models_and_bad_changes_are_refused(ros, tiny_checkpoints, tmp_path):
+    _, _, observer, _ = ros
+    root, base, finetuned = tiny_checkpoints
+    expected = Expected(base, finetuned)
+    fp_half = expected.add(0.5)
+    proc = start_policy(ros, tiny_checkpoints, execute_steps=2)
+    FakeRobot(observer.node)
+    wait_until(serving(observer, fp_half), 60, "serving alpha 0.5", proc)
+
+    # one change
+    fp_75 = expected.add(0.75)
+    results = observer.set_parameters(NODE, {"alpha": 0.75})
+    assert results[0].successful, results[0].reason
+    status = wait_until(serving(observer, fp_75), 30, "serving alpha 0.75", proc)
+    assert status["alphas"] == {g: [0.75] for g in ("vision", "language", "action")}
+    assert status["reload_s"] > 0 and status["generation"] == 2
+
+    # a burst coalesces: nine requests at once, far fewer builds, the last one wins
+    burst = [round(0.1 * i, 1) for i in range(1, 10)]
+    for alpha in burst:
+        expected.add(alpha)
+    builds = status["merge_builds"]
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(observer.node, NODE)
+    futures = [client.set_parameters([Parameter("alpha", value=a)]) for a in burst]
+    wait_until(lambda: all(f.done() for f in futures), 30, "burst answered", proc)
+    assert all(f.result().results[0].successful for f in futures)
+    fp_last = expected.add(0.9)
+    status = wait_until(serving(observer, fp_last), 30, "serving the last alpha of the burst", proc)
+    status = wait_until(lambda: (s := latest_status(observer)) and not s["pending"] and s, 30, "idle merger", proc)
+    assert status["fingerprint"] == fp_last
+    assert status["merge_builds"] - builds < len(burst)
+
+    # group alpha
+    fp_group = expected.add({"default": 0.9, "action": 0.0})
+    assert observer.set_parameters(NODE, {"alpha_action": 0.0})[0].successful
+    wait_until(serving(observer, fp_group), 30, "serving the group alpha", proc)
+
+    # refused at once, with a reason: out of range, wrong type, -0.5 for a group, outside root, missing
+    outside = tmp_path / "outside_ft"
+    shutil.copytree(finetuned[0], outside)
+    bad = {"alpha": 1.5, "alpha_vision": -0.5}
+    for name, value in bad.items():
+        result = observer.set_parameters(NODE, {name: value})[0]
+        assert not result.successful and result.reason, (name, value)
+    assert not observer.set_parameters(NODE, {"alpha": "high"})[0].successful
+    result = observer.set_parameters(NODE, {"finetuned_checkpoints": [str(outside)]})[0]
+    assert not result.successful and "outside checkpoint_root" in result.reason
+    result = observer.set_parameters(NODE, {"finetuned_checkpoints": [str(root / "nope")]})[0]
+    assert not result.successful and "does not exist" in result.reason
+
+    # accepted (the files exist) but failing to load: the old model keeps serving, the status says why
+    corrupt = root / "corrupt"
+    shutil.copytree(finetuned[0], corrupt, dirs_exist_ok=True)
+    (corrupt / "model.safetensors").write_bytes(b"not a safetensors file")
+    wrong_arch, _ = make_checkpoints(root / "other_arch", horizon=3)
+    for path, words in ((corrupt, "corrupt"), (wrong_arch, "other_arch")):
+        failures = latest_status(observer)["merge_failures"]
+        assert observer.set_parameters(NODE, {"finetuned_checkpoints": [str(path)]})[0].successful
+        status = wait_until(lambda: (s := latest_status(observer)) and s["merge_failures"] > failures and s, 30,
+                            f"failure report for {words}", proc)
+        assert status["fingerprint"] == fp_group and "old model kept" in status["last_error"]
+        assert status["state"] == "commanding"
+
+    # back to the good checkpoint, then ~/reload re-reads the files: same weights, new generation
+    assert observer.set_parameters(NODE, {"finetuned_checkpoints": [str(finetuned[0])]})[0].successful
+    status = wait_until(lambda: (s := latest_status(observer)) and s["fingerprint"] == fp_group and
+                        not s["pending"] and s["last_error"] == "" and s, 30, "good checkpoint again", proc)
+    generation = status["generation"]
+    assert observer.call_trigger("/retain_policy/reload").success
+    wait_until(lambda: (s := latest_status(observer)) and s["generation"] > generation and
+               s["fingerprint"] == fp_group, 30, "reloaded", proc)
+
+    # every chunk published during all of this came from exactly one complete merge
+    chunks = [json.loads(m.data) for m in observer.received(CHUNKS)]
+    assert len(chunks) >= 10
+    for chunk in chunks:
+        expected.check(chunk)
+    assert count(observer, T.arm_command) >= len(chunks) - 1
+    assert len(observer.received(STATUS)) > 0

@@ -1,0 +1,132 @@
+"""The policy node as a real process: start from the params file, command, stop on stale/bad inputs, services."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from fake_robot import FakeRobot
+from ros_helpers import latest_status, policy_node_args, wait_until
+from std_msgs.msg import Float64, String
+from trajectory_msgs.msg import JointTrajectory
+
+from retain_ros.ros import conversions as conv
+from retain_ros.ros.chunk_executor import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
+from retain_ros.topics import FR3_ARM_JOINTS, Topics
+
+T = Topics()
+MODULE = "retain_ros.ros.policy_node"
+STATUS = "/retain_policy/status"
+
+
+def start_policy(ros, tiny_checkpoints, **params):
+    _, _, observer, spawn = ros
+    root, base, finetuned = tiny_checkpoints
+    observer.collect(JointTrajectory, T.arm_command)
+    observer.collect(String, STATUS, qos=_latched())
+    observer.collect(String, "/retain_policy/action_chunk")
+    observer.collect(Float64, T.gripper_command)
+    proc = spawn(MODULE, policy_node_args(base, finetuned, root, **params), "policy")
+    wait_until(lambda: observer.node.count_publishers(T.arm_command) > 0, 60, "the policy node's publishers", proc)
+    return proc
+
+
+def _latched():
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile
+
+    return QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def check_trajectory(msg: JointTrajectory) -> None:
+    """What the Jazzy joint_trajectory_controller and the FR3 need."""
+    times, positions, velocities = conv.trajectory_arrays(msg, FR3_ARM_JOINTS)
+    assert list(msg.joint_names) == list(FR3_ARM_JOINTS)
+    assert len(times) >= 1 and times[0] > 0 and np.all(np.diff(times) > 0), times
+    assert np.all(np.isfinite(positions)) and np.all(np.isfinite(velocities))
+    assert np.all(positions >= np.array(FR3_Q_MIN)) and np.all(positions <= np.array(FR3_Q_MAX))
+    assert np.all(np.abs(velocities) <= np.array(FR3_DQ_MAX) + 1e-9)
+    assert np.all(velocities[-1] == 0.0)
+    assert conv.stamp_to_ns(msg.header.stamp) == 0
+
+
+def count(observer, topic=T.arm_command) -> int:
+    return len(observer.received(topic))
+
+
+@pytest.mark.slow
+def test_starts_from_params_file_commands_and_stops_on_stale_streams(ros, tiny_checkpoints):
+    _, _, observer, _ = ros
+    proc = start_policy(ros, tiny_checkpoints, execute_steps=3)
+    fake = FakeRobot(observer.node)
+    status = wait_until(lambda: (s := latest_status(observer)) and s["state"] == "commanding" and s,
+                        60, "status 'commanding'", proc)
+    assert status["active"] and len(status["fingerprint"]) == 64
+    assert status["alphas"] == {"vision": [0.5], "language": [0.5], "action": [0.5]}
+    wait_until(lambda: count(observer) >= 5, 30, "5 trajectories", proc)
+    for msg in observer.received(T.arm_command):
+        check_trajectory(msg)
+    widths = [m.data for m in observer.received(T.gripper_command)]
+    assert widths and all(math.isfinite(w) and 0.0 <= w <= 0.08 for w in widths)
+    chunk = json.loads(observer.received("/retain_policy/action_chunk")[-1].data)
+    assert chunk["fingerprint"] == status["fingerprint"] and chunk["action_dim"] == 8
+    assert len(chunk["actions"]) == chunk["horizon"] * 8
+
+    # A camera stops: commands stop (within two periods), the status names the stream; it resumes by itself.
+    fake.enabled["wrist"] = False
+    wait_until(lambda: (s := latest_status(observer)) and "wrist" in s["stream_problems"], 30, "wrist stale", proc)
+    before = count(observer)
+    wait_until(lambda: (s := latest_status(observer)) and s["chunks"] >= 0 and
+               len(observer.received(STATUS)) >= 3, 30, "more status messages", proc)
+    assert count(observer) <= before + 1  # at most one chunk was already on its way
+    fake.enabled["wrist"] = True
+    wait_until(lambda: count(observer) >= before + 3, 30, "commands after the camera returned", proc)
+
+    # pause / resume
+    assert observer.call_trigger("/retain_policy/pause").success
+    wait_until(lambda: (s := latest_status(observer)) and s["paused"] and s["state"] == "paused", 30, "paused", proc)
+    paused_at = count(observer)
+    n_status = len(observer.received(STATUS))
+    wait_until(lambda: len(observer.received(STATUS)) >= n_status + 2, 30, "status while paused", proc)
+    assert count(observer) <= paused_at + 1
+    assert observer.call_trigger("/retain_policy/resume").success
+    wait_until(lambda: count(observer) >= paused_at + 3, 30, "commands after resume", proc)
+    for msg in observer.received(T.arm_command):
+        check_trajectory(msg)
+
+
+@pytest.mark.slow
+def test_bad_inputs_give_a_clear_reason_and_no_command(ros, tiny_checkpoints):
+    _, _, observer, _ = ros
+    proc = start_policy(ros, tiny_checkpoints)
+    fake = FakeRobot(observer.node)
+    wait_until(lambda: count(observer) >= 1, 60, "a first trajectory", proc)
+
+    def stuck_with(stream, text):
+        def check():
+            s = latest_status(observer)
+            return s and text in s["stream_problems"].get(stream, "")
+        return check
+
+    # wrong image encoding
+    fake.wrong_encoding = "16UC1"
+    wait_until(stuck_with("exterior", "16UC1"), 30, "encoding diagnostic", proc)
+    frozen = count(observer)
+    fake.wrong_encoding = None
+    wait_until(lambda: count(observer) > frozen + 1, 30, "recovery after the encoding error", proc)
+
+    # missing joint
+    fake.joint_names, fake.q = list(FR3_ARM_JOINTS[:-1]), fake.q[:-1]
+    wait_until(stuck_with("joint_states", "fr3_joint7"), 30, "missing-joint diagnostic", proc)
+    # NaN joint state
+    fake.joint_names, fake.q = list(FR3_ARM_JOINTS), np.full(7, np.nan)
+    wait_until(stuck_with("joint_states", "not finite"), 30, "NaN diagnostic", proc)
+    frozen = count(observer)
+    n_status = len(observer.received(STATUS))
+    wait_until(lambda: len(observer.received(STATUS)) >= n_status + 2, 30, "status while NaN", proc)
+    assert count(observer) <= frozen + 1
+    status = latest_status(observer)
+    assert status["state"] == "waiting"
+    assert "fr3_joint" in status["reason"]
+    assert proc.proc.poll() is None
