@@ -1,0 +1,130 @@
+"""`retain-eval`: evaluate policies and RETAIN merges. Subcommands: `sim` (closed loop), `bag` (offline), `replay`.
+
+Each subcommand registers itself in `SUBCOMMANDS` with a function that adds its parser; more (bag replay, live
+replay) plug in the same way. Exit codes: 0 ok, 2 a user error (message on stderr), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from retain_ros.errors import ConfigError
+
+log = logging.getLogger("retain_ros.evaluate")
+
+
+def _models_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{what} expects comma-separated numbers in [0, 1], e.g. 0.25,0.5,0.75; got '{text}'") \
+            from None
+
+
+def add_sim_parser(sub: argparse._SubParsersAction) -> None:
+    """Add `retain-eval sim`."""
+    from retain_ros.sim.variations import OOD_VARIATIONS
+
+    models = _models_dir()
+    p = sub.add_parser("sim", help="closed-loop comparison in the simulator: base, task-FT, co-FT, RETAIN merges",
+                       description="Closed-loop success of base, task-FT, co-FT and RETAIN merges on the target task "
+                                   "(id and OOD families) and on the generalist suite; writes report.md, "
+                                   "report.json and alpha_sweep.png.")
+    p.add_argument("--base", default=str(models / "base"), help="pretrained checkpoint (default: embedded)")
+    p.add_argument("--task-ft", default=str(models / "task_ft"), help="task-finetuned checkpoint (default: embedded)")
+    p.add_argument("--co-ft", default=str(models / "co_ft"), help="co-finetuned checkpoint (default: embedded)")
+    p.add_argument("--target", default="push_red_to_purple", help="target task the finetuned models learnt")
+    p.add_argument("--alpha", default="0.25,0.5,0.75", help="RETAIN alphas (comma-separated)")
+    p.add_argument("--language-alpha", type=float, default=0.5,
+                   help="alpha of the language backbone in the modality-specific rows (vision, action at 1)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per target cell (id, each OOD family)")
+    p.add_argument("--generalist-episodes", type=int, default=2, help="episodes per generalist task")
+    p.add_argument("--ood", default=",".join(OOD_VARIATIONS), help="OOD variation families (comma-separated)")
+    p.add_argument("--generalist", help="generalist tasks (comma-separated; default: the whole suite)")
+    p.add_argument("--seed", type=int, default=1000, help="first episode seed (away from the training seeds)")
+    p.add_argument("--execute-steps", type=int, default=8, help="actions executed per chunk before re-querying")
+    p.add_argument("--image-size", type=int, default=64, help="rendered camera image side")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (one torch thread each)")
+    p.add_argument("--max-steps", type=int, help="cap on episode length (default: each task's own limit)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sim)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Run the simulated comparison and print the table."""
+    from retain_ros.evaluate.sim_eval import EvalConfig, default_variants, run_comparison, write_report
+
+    alphas = _floats(args.alpha, "--alpha")
+    cfg = EvalConfig(base=args.base, task_ft=args.task_ft, co_ft=args.co_ft, target=args.target, out=args.out,
+                     episodes=args.episodes, generalist_episodes=args.generalist_episodes, seed=args.seed,
+                     execute_steps=args.execute_steps, image_size=args.image_size,
+                     variants=default_variants(alphas, args.language_alpha),
+                     ood=tuple(v for v in args.ood.split(",") if v),
+                     generalist=tuple(t for t in args.generalist.split(",") if t) if args.generalist else None,
+                     workers=args.workers, max_steps=args.max_steps)
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    records = run_comparison(cfg, progress=not args.quiet)
+    paths = write_report(cfg, records, time.perf_counter() - started)
+    print(paths["md"].read_text())
+    print(f"wrote {paths['md']}, {paths['json']}, {paths['plot']}")
+    return 0
+
+
+def add_bag_parser(sub: argparse._SubParsersAction) -> None:
+    """Add `retain-eval bag` (retain_ros/evaluate/bag_eval.py)."""
+    from retain_ros.evaluate.bag_eval import add_bag_parser as add
+
+    add(sub)
+
+
+def add_replay_parser(sub: argparse._SubParsersAction) -> None:
+    """Add `retain-eval replay` (retain_ros/evaluate/live_replay.py; imports rclpy only when run)."""
+    from retain_ros.evaluate.live_replay_cli import add_replay_parser as add
+
+    add(sub)
+
+
+SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "sim": add_sim_parser, "bag": add_bag_parser, "replay": add_replay_parser}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `retain-eval` with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="retain-eval", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="info logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `retain-eval`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="retain-eval: %(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"retain-eval: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("retain-eval: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""`retain-eval sim`: the closed-loop comparison on tiny real checkpoints in the real simulator."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from retain_ros.errors import ConfigError
+from retain_ros.evaluate.cli import main as retain_eval
+from retain_ros.evaluate.sim_eval import (EvalConfig, Variant, VariantPolicies, conditions, default_variants,
+                                          jobs_of, summarise, wilson_interval)
+from retain_ros.policy.configuration_reference import ReferenceVLAConfig
+from retain_ros.policy.processor_reference import NormalizationStats
+from retain_ros.policy.reference_policy import example_observation, random_policy
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    config = ReferenceVLAConfig.tiny()
+    stats = NormalizationStats(np.zeros(8), np.ones(8), np.zeros(8), np.full(8, 0.5))
+    return {key: str(random_policy(config, seed=i, stats=stats).save_pretrained(root / key))
+            for i, key in enumerate(("base", "task_ft", "co_ft"))}
+
+
+def test_default_rows_are_the_papers():
+    names = [v.name for v in default_variants()]
+    assert names[:3] == ["base", "task-FT", "co-FT"]
+    assert "RETAIN co-FT a=0.50" in names and "RETAIN task-FT a=0.25" in names
+    language = [v for v in default_variants() if v.group_alpha]
+    assert language and all(v.alphas() == {"default": 1.0, "language": 0.5} for v in language)
+
+
+def test_conditions_cover_id_each_ood_family_and_the_generalist_suite():
+    cells = conditions("push_red_to_purple")
+    columns = {c.column for c in cells}
+    assert {"id", "generalist", "position", "appearance", "viewpoint", "distractors"} <= columns
+    assert all(c.variation == "id" for c in cells if c.column == "generalist")
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ConfigError, match="unknown task"):
+        conditions("push_red_to_purpel")
+    with pytest.raises(ConfigError, match="unknown variation"):
+        conditions("pick_red", ood=("lighting",))
+
+
+def test_variants_swap_the_serving_weights(tiny_models):
+    cfg = EvalConfig(**tiny_models, target="pick_red", out="unused")
+    policies = VariantPolicies(cfg)
+    obs = example_observation(policies.policy.spec)
+    out = {v: policies.activate(Variant(v, *args)).predict(obs).actions for v, args in {
+        "base": (), "ft": ("task_ft",), "merge0": ("task_ft", 0.0), "merge1": ("task_ft", 1.0),
+        "half": ("task_ft", 0.5)}.items()}
+    np.testing.assert_allclose(out["merge0"], out["base"], atol=1e-5)
+    np.testing.assert_allclose(out["merge1"], out["ft"], atol=1e-5)
+    assert not np.array_equal(out["half"], out["base"])
+
+
+def test_same_seeds_for_every_variant(tiny_models):
+    cfg = EvalConfig(**tiny_models, target="pick_red", out="unused", episodes=3, generalist=("pick_blue",))
+    seeds = {}
+    for _, variant, cell, cell_seeds in jobs_of(cfg):
+        seeds.setdefault((cell.task, cell.variation), set()).add(tuple(cell_seeds))
+    assert all(len(s) == 1 for s in seeds.values())
+
+
+def test_wilson_interval_and_summary():
+    low, high = wilson_interval(5, 10)
+    assert low < 0.5 < high and 0 <= low and high <= 1
+    assert wilson_interval(0, 4)[0] == 0.0
+    records = [{"variant": "a", "column": "id", "success": True}, {"variant": "a", "column": "position",
+                                                                   "success": False}]
+    table = summarise(records, [Variant("a")], ["id", "generalist", "position"])
+    assert table["a"]["id"]["rate"] == 1.0 and table["a"]["ood"]["n"] == 1 and table["a"]["generalist"]["n"] == 0
+
+
+@pytest.mark.parametrize("kwargs, word", [({"episodes": 0}, "episodes"), ({"image_size": 4}, "image_size"),
+                                          ({"variants": [Variant("x", "task_ft", 1.5)]}, "outside")])
+def test_bad_settings_are_refused(tiny_models, kwargs, word):
+    with pytest.raises(ConfigError, match=word):
+        EvalConfig(**tiny_models, target="pick_red", out="o", **kwargs)
+
+
+@pytest.mark.slow
+def test_cli_runs_the_comparison_and_writes_the_report(tiny_models, tmp_path, capsys):
+    out = tmp_path / "report"
+    argv = ["sim", "--base", tiny_models["base"], "--task-ft", tiny_models["task_ft"], "--co-ft",
+            tiny_models["co_ft"], "--target", "pick_red", "--alpha", "0.5", "--episodes", "1",
+            "--generalist-episodes", "1", "--ood", "position", "--generalist", "pick_blue", "--image-size", "16",
+            "--out", str(out), "-q"]
+    assert retain_eval(argv + ["--max-steps", "12"]) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    names = [v.name for v in default_variants((0.5,))]
+    assert list(report["table"]) == names
+    assert len(report["episodes"]) == len(names) * 3
+    assert all(e["seed"] == 1000 and e["steps"] <= 12 for e in report["episodes"])
+    assert "| RETAIN co-FT a=0.50 |" in (out / "report.md").read_text()
+    assert (out / "alpha_sweep.png").stat().st_size > 1000
+
+
+def test_cli_bad_checkpoint_exits_2(tmp_path, capsys):
+    assert retain_eval(["sim", "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "-q"]) == 2
+    assert "not found" in capsys.readouterr().err
