@@ -21,7 +21,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*", "bench"]),
-    package_data={PACKAGE: ["sim/assets/*", "sim/assets/**/*"]},
+    package_data={PACKAGE: ["sim/assets/*", "sim/assets/**/*", "models/*/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -39,6 +39,10 @@ setup(
         "console_scripts": [
             "retain-merge = retain_ros.merge.cli:main",
             "retain-sim = retain_ros.sim.cli:main",
+            "retain-train = retain_ros.train.cli:main",
+            "retain-eval = retain_ros.evaluate.cli:main",
+            "policy_node = retain_ros.ros.policy_node:main",
+            "sim_robot_node = retain_ros.ros.sim_robot_node:main",
         ],
     },
 )
