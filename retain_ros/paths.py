@@ -29,3 +29,8 @@ def share_dir() -> Path:
 def config_dir() -> Path:
     """Return the directory of parameter files and group presets."""
     return share_dir() / "config"
+
+
+def embedded_models_dir() -> Path:
+    """Return the directory of the embedded reference checkpoints (base, task_ft, co_ft), shipped as package data."""
+    return Path(__file__).resolve().parent / "models"

@@ -11,17 +11,13 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 
 from retain_ros.errors import ConfigError
+from retain_ros.paths import embedded_models_dir
 
 log = logging.getLogger("retain_ros.evaluate")
-
-
-def _models_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "models"
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -36,7 +32,7 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
     """Add `retain-eval sim`."""
     from retain_ros.sim.variations import OOD_VARIATIONS
 
-    models = _models_dir()
+    models = embedded_models_dir()
     p = sub.add_parser("sim", help="closed-loop comparison in the simulator: base, task-FT, co-FT, RETAIN merges",
                        description="Closed-loop success of base, task-FT, co-FT and RETAIN merges on the target task "
                                    "(id and OOD families) and on the generalist suite; writes report.md, "

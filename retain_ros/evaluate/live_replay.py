@@ -67,9 +67,10 @@ def message_class(msgtype: str) -> type:
                           "(or source the ROS workspace that defines it)") from None
 
 
-def _qos(msgtype: str, latched: bool) -> QoSProfile:
+def _qos(msgtype: str, latched: bool, best_effort: bool = False) -> QoSProfile:
     durable = latched and msgtype in LATCHED_TYPES
-    return QoSProfile(depth=1 if durable else 100, reliability=QoSReliabilityPolicy.RELIABLE,
+    reliability = QoSReliabilityPolicy.BEST_EFFORT if best_effort else QoSReliabilityPolicy.RELIABLE
+    return QoSProfile(depth=1 if durable else 100, reliability=reliability,
                       durability=QoSDurabilityPolicy.TRANSIENT_LOCAL if durable else QoSDurabilityPolicy.VOLATILE)
 
 
@@ -80,7 +81,19 @@ class Recorder:
     (sqlite objects may only be used by the thread that created them, and a slow disk must not stall the executor).
     """
 
-    def __init__(self, node, path: Path, topics: dict[str, str], storage: str, durable: set[str]) -> None:
+    def __init__(self, node, path: Path, topics: dict[str, str], storage: str, durable: set[str],
+                 best_effort: set[str] = frozenset()) -> None:
+        """Open the bag and subscribe.
+
+        Args:
+            node: the rclpy node that owns the subscriptions.
+            path: the bag to create.
+            topics: topic -> message type to record.
+            storage: 'sqlite3' or 'mcap'.
+            durable: topics published latched (recorded with transient-local durability).
+            best_effort: topics published best-effort, such as sensor-data cameras (a reliable subscription would
+                never match them).
+        """
         classes = {topic: message_class(msgtype) for topic, msgtype in topics.items()}
         self.counts = {topic: 0 for topic in topics}
         self._node = node
@@ -94,8 +107,9 @@ class Recorder:
         if self._error is not None:
             raise ConfigError(f"cannot create the record bag {path}: {self._error}")
         # Topics this process plays latched are recorded latched too: their one message is kept for a late match.
-        self.subscriptions = {t: node.create_subscription(classes[t], t, self._callback(t), _qos(m, t in durable),
-                                                          raw=True) for t, m in topics.items()}
+        self.subscriptions = {t: node.create_subscription(classes[t], t, self._callback(t),
+                                                          _qos(m, t in durable, t in best_effort), raw=True)
+                              for t, m in topics.items()}
 
     def _write_loop(self, path: Path, topics: dict[str, str], storage: str) -> None:
         try:

@@ -167,12 +167,16 @@ class ObservationAssembler:
         return self.streams.problems(now_ns)
 
     def observation(self, now_ns: int) -> Observation | None:
-        """The observation the node would assemble at `now_ns`, or None while a stream is missing or stale.
+        """The observation the node would assemble at `now_ns`, or None when the node would not command.
 
-        Raises:
-            ConfigError: no instruction (neither the parameter nor a message on the instruction topic).
+        That is while a stream is missing or stale, or before the episode's first instruction: a camera frame logged
+        between an episode marker and the instruction is skipped, as the node skips it (whether the bag has any
+        instruction at all is checked before the replay starts).
         """
         if self.problems(now_ns):
             return None
-        obs, _ = self._loop.observation(self.streams.snapshot(), now_ns)
+        try:
+            obs, _ = self._loop.observation(self.streams.snapshot(), now_ns)
+        except ConfigError:  # no instruction yet
+            return None
         return obs

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from test_bag_helpers import ARM, FINGERS, TS, write_std_bag
+from test_bag_helpers import ARM, FINGERS, RATE_HZ, START_NS, TS, write_std_bag
 from rosbags.rosbag2 import Reader, Writer
 
 from retain_ros.evaluate.bag_eval import read_episode
@@ -205,3 +205,24 @@ def test_params_file_topics_are_used(eval_checkpoints, tmp_path, capsys):
                          str(tmp_path / "params.yaml"))
     assert rc == 0, err
     shutil.rmtree(tmp_path / "o2")
+
+
+def test_frames_before_the_first_instruction_are_skipped_like_the_node_does(eval_checkpoints, tmp_path, capsys):
+    """Regression: a camera frame logged before an episode's first instruction used to abort the whole evaluation.
+
+    The node does not command without an instruction; the replay skips such frames and scores the rest.
+    """
+    full = write_std_bag(tmp_path / "full", steps=6)
+    late = tmp_path / "late"
+    with Reader(full) as reader, Writer(late, version=9) as w:
+        conns = {}
+        for conn, log_ns, raw in reader.messages():
+            if conn.topic == "/instruction":
+                log_ns = max(log_ns, START_NS + int(2.5e9 / RATE_HZ))  # it arrives only after the third frame
+            if conn.topic not in conns:
+                conns[conn.topic] = w.add_connection(conn.topic, conn.msgtype, typestore=TS)
+            w.write(conns[conn.topic], log_ns, raw)
+    rc, _, err = run_bag(capsys, [late], eval_checkpoints, tmp_path / "out", "--alpha", "0.5")
+    assert rc == 0, err
+    episode = json.loads((tmp_path / "out" / "report.json").read_text())["episodes"][0]
+    assert 0 < episode["observations"] < 6

@@ -1,0 +1,59 @@
+"""`make demo` in its reduced form (`--quick`), as a new user runs it: a separate process, real nodes, a real bag.
+
+Checks what the demo promises (its outputs exist and fit together), not success rates: the quick episodes are 3 s.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bag_counts(path: Path) -> dict[str, int]:
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([path]) as reader:
+        return {c.topic: c.msgcount for c in reader.connections}
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo_out"
+    run = subprocess.run([sys.executable, "-m", "retain_ros.ros.demo", "--quick", "--out", str(out)], cwd=str(REPO),
+                         capture_output=True, text=True, timeout=400)
+    log = f"{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
+    assert run.returncode == 0, log
+    for name in ("sim_robot", "retain_policy"):  # every node it started was stopped, and stopped cleanly
+        assert f"stopped {name} (exit code 0)" in run.stdout, log
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == {str(k): "ok" for k in range(1, 6)}, log
+    # every setting ran at both live alphas, and the live alpha change served other weights
+    settings = {("push_red_to_purple", "id"), ("push_red_to_purple", "position"), ("pick_red", "id")}
+    for alpha in (0.5, 0.75):
+        assert {(e["task"], e["variation"]) for e in summary["episodes"] if e["alpha"] == alpha} == settings, log
+    fingerprints = summary["fingerprints"]
+    assert set(fingerprints) == {"0.5", "0.75"} and fingerprints["0.5"] != fingerprints["0.75"], fingerprints
+    assert all(len(f) >= 12 for f in fingerprints.values()) and summary["reload_s"] > 0
+    # the bag has both nodes' topics and one marker per episode
+    counts = bag_counts(out / "bag")
+    for topic in ("/cameras/exterior/image_raw", "/cameras/wrist/image_raw", "/joint_states", "/instruction",
+                  "/fr3_arm_controller/joint_trajectory", "/fr3_gripper/width_command",
+                  "/retain_policy/action_chunk", "/retain_policy/status", "/sim_robot/episode"):
+        assert counts.get(topic, 0) > 0, (topic, counts)
+    assert counts["/retain_demo/episode_start"] == 6
+    # the replay scored every alpha against the recorded commands
+    report = json.loads((out / "replay" / "report.json").read_text())
+    assert report["alphas"] == [0.0, 0.5, 1.0] and report["target"] == "command"
+    scored = report["aggregate"].values()
+    assert len(scored) == 3 and all(a["observations"] > 0 and a["mse"] >= 0 for a in scored)
+    assert set(summary["replay"]) == set(report["labels"])
+    for png in ("replay/error_vs_alpha.png", "episode_strip.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    printed = (out / "summary.txt").read_text()
+    assert "push_red_to_purple / position" in printed and "replay alpha" in printed and printed in run.stdout
