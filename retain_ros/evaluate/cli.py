@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from retain_ros.cli_errors import run_reporting_errors
 from retain_ros.errors import ConfigError
 from retain_ros.paths import embedded_models_dir
 
@@ -112,14 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="retain-eval: %(levelname)s: %(message)s")
-    try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"retain-eval: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("retain-eval: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors("retain-eval", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 
+from retain_ros.cli_errors import run_reporting_errors
 from retain_ros.errors import ConfigError
 from retain_ros.merge.groups import AUTO, builtin_preset_names, load_preset
 from retain_ros.merge.maths import MODES, SEQUENTIAL, AlphaSpec
@@ -144,16 +144,7 @@ def _merge_with_progress(plan: MergePlan, args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="retain-merge: %(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
-    started = time.perf_counter()
-    try:
-        return run(args)
-    except ConfigError as exc:
-        print(f"retain-merge: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"retain-merge: interrupted after {time.perf_counter() - started:.1f} s; no output was written",
-              file=sys.stderr)
-        return 130
+    return run_reporting_errors("retain-merge", lambda: run(args), "interrupted; no output was written")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retain_ros.errors import ConfigError
+from retain_ros.cli_errors import run_reporting_errors
 from retain_ros.sim.collect import CollectConfig, ExpertCheckResult, collect, default_workers, expert_check
 from retain_ros.sim.env import DEFAULT_IMAGE_SIZE, make_task
 from retain_ros.sim.physics import CAMERAS
@@ -145,14 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"retain-sim: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("retain-sim: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors("retain-sim", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from retain_ros.cli_errors import run_reporting_errors
 from retain_ros.errors import ConfigError
 from retain_ros.train.loop import COFINETUNE, FINETUNE, PRETRAIN, TrainConfig, TrainResult, train
 
@@ -98,23 +99,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="retain-train: %(levelname)s: %(message)s")
-    try:
-        if args.threads < 1:
-            raise ConfigError(f"--threads {args.threads} must be >= 1")
-        torch.set_num_threads(args.threads)
-        cfg = config_from_args(args)
+    return run_reporting_errors("retain-train", lambda: run(args), "interrupted; no checkpoint was written")
 
-        def report(step: int, loss: float) -> None:
-            if args.quiet or step % 250 == 0 or step == cfg.steps:
-                print(f"step {step:6d}/{cfg.steps}  loss {loss:.4f}", flush=True)
 
-        result = train(cfg, progress=not args.quiet, on_log=report)
-    except ConfigError as exc:
-        print(f"retain-train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("retain-train: interrupted; no checkpoint was written", file=sys.stderr)
-        return 130
+def run(args: argparse.Namespace) -> int:
+    """Train as the arguments say and print the summary."""
+    if args.threads < 1:
+        raise ConfigError(f"--threads {args.threads} must be >= 1")
+    torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+
+    def report(step: int, loss: float) -> None:
+        if args.quiet or step % 250 == 0 or step == cfg.steps:
+            print(f"step {step:6d}/{cfg.steps}  loss {loss:.4f}", flush=True)
+
+    result = train(cfg, progress=not args.quiet, on_log=report)
     print(summary(result))
     return 0
 
