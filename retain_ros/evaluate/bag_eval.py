@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from retain_ros.errors import ConfigError
+from retain_ros.merge.cli import parse_alpha, parse_group_alpha
 from retain_ros.evaluate.bag_reader import Bag, BagError, Episode, check_bag_path
 from retain_ros.evaluate.metrics import ErrorStack, aggregate
 from retain_ros.evaluate.observations import InputSettings, ObservationAssembler
@@ -309,25 +310,14 @@ def evaluate_bags(cfg: BagEvalConfig) -> tuple[dict, dict[str, Path]]:
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"--alpha expects comma-separated numbers in [0, 1], e.g. 0.25,0.5,0.75; got '{text}'") \
-            from None
-
-
-def _group_alphas(items: Sequence[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        group, sep, value = item.partition("=")
-        try:
-            out[group.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not group.strip():
-            raise ConfigError(f"--group-alpha expects GROUP=ALPHA (e.g. vision=1.0), got '{item}'")
-    return out
+def _group_alphas(items: list[str]) -> dict[str, float]:
+    """One alpha per group: the sweep's alphas apply to the groups not named here."""
+    group_alpha = {}
+    for group, values in parse_group_alpha(items).items():
+        if len(values) != 1:
+            raise ConfigError(f"--group-alpha {group}: give one value for a bag sweep, got {list(values)}")
+        group_alpha[group] = values[0]
+    return group_alpha
 
 
 def add_bag_parser(sub: argparse._SubParsersAction) -> None:
@@ -365,7 +355,8 @@ def cmd_bag(args: argparse.Namespace) -> int:
     """Run `retain-eval bag` and print the one-screen summary."""
     from retain_ros.evaluate.report import summary_text
 
-    cfg = BagEvalConfig(bags=args.bags, base=args.base, finetuned=args.finetuned, alphas=_floats(args.alpha),
+    cfg = BagEvalConfig(bags=args.bags, base=args.base, finetuned=args.finetuned,
+                        alphas=parse_alpha(args.alpha, "--alpha"),
                         group_alpha=_group_alphas(args.group_alpha), out=args.out, params=args.params,
                         instruction=args.instruction, target=args.target, action_topic=args.action_topic,
                         episode_topic=args.episode_topic, every=args.every, groups=args.groups, device=args.device,

@@ -15,18 +15,10 @@ from collections.abc import Callable, Sequence
 import torch
 
 from retain_ros.cli_errors import run_reporting_errors
-from retain_ros.errors import ConfigError
+from retain_ros.merge.cli import parse_alpha
 from retain_ros.paths import embedded_models_dir
 
 log = logging.getLogger("retain_ros.evaluate")
-
-
-def _floats(text: str, what: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"{what} expects comma-separated numbers in [0, 1], e.g. 0.25,0.5,0.75; got '{text}'") \
-            from None
 
 
 def add_sim_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,7 +55,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     """Run the simulated comparison and print the table."""
     from retain_ros.evaluate.sim_eval import EvalConfig, default_variants, run_comparison, write_report
 
-    alphas = _floats(args.alpha, "--alpha")
+    alphas = parse_alpha(args.alpha, "--alpha")
     cfg = EvalConfig(base=args.base, task_ft=args.task_ft, co_ft=args.co_ft, target=args.target, out=args.out,
                      episodes=args.episodes, generalist_episodes=args.generalist_episodes, seed=args.seed,
                      execute_steps=args.execute_steps, image_size=args.image_size,

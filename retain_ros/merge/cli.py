@@ -63,23 +63,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_alpha(text: str, what: str) -> tuple[float, ...]:
-    """Parse '0.5' or '0.5,0.7' into floats (range checks happen when groups are known)."""
+    """Parse '0.5' or '0.25,0.5,0.75' into floats (range checks happen where the alphas are used).
+
+    Shared by every tool that takes alphas on its command line (retain-merge, retain-eval).
+
+    Raises:
+        ConfigError: a value that is not a number, naming the option.
+    """
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ConfigError(f"{what}: expected a number in [0, 1] or a comma-separated list, got '{text}'") from None
+        values = ()
+    if not values:
+        raise ConfigError(f"{what}: expected a number in [0, 1] or a comma-separated list (e.g. 0.25,0.5,0.75), "
+                          f"got '{text}'")
+    return values
+
+
+def parse_group_alpha(items: list[str]) -> dict[str, tuple[float, ...]]:
+    """Parse repeated `--group-alpha GROUP=A[,A2...]` options into group -> alphas.
+
+    Raises:
+        ConfigError: an item without GROUP= or with a value that is not a number.
+    """
+    group_alpha = {}
+    for item in items:
+        group, sep, value = item.partition("=")
+        if not sep or not group.strip():
+            raise ConfigError(f"--group-alpha expects GROUP=ALPHA (e.g. language=0.25), got '{item}'")
+        group_alpha[group.strip()] = parse_alpha(value, f"--group-alpha {group}")
+    return group_alpha
 
 
 def alpha_spec_from_args(args: argparse.Namespace) -> AlphaSpec:
     if args.alpha is None:
         raise ConfigError("--alpha is required (0 = pretrained, 1 = finetuned; RETAIN typically uses 0.25-0.75)")
-    group_alpha = {}
-    for item in args.group_alpha:
-        group, sep, value = item.partition("=")
-        if not sep or not group:
-            raise ConfigError(f"--group-alpha expects GROUP=ALPHA (e.g. language=0.25), got '{item}'")
-        group_alpha[group.strip()] = parse_alpha(value, f"--group-alpha {group}")
-    return AlphaSpec(parse_alpha(args.alpha, "--alpha"), group_alpha)
+    return AlphaSpec(parse_alpha(args.alpha, "--alpha"), parse_group_alpha(args.group_alpha))
 
 
 def format_plan(plan: MergePlan) -> str:
