@@ -20,7 +20,7 @@ import yaml
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import Observation
 from retain_ros.ros import conversions as conv
-from retain_ros.ros.chunk_executor import gripper_position
+from retain_ros.gripper import gripper_position
 from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION, JOINTS, ControlLoop
 from retain_ros.ros.streams import StreamSet
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics

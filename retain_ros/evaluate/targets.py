@@ -19,7 +19,7 @@ import numpy as np
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import JOINT_VELOCITY, ActionChunk
 from retain_ros.ros import conversions as conv
-from retain_ros.ros.chunk_executor import gripper_position
+from retain_ros.gripper import gripper_position, width_to_position
 
 ACTION, COMMAND, JOINT_STATES = "action", "command", "joint_states"
 TARGETS = (ACTION, COMMAND, JOINT_STATES)
@@ -112,7 +112,7 @@ class TargetBuilder:
 
     def add_gripper_width(self, log_ns: int, msg: object) -> None:
         """A gripper width command (m)."""
-        self._gripper.append((log_ns, float(1.0 - np.clip(msg.data / self.max_width, 0.0, 1.0))))
+        self._gripper.append((log_ns, width_to_position(msg.data, self.max_width)))
 
     def add_joint_state(self, log_ns: int, msg: object) -> None:
         """A measured arm joint state."""

@@ -14,7 +14,6 @@ Per chunk (H actions, `dt_s` apart, computed from the observation taken at `obse
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -267,14 +266,3 @@ def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
         raise UnsafeChunk("planned positions leave the joint limits")
     if np.any(np.abs(plan.velocities) > np.asarray(limits.dq_max) + 1e-9) or np.any(plan.velocities[-1] != 0.0):
         raise UnsafeChunk("planned velocities exceed the limits or do not end at zero")
-
-
-def gripper_width(position: float, max_width_m: float) -> float:
-    """DROID gripper position (0 open .. 1 closed) -> finger opening in metres."""
-    return float((1.0 - np.clip(position, 0.0, 1.0)) * max_width_m)
-
-
-def gripper_position(finger_positions: Sequence[float], max_width_m: float) -> float:
-    """Finger joint positions (each the half opening, m) -> DROID gripper position (0 open .. 1 closed)."""
-    width = float(np.sum(np.asarray(finger_positions, dtype=float)))
-    return float(np.clip(1.0 - width / max_width_m, 0.0, 1.0))

@@ -26,7 +26,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from retain_ros.ros import conversions as conv
 from retain_ros.ros import policy_params as pp
-from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits, gripper_position, gripper_width
+from retain_ros.gripper import gripper_position, gripper_width
+from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits
 from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION, JOINTS, ControlLoop, Executed
 from retain_ros.ros.lifecycle import ManagedNode, spin_managed
 from retain_ros.ros.live_merge import MergeRequest, ModelManager, resolve_checkpoint

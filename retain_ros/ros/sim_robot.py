@@ -118,9 +118,9 @@ class SimRobot:
         return None
 
     def command_gripper_width(self, width_m: float) -> None:
-        """Command the finger opening (m), clipped to 0..0.08."""
+        """Command the finger opening (m); the simulated gripper clips it; a non-finite value is ignored."""
         if np.isfinite(width_m):
-            self.env.command_gripper_width(float(np.clip(width_m, 0.0, 0.08)))
+            self.env.command_gripper_width(float(width_m))
 
     def tick(self) -> bool:
         """Advance one tick; returns True when the cameras are due this tick."""

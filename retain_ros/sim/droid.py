@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from retain_ros.errors import ConfigError
+from retain_ros.gripper import gripper_width, width_to_position
 from retain_ros.sim.controller import JointTrajectory, TrajectoryPoint
 from retain_ros.sim.physics import ARM_DOF, CONTROL_RATE_HZ, DQ_MAX, GRIPPER_MAX_WIDTH_M, Q_MAX, Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS
@@ -65,10 +66,10 @@ def action_to_trajectory(action: np.ndarray, q_measured: np.ndarray,
 
 
 def gripper_position_to_width(position: float) -> float:
-    """Map a DROID gripper position (0 open .. 1 closed) to a finger opening in metres."""
-    return float((1.0 - np.clip(position, 0.0, 1.0)) * GRIPPER_MAX_WIDTH_M)
+    """Map a DROID gripper position (0 open .. 1 closed) to this gripper's finger opening in metres."""
+    return gripper_width(position, GRIPPER_MAX_WIDTH_M)
 
 
 def width_to_gripper_position(width_m: float) -> float:
-    """Map a finger opening in metres to a DROID gripper position (0 open .. 1 closed)."""
-    return float(np.clip(1.0 - width_m / GRIPPER_MAX_WIDTH_M, 0.0, 1.0))
+    """Map this gripper's finger opening in metres to a DROID gripper position (0 open .. 1 closed)."""
+    return width_to_position(width_m, GRIPPER_MAX_WIDTH_M)

@@ -11,7 +11,8 @@ from fake_robot import FINGERS, HOME_Q, INSTRUCTION, frames
 from ros_helpers import make_checkpoints
 
 from retain_ros.errors import ConfigError
-from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, gripper_position
+from retain_ros.gripper import gripper_position
+from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig
 from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION as INSTR, JOINTS, ControlLoop
 from retain_ros.ros.live_merge import MergeRequest, ModelManager, resolve_checkpoint
 from retain_ros.ros.streams import StreamSet

@@ -18,7 +18,7 @@ from test_policy_node import STATUS, T, count, start_policy
 
 from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.interface import Observation, load_policy
-from retain_ros.ros.chunk_executor import gripper_position
+from retain_ros.gripper import gripper_position
 
 NODE = "retain_policy"
 CHUNKS = "/retain_policy/action_chunk"
