@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
+MSGS_STAMP := $(VENV)/.retain_ros_msgs
 OUT ?= demo_out
 
 .PHONY: venv test test-fast demo bench clean help models
@@ -12,9 +13,11 @@ help:
 	@echo "make demo   - create .venv (pip only) and run the main job end to end"
 	@echo "make test   - create .venv and run the test suite"
 	@echo "make bench  - create .venv-bench (adds mergekit) and run bench/merge_bench.py"
-	@echo "make clean  - remove .venv, .venv-bench and demo output"
+	@echo "make clean  - remove .venv, .venv-bench, .venv-lerobot and demo output"
+	@echo "make lerobot-env  - create .venv-lerobot (Python 3.12, LeRobot 0.6.1) for pi0 / pi0.5 / SmolVLA checkpoints"
+	@echo "make test-lerobot - create .venv-lerobot and run test/lerobot_backend (tiny LeRobot models, offline)"
 
-venv: $(STAMP) $(SYSTEM_STAMP)
+venv: $(STAMP) $(SYSTEM_STAMP) $(MSGS_STAMP)
 
 # Debian packages (e.g. Mesa for offscreen MuJoCo rendering); installs only those missing.
 $(SYSTEM_STAMP): apt-packages.txt | $(STAMP)
@@ -33,6 +36,13 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
+# The package's messages (msg/: retain_ros_msgs), built with CMake from the ROS 2 wheels and installed into .venv.
+$(MSGS_STAMP): msg/ActionChunk.msg msg/GroupAlpha.msg msg/CMakeLists.txt msg/package.xml msg/install_into_venv.sh \
+		requirements-msgs.txt | $(STAMP) $(SYSTEM_STAMP)
+	$(BIN)/python -m pip install -q -r requirements-msgs.txt
+	msg/install_into_venv.sh $(VENV) build/retain_ros_msgs
+	@touch $@
+
 test: venv
 	$(BIN)/python -m pytest
 
@@ -46,7 +56,7 @@ bench: venv
 	.venv-bench/bin/python bench/merge_bench.py
 
 clean:
-	rm -rf $(VENV) .venv-bench $(OUT)
+	rm -rf $(VENV) .venv-bench .venv-lerobot $(OUT)
 
 # Regenerate the embedded reference-VLA checkpoints (retain_ros/models/) from nothing: collect expert demos in the
 # simulator, pretrain the generalist, then task-finetune and co-finetune it on the target task. About 15 min of
@@ -67,3 +77,46 @@ models: venv
 		--lr 2e-4 --seed 1 --out $(MODELS_OUT)/task_ft --overwrite
 	$(BIN)/retain-train cofinetune --init $(MODELS_OUT)/base --data $(MODELS_WORK)/data/target_id \
 		--pretrain-data $(MODELS_PRE) --target-fraction 0.2 --steps 2000 --lr 2e-4 --seed 2 --out $(MODELS_OUT)/co_ft --overwrite
+
+# ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
+# LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.
+# LEROBOT_PYTHON picks the interpreter; by default python3.12 on PATH, else a pyenv 3.12.
+LR_VENV := .venv-lerobot
+LR_BIN := $(LR_VENV)/bin
+LR_STAMP := $(LR_VENV)/.installed
+LR_MSGS_STAMP := $(LR_VENV)/.retain_ros_msgs
+LEROBOT_PYTHON ?=
+
+.PHONY: lerobot-env test-lerobot
+
+lerobot-env: $(LR_STAMP) $(LR_MSGS_STAMP)
+
+$(LR_STAMP): requirements-lerobot.txt requirements-msgs.txt setup.py setup.cfg package.xml
+	@if [ ! -x $(LR_BIN)/python ]; then \
+		py="$(LEROBOT_PYTHON)"; \
+		if [ -z "$$py" ]; then \
+			for c in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+				if "$$c" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 12))' 2>/dev/null; then py=$$c; break; fi; \
+			done; \
+		fi; \
+		if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 12))' 2>/dev/null; then \
+			echo "make lerobot-env: LeRobot 0.6 needs Python >= 3.12, and no working python3.12 was found$${py:+" \
+				"($$py is not one)}. Fix: install it (apt install python3.12-venv, or pyenv install 3.12)" \
+				"or pass its path: make lerobot-env LEROBOT_PYTHON=/path/to/python3.12" >&2; \
+			exit 1; \
+		fi; \
+		echo "creating $(LR_VENV) with $$py"; \
+		"$$py" -m venv $(LR_VENV) || exit 1; \
+	fi
+	$(LR_BIN)/python -m pip install -q --upgrade pip
+	$(LR_BIN)/python -m pip install -q -r requirements-lerobot.txt
+	$(LR_BIN)/python -m pip install -q --no-deps -e .
+	@touch $@
+
+$(LR_MSGS_STAMP): msg/ActionChunk.msg msg/GroupAlpha.msg msg/CMakeLists.txt msg/package.xml msg/install_into_venv.sh \
+		| $(LR_STAMP)
+	msg/install_into_venv.sh $(LR_VENV) build/retain_ros_msgs_lerobot
+	@touch $@
+
+test-lerobot: lerobot-env
+	$(LR_BIN)/python -m pytest test/lerobot_backend

@@ -27,6 +27,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         *data_tree("launch"),
         *data_tree("config"),
+        *data_tree("msg", "*.msg"),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -9,7 +9,6 @@ its default size with random base / finetuned weights written to a temp dir. Pri
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import threading
@@ -22,7 +21,7 @@ from retain_ros.policy.configuration_reference import ReferenceVLAConfig
 from retain_ros.policy.reference_policy import example_observation, random_policy
 from retain_ros.ros import conversions as conv
 from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig
-from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION, JOINTS, ControlLoop
+from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION, JOINTS, ControlLoop, Executed
 from retain_ros.ros.live_merge import MergeRequest, ModelManager
 from retain_ros.ros.streams import StreamSet
 from retain_ros.topics import FR3_ARM_JOINTS
@@ -60,7 +59,7 @@ def bench_inference(manager: ModelManager, repeats: int) -> None:
         t2 = time.perf_counter()
         plan = executor.plan(chunk.actions, chunk.dt_s, chunk.space.kind, 7, q, q, 0, 0)
         conv.trajectory(FR3_ARM_JOINTS, plan.times_s, plan.positions, plan.velocities)
-        json.dumps({"actions": [float(v) for v in chunk.actions.reshape(-1)], "fingerprint": "x" * 64})
+        conv.action_chunk_message(Executed(chunk, plan, manager.serving, t2 - t1, 0, 1), 0)
         t3 = time.perf_counter()
         forward.append(t2 - t1)
         overhead.append((t1 - t0) + (t3 - t2))
@@ -94,15 +93,22 @@ def bench_swap(manager: ModelManager, base: str, ft: tuple[str, ...], repeats: i
     print(f"swap on the control thread  p50 {pct(swaps, 50) * 1e3:8.2f} us   p99 {pct(swaps, 99) * 1e3:8.2f} us")
 
 
-def bench_jitter(manager: ModelManager, seconds: float) -> None:
-    """The control thread at 15 Hz with streams refreshed at 30 Hz: intervals between published commands."""
+def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds: float, change_s: float) -> None:
+    """The control thread at 15 Hz with streams refreshed at 30 Hz, alpha changing every `change_s` (0 = never):
+    intervals between published commands, against the chunk period."""
     spec = manager.serving.policy.spec
     obs = example_observation(spec, size=(128, 128))
     streams = StreamSet({**{c: 0.5 for c in spec.camera_names}, JOINTS: 0.25, GRIPPER: 0.5})
     stamps: list[float] = []
+    generations: list[int] = []
+
+    def published(done) -> None:
+        stamps.append(time.monotonic())
+        generations.append(done.model.generation)
+
+    period = 1 / 15
     loop = ControlLoop(streams, spec.camera_names, manager, ChunkExecutor(ExecutorConfig(execute_steps=1)),
-                       time.monotonic_ns, lambda done: stamps.append(time.monotonic()), 1 / 15, lambda: "pick",
-                       lambda level, msg: None)
+                       time.monotonic_ns, published, period, lambda: "pick", lambda level, msg: None)
     stop = threading.Event()
 
     def feed():
@@ -114,8 +120,15 @@ def bench_jitter(manager: ModelManager, seconds: float) -> None:
             streams.put(GRIPPER, 0.0, now)
             streams.put(INSTRUCTION, "pick", now)
 
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    def change_alpha():
+        for i in range(1, 10_000):
+            if change_s <= 0 or stop.wait(change_s):
+                return
+            manager.request(MergeRequest(base, ft, 0.1 + 0.8 * (i % 9) / 9, preset="reference"))
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (feed, change_alpha)]
+    for t in threads:
+        t.start()
     loop.start()
     time.sleep(seconds)
     loop.stop()
@@ -124,8 +137,15 @@ def bench_jitter(manager: ModelManager, seconds: float) -> None:
     if len(gaps) < 2:
         print("command-rate jitter: too few commands")
         return
-    print(f"command interval (execute_steps=1, 15 Hz, {len(stamps)} commands): mean {gaps.mean() * 1e3:.1f} ms, "
-          f"std {gaps.std() * 1e3:.1f} ms, p99 {np.percentile(gaps, 99) * 1e3:.1f} ms, max {gaps.max() * 1e3:.1f} ms")
+    swaps = int(np.count_nonzero(np.diff(generations)))
+    around_swaps = gaps[np.diff(generations) > 0]
+    print(f"command interval (execute_steps=1, 15 Hz, {len(stamps)} commands, {swaps} live swaps): "
+          f"mean {gaps.mean() * 1e3:.1f} ms, std {gaps.std() * 1e3:.1f} ms, "
+          f"p99 {np.percentile(gaps, 99) * 1e3:.1f} ms, max {gaps.max() * 1e3:.1f} ms "
+          f"= {gaps.max() / period:.2f} chunk periods")
+    if len(around_swaps):
+        print(f"interval across a swap: max {around_swaps.max() * 1e3:.1f} ms = {around_swaps.max() / period:.2f} "
+              "chunk periods (goal <= 1 + jitter)")
 
 
 def bench_synthetic(num_params: float) -> None:
@@ -143,10 +163,23 @@ def bench_synthetic(num_params: float) -> None:
                       f"{tmp}/{name}.safetensors")
         merger = ResidentMerger.from_checkpoints(f"{tmp}/base.safetensors", [f"{tmp}/ft.safetensors"], groups="all")
         out = merger.allocate()
-        times = [merger.merge(a, out=out).seconds for a in (0.2, 0.4, 0.6, 0.8)]
+        standby = {name: torch.empty_like(t) for name, t in merger.merge(0.1, out=out).tensors.items()}
+        merges, loads, prints = [], [], []
+        for alpha in (0.2, 0.4, 0.6, 0.8):
+            merged = merger.merge(alpha, out=out)
+            merges.append(merged.seconds)
+            t0 = time.perf_counter()
+            for name, tensor in merged.tensors.items():  # what load_merged does: one copy into the standby model
+                standby[name].copy_(tensor)
+            t1 = time.perf_counter()
+            merged.fingerprint()
+            loads.append(t1 - t0)
+            prints.append(time.perf_counter() - t1)
         gb = 3 * 4 * n * 16 / 1e9
-        print(f"synthetic {num_params / 1e9:.2f} B params fp32: re-merge p50 {statistics.median(times):.3f} s "
-              f"({gb / statistics.median(times):.1f} GB/s read+write)")
+        merge_s, load_s, print_s = (statistics.median(v) for v in (merges, loads, prints))
+        print(f"synthetic {num_params / 1e9:.2f} B params fp32: re-merge p50 {merge_s:.3f} s "
+              f"({gb / merge_s:.1f} GB/s read+write), copy into the standby model {load_s:.3f} s, fingerprint "
+              f"{print_s:.3f} s: parameter change -> ready to swap {merge_s + load_s + print_s:.2f} s")
 
 
 def main() -> None:
@@ -154,6 +187,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--jitter-seconds", type=float, default=5.0)
+    parser.add_argument("--alpha-change-s", type=float, default=0.25, help="alpha changes this often in the "
+                        "second command-interval run")
     parser.add_argument("--synthetic-params", type=float, default=0.0, help="e.g. 1e9 (needs ~3x4 GB RAM)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +201,8 @@ def main() -> None:
         try:
             bench_inference(manager, args.repeats)
             bench_swap(manager, base, ft, args.repeats)
-            bench_jitter(manager, args.jitter_seconds)
+            bench_jitter(manager, base, ft, args.jitter_seconds, 0.0)
+            bench_jitter(manager, base, ft, args.jitter_seconds, args.alpha_change_s)
         finally:
             manager.stop()
     if args.synthetic_params > 0:

@@ -3,21 +3,24 @@
     ros2 launch retain_ros sim.launch.py base_checkpoint:=base finetuned_checkpoints:="['ft1']" \
         checkpoint_root:=/path/to/checkpoints alpha:=0.5 task:=pick_red seed:=0
 
-The same executables, params file and parameters that test/ros/test_sim_closed_loop.py starts by hand.
+The same executables, params file and parameters that test/ros/test_sim_closed_loop.py starts by hand; the
+policy node comes from policy.launch.py, so the two launches cannot drift apart.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 
 def generate_launch_description():
-    default_params = os.path.join(get_package_share_directory("retain_ros"), "config", "fr3_droid.yaml")
+    share = get_package_share_directory("retain_ros")
+    default_params = os.path.join(share, "config", "fr3_droid.yaml")
     args = [
         DeclareLaunchArgument("params_file", default_value=default_params, description="policy node parameter file"),
         DeclareLaunchArgument("base_checkpoint", description="pretrained checkpoint (inside checkpoint_root)"),
@@ -40,19 +43,11 @@ def generate_launch_description():
             "seed": ParameterValue(LaunchConfiguration("seed"), value_type=int),
         }],
     )
-    policy = Node(
-        package="retain_ros",
-        executable="policy_node",
-        name="retain_policy",
-        output="screen",
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "base_checkpoint": LaunchConfiguration("base_checkpoint"),
-                "finetuned_checkpoints": ParameterValue(LaunchConfiguration("finetuned_checkpoints"), value_type=None),
-                "checkpoint_root": LaunchConfiguration("checkpoint_root"),
-                "alpha": ParameterValue(LaunchConfiguration("alpha"), value_type=float),
-            },
-        ],
+    # the policy node exactly as on the robot: policy.launch.py with these arguments
+    policy = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(share, "launch", "policy.launch.py")),
+        launch_arguments={name: LaunchConfiguration(name) for name in
+                          ("params_file", "base_checkpoint", "finetuned_checkpoints", "checkpoint_root",
+                           "alpha")}.items(),
     )
     return LaunchDescription([*args, sim, policy])

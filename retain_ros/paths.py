@@ -1,4 +1,4 @@
-"""Where the package's shared files (config/, launch/) live: the source tree, a pip install or a colcon install."""
+"""Where the package's shared files (config/, launch/, msg/) live: the source tree, a pip or a colcon install."""
 
 from __future__ import annotations
 
@@ -34,3 +34,8 @@ def config_dir() -> Path:
 def embedded_models_dir() -> Path:
     """Return the directory of the embedded reference checkpoints (base, task_ft, co_ft), shipped as package data."""
     return Path(__file__).resolve().parent / "models"
+
+
+def msg_dir() -> Path:
+    """Return the directory of the package's message definitions (retain_ros_msgs' .msg files)."""
+    return share_dir() / "msg"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rosbags.highlevel import AnyReader
-from rosbags.typesys import Stores, get_typestore
 
+from retain_ros.bag_types import typestore
 from retain_ros.errors import ConfigError
 
 BAG_SUFFIXES = (".db3", ".mcap")
@@ -92,7 +92,7 @@ class Bag:
 
     def __init__(self, path: str | Path) -> None:
         self.path = check_bag_path(path)
-        self._reader = AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_JAZZY))
+        self._reader = AnyReader([self.path], default_typestore=typestore())
         try:
             self._reader.open()
         except Exception as exc:  # noqa: BLE001  (rosbags raises several types for broken files)

@@ -24,8 +24,8 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 
+from retain_ros.bag_types import typestore
 from retain_ros.errors import ConfigError
 from retain_ros.evaluate.bag_reader import Bag
 
@@ -113,10 +113,10 @@ class Recorder:
 
     def _write_loop(self, path: Path, topics: dict[str, str], storage: str) -> None:
         try:
-            typestore = get_typestore(Stores.ROS2_JAZZY)
+            store = typestore()
             writer = Writer(path, version=9, storage_plugin=STORAGES[storage])
             writer.open()
-            conns = {t: writer.add_connection(t, m, typestore=typestore) for t, m in topics.items()}
+            conns = {t: writer.add_connection(t, m, typestore=store) for t, m in topics.items()}
         except Exception as exc:  # noqa: BLE001  (reported by __init__)
             self._error = exc
             self._opened.set()

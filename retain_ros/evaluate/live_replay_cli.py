@@ -6,6 +6,7 @@ import argparse
 
 from tqdm import tqdm
 
+from retain_ros.bag_types import ACTION_CHUNK
 from retain_ros.evaluate.observations import NODE_NAME, InputSettings
 
 STRING = "std_msgs/msg/String"
@@ -14,7 +15,7 @@ STRING = "std_msgs/msg/String"
 def node_outputs(settings: InputSettings, node_name: str = NODE_NAME) -> dict[str, str]:
     """Topic -> type of what the policy node publishes: command, gripper width, ~/action_chunk, ~/status."""
     out = {settings.command_topic: "trajectory_msgs/msg/JointTrajectory",
-           f"/{node_name}/action_chunk": STRING, f"/{node_name}/status": STRING}
+           f"/{node_name}/action_chunk": ACTION_CHUNK, f"/{node_name}/status": STRING}
     if settings.gripper_command_topic:
         out[settings.gripper_command_topic] = "std_msgs/msg/Float64"
     return out

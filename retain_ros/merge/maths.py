@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
 from retain_ros.errors import ConfigError
+
+_PARALLEL_HASH_BYTES = 64 << 20  # below this, starting threads costs more than it saves
 
 SEQUENTIAL = "sequential"
 TASK_ARITHMETIC = "task-arithmetic"
@@ -135,10 +139,24 @@ def combine(inputs: Sequence[torch.Tensor], coeffs: Sequence[float], out: torch.
 
 
 def fingerprint_tensors(named: Mapping[str, torch.Tensor]) -> str:
-    """A sha256 over names, dtypes, shapes and bytes: equal fingerprints mean bit-identical weights."""
+    """A sha256 over names, dtypes, shapes and bytes: equal fingerprints mean bit-identical weights.
+
+    Each tensor's bytes are hashed on its own, in parallel (hashlib releases the GIL), and the per-tensor digests are
+    hashed in name order: a 1B-parameter model is fingerprinted at about cores x 1.5 GB/s instead of 1.5 GB/s.
+    """
+    names = sorted(named)
+    tensors = [named[n].detach().contiguous().cpu() for n in names]
+
+    def digest(tensor: torch.Tensor) -> bytes:
+        return hashlib.sha256(tensor.reshape(-1).view(torch.uint8).numpy().data).digest()
+
+    if sum(t.numel() * t.element_size() for t in tensors) < _PARALLEL_HASH_BYTES:
+        digests = [digest(t) for t in tensors]
+    else:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            digests = list(pool.map(digest, tensors))
     h = hashlib.sha256()
-    for name in sorted(named):
-        t = named[name].detach()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.contiguous().cpu().reshape(-1).view(torch.uint8).numpy().data)
+    for name, tensor, d in zip(names, tensors, digests):
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(d)
     return h.hexdigest()

@@ -154,7 +154,11 @@ class PolicySpec:
 
 @runtime_checkable
 class Policy(Protocol):
-    """An observation -> action-chunk policy with swappable weights (the live-merge path)."""
+    """An observation -> action-chunk policy with swappable weights (the live-merge path).
+
+    A backend whose model is too large to hold twice sets `swaps_in_place = True`: the node then keeps one copy and
+    calls `load_merged` between two chunks on the control thread, instead of loading a standby copy off-thread.
+    """
 
     spec: PolicySpec
 

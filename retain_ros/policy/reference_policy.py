@@ -86,8 +86,12 @@ class ReferencePolicy:
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, checkpoint_dir: str | Path, device: str = "cpu", seed: int = 0) -> ReferencePolicy:
+    def from_pretrained(cls, checkpoint_dir: str | Path, device: str = "cpu", seed: int = 0,
+                        io_mapping: object | None = None) -> ReferencePolicy:
         """Load a checkpoint directory into an eval-mode policy.
+
+        `io_mapping` (the node's LeRobot feature mapping) is accepted and ignored: the reference VLA reads the DROID
+        inputs by camera name and writes DROID actions.
 
         Raises:
             ConfigError: missing files, another model type, or weights that do not fit the config.

@@ -80,3 +80,7 @@ class PolicyRegistry:
 
 POLICIES = PolicyRegistry()
 POLICIES.register("retain_reference_vla", "retain_ros.policy.reference_policy:ReferencePolicy.from_pretrained")
+# LeRobot checkpoints, under the `type` LeRobot writes into config.json; LeRobot is imported only when one loads.
+POLICIES.register("pi0", "retain_ros.policy.lerobot_policy:LeRobotPolicy.from_pretrained")
+POLICIES.register("pi05", "retain_ros.policy.lerobot_policy:LeRobotPolicy.from_pretrained")
+POLICIES.register("smolvla", "retain_ros.policy.lerobot_policy:LeRobotPolicy.from_pretrained")

@@ -67,6 +67,7 @@ class ExecutorConfig:
         blend_weight: weight of the previous chunk's remainder where the two overlap (0 = replace, no blending).
         max_start_jump_rad: a first target farther than this from the measured state rejects the chunk.
         position_margin_rad: targets are kept this far inside the position limits.
+        stop_decel_rad_s2: deceleration of the stop command sent when commanding stops mid-chunk (Franka: 10 max).
     """
 
     limits: JointLimits = JointLimits()
@@ -74,6 +75,7 @@ class ExecutorConfig:
     blend_weight: float = 0.0
     max_start_jump_rad: float = 0.5
     position_margin_rad: float = 0.01
+    stop_decel_rad_s2: float = 5.0
 
     def __post_init__(self) -> None:
         if self.execute_steps < 1:
@@ -131,9 +133,28 @@ class ChunkExecutor:
         """Arm joints the executor commands."""
         return len(self._dq_max)
 
-    def reset(self) -> None:
-        """Forget the previous plan (after a pause or a stale stream: nothing to blend with)."""
-        self._previous = None
+    def stop(self, now_ns: int, min_time_s: float = 0.1) -> PlannedCommand | None:
+        """A command that brings the arm to rest from where the last plan has it now; None when it is at rest.
+
+        Sent when commanding stops (stale stream, pause, rejected chunk) so the arm does not finish a chunk computed
+        from inputs that are no longer trusted. The stop point is the commanded position plus the distance covered
+        while decelerating at `stop_decel_rad_s2` (no reversal, no acceleration spike), inside the position limits.
+        Forgets the last plan.
+        """
+        prev, self._previous = self._previous, None
+        if prev is None:
+            return None
+        t = (int(now_ns) - prev.sent_ns) * 1e-9
+        if t >= prev.duration_s:
+            return None  # the last trajectory has ended: the controller already holds its final point
+        q = np.array([np.interp(t, prev.times_s, prev.positions[:, j]) for j in range(self.num_joints)])
+        v = np.array([np.interp(t, prev.times_s, prev.velocities[:, j]) for j in range(self.num_joints)])
+        duration = max(min_time_s, float(np.max(np.abs(v))) / self.config.stop_decel_rad_s2)
+        target = np.clip(q + v * duration / 2.0, self._q_min, self._q_max)
+        plan = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0, False,
+                              int(now_ns))
+        check_plan(plan, self.config.limits)
+        return plan
 
     def plan(self, actions: np.ndarray, dt_s: float, kind: str, gripper_index: int | None,
              q_observed: np.ndarray, q_now: np.ndarray, observation_ns: int, now_ns: int) -> PlannedCommand:
@@ -170,7 +191,7 @@ class ChunkExecutor:
         times = (np.arange(keep.start, keep.stop) + 1) * dt_s - elapsed_s
         positions = self._blend(positions, times, now_ns)
         lo, hi = self._q_min, self._q_max
-        clamped |= bool(np.any((positions < lo) | (positions > hi)))
+        clamped |= bool(((positions < lo) | (positions > hi)).any())
         positions = np.clip(positions, lo, hi)
         jump = float(np.max(np.abs(positions[0] - q_now)))
         if jump > self.config.max_start_jump_rad:
@@ -191,7 +212,7 @@ class ChunkExecutor:
         actions = np.asarray(actions, dtype=np.float64)
         if actions.ndim != 2 or actions.shape[0] < 1:
             raise UnsafeChunk(f"a chunk must be (H, D) with H >= 1, got shape {actions.shape}")
-        if not np.all(np.isfinite(actions)):
+        if not np.isfinite(actions).all():
             bad = np.argwhere(~np.isfinite(actions))[0].tolist()
             raise UnsafeChunk(f"the chunk contains NaN/inf (first at step {bad[0]}, dim {bad[1]}); not executed, the "
                               "controller keeps holding")
@@ -203,14 +224,14 @@ class ChunkExecutor:
 
     def _check_state(self, q: np.ndarray, what: str) -> np.ndarray:
         q = np.asarray(q, dtype=np.float64).reshape(-1)
-        if q.shape != (self.num_joints,) or not np.all(np.isfinite(q)):
+        if q.shape != (self.num_joints,) or not np.isfinite(q).all():
             raise UnsafeChunk(f"{what} must be {self.num_joints} finite joint positions, got {q.tolist()}")
         return q
 
     def _targets(self, arm: np.ndarray, dt_s: float, kind: str, q_observed: np.ndarray) -> tuple[np.ndarray, bool]:
         if kind == JOINT_VELOCITY:
             velocities = np.clip(arm, -self._dq_max, self._dq_max)
-            clamped = bool(np.any(velocities != arm))
+            clamped = bool((velocities != arm).any())
             return q_observed + np.cumsum(velocities * dt_s, axis=0), clamped
         if kind == JOINT_POSITION:
             return arm.copy(), False
@@ -238,7 +259,7 @@ class ChunkExecutor:
         steps = np.diff(np.concatenate([[0.0], times]))
         needed = np.max(np.abs(positions - starts) / self._dq_max, axis=1)
         stretched = np.maximum(steps, needed * 1.001)
-        return np.cumsum(stretched), bool(np.any(stretched > steps))
+        return np.cumsum(stretched), bool((stretched > steps).any())
 
     def _velocities(self, positions: np.ndarray, times: np.ndarray, q_now: np.ndarray) -> np.ndarray:
         """Central-difference velocities, clipped to the limits; the last point at rest."""
@@ -258,11 +279,11 @@ def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
             over the limits, or a nonzero final velocity.
     """
     arrays = (plan.times_s, plan.positions, plan.velocities)
-    if not all(np.all(np.isfinite(a)) for a in arrays):
+    if not all(np.isfinite(a).all() for a in arrays):
         raise UnsafeChunk("planned command contains non-finite values")
-    if plan.times_s[0] <= 0 or np.any(np.diff(plan.times_s) <= 0):
+    if plan.times_s[0] <= 0 or (np.diff(plan.times_s) <= 0).any():
         raise UnsafeChunk(f"time_from_start must be positive and strictly increase, got {plan.times_s.tolist()}")
-    if np.any(plan.positions < np.asarray(limits.q_min)) or np.any(plan.positions > np.asarray(limits.q_max)):
+    if (plan.positions < np.asarray(limits.q_min)).any() or (plan.positions > np.asarray(limits.q_max)).any():
         raise UnsafeChunk("planned positions leave the joint limits")
-    if np.any(np.abs(plan.velocities) > np.asarray(limits.dq_max) + 1e-9) or np.any(plan.velocities[-1] != 0.0):
+    if (np.abs(plan.velocities) > np.asarray(limits.dq_max) + 1e-9).any() or (plan.velocities[-1] != 0.0).any():
         raise UnsafeChunk("planned velocities exceed the limits or do not end at zero")

@@ -84,14 +84,16 @@ class ControlLoop:
         instruction: returns the instruction parameter ('' = use the topic).
         gripper_max_width_m: to turn finger positions into a DROID gripper position.
         on_event: (level, message) for log lines worth a human's attention.
+        send_stop: called with the stop command when commanding stops mid-chunk (`ChunkExecutor.stop`).
     """
 
     def __init__(self, streams: StreamSet, cameras: tuple[str, ...], manager: ModelManager, executor: ChunkExecutor,
                  clock_ns: Callable[[], int], publish: Callable[[Executed], None], period_s: float,
-                 instruction: Callable[[], str], on_event: Callable[[str, str], None]) -> None:
+                 instruction: Callable[[], str], on_event: Callable[[str, str], None],
+                 send_stop: Callable[[PlannedCommand], None] | None = None) -> None:
         self.streams, self.cameras, self.manager, self.executor = streams, cameras, manager, executor
         self.clock_ns, self.publish, self.period_s = clock_ns, publish, period_s
-        self.instruction, self.on_event = instruction, on_event
+        self.instruction, self.on_event, self.send_stop = instruction, on_event, send_stop
         self.state = LoopState()
         self.paused = threading.Event()
         self._stop = threading.Event()
@@ -113,7 +115,16 @@ class ControlLoop:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.period_s):
+        # Ticks on a fixed wall-clock grid, so the time a step takes (inference) does not stretch the period; a tick
+        # missed because a step overran is dropped, not made up in a burst.
+        next_tick = time.monotonic()
+        while True:
+            next_tick += self.period_s
+            delay = next_tick - time.monotonic()
+            if delay < 0:
+                next_tick, delay = time.monotonic(), 0.0
+            if self._stop.wait(delay):
+                return
             try:
                 self.step()
             except Exception as exc:  # noqa: BLE001  (the loop must survive anything; nothing is sent)
@@ -175,9 +186,10 @@ class ControlLoop:
         if st.state != "commanding":
             self.on_event("info", "all streams fresh: commanding")
         st.state, st.reason, st.problems = "commanding", "", {}
-        # Ask for the next chunk so that it arrives as this command ends (expected inference time ahead of it).
+        # Ask for the next chunk so that it arrives as this command ends (expected inference time ahead of it), at
+        # most once per tick: the floor counts from this tick's start, so a slow inference does not skip the next one.
         lead_ns = int((st.inference_ema_s + self.period_s) * 1e9)
-        self._next_ns = now + max(int(plan.duration_s * 1e9) - lead_ns, int(self.period_s * 1e9) // 2)
+        self._next_ns = max(now + int(plan.duration_s * 1e9) - lead_ns, observed_ns + int(self.period_s * 1e9) // 2)
         return done
 
     def observation(self, samples: dict, observed_ns: int) -> tuple[Observation, int]:
@@ -206,6 +218,8 @@ class ControlLoop:
         st = self.state
         if st.state == "commanding":
             self.on_event("warn", f"stopped commanding (controller holds): {reason}")
-            self.executor.reset()
+            stop = self.executor.stop(self.clock_ns())
+            if stop is not None and self.send_stop is not None:
+                self.send_stop(stop)
         st.state, st.reason, st.problems = state, reason, dict(problems or {})
         self._next_ns = 0

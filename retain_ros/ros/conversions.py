@@ -1,4 +1,4 @@
-"""ROS messages <-> numpy: camera images, joint states by name, joint trajectories, durations and stamps.
+"""ROS messages <-> numpy: camera images, joint states by name, joint trajectories, action chunks, stamps.
 
 Used where cv_bridge is missing (pip-only machines) and also where it is installed: these functions cover exactly the
 encodings the node accepts, and every failure is a `ConversionError` that names the message, the problem and the fix.
@@ -22,7 +22,10 @@ from retain_ros.errors import ConfigError
 if TYPE_CHECKING:  # the builders import the classes when called; readers take any object with these fields
     from builtin_interfaces.msg import Duration, Time
     from sensor_msgs.msg import CompressedImage, Image, JointState
+    from retain_ros_msgs.msg import ActionChunk as ActionChunkMsg
     from trajectory_msgs.msg import JointTrajectory
+
+    from retain_ros.ros.control_loop import Executed
 
 # encoding -> (channels, index order that turns the channels into RGB; None for mono)
 ENCODINGS: dict[str, tuple[int, tuple[int, ...] | None]] = {
@@ -229,3 +232,35 @@ def trajectory_arrays(msg: JointTrajectory, names: Sequence[str]) -> tuple[np.nd
     except IndexError:
         raise ConversionError("JointTrajectory point arrays are shorter than joint_names") from None
     return times, positions.reshape(len(times), len(names)), velocities
+
+
+def action_chunk_message(done: Executed, stamp_ns: int) -> ActionChunkMsg:
+    """Build retain_ros_msgs/ActionChunk: the raw policy output of one chunk with the merge that produced it."""
+    from retain_ros_msgs.msg import ActionChunk as ActionChunkMsg, GroupAlpha
+
+    chunk, plan, model = done.chunk, done.plan, done.model
+    msg = ActionChunkMsg(sequence=int(done.sequence), weights_fingerprint=model.fingerprint,
+                         generation=int(model.generation), action_space=chunk.space.kind, horizon=chunk.horizon,
+                         dt=float(chunk.dt_s), action_dim=int(chunk.actions.shape[1]),
+                         inference_time=float(done.inference_s), skipped=int(plan.skipped),
+                         executed=len(plan.times_s), clamped=bool(plan.clamped))
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.observation_stamp = ns_to_stamp(chunk.observation_stamp_ns)
+    msg.image_stamp = ns_to_stamp(done.image_stamp_ns)
+    msg.alphas = [GroupAlpha(group=g, alphas=[float(a) for a in values]) for g, values in model.alphas.items()]
+    msg.actions = np.ascontiguousarray(chunk.actions, dtype=np.float32).reshape(-1)
+    return msg
+
+
+def action_chunk_arrays(msg: ActionChunkMsg) -> tuple[np.ndarray, dict[str, tuple[float, ...]]]:
+    """(actions (horizon, action_dim) float32, group -> alphas) of an ActionChunk message (rclpy or rosbags).
+
+    Raises:
+        ConversionError: the actions do not hold horizon x action_dim numbers.
+    """
+    actions = np.asarray(msg.actions, dtype=np.float32)
+    if actions.size != int(msg.horizon) * int(msg.action_dim):
+        raise ConversionError(f"ActionChunk holds {actions.size} actions values, not horizon x action_dim = "
+                              f"{msg.horizon} x {msg.action_dim}")
+    alphas = {a.group: tuple(float(v) for v in a.alphas) for a in msg.alphas}
+    return actions.reshape(int(msg.horizon), int(msg.action_dim)), alphas

@@ -27,13 +27,14 @@ import numpy as np
 
 from retain_ros.errors import ConfigError
 from retain_ros.paths import embedded_models_dir
+from retain_ros.bag_types import ACTION_CHUNK
 from retain_ros.ros.processes import NodeProcess, Observer, next_domain_id, ros_env, wait_until  # (no rclpy import)
 from retain_ros.topics import MSG_TYPES, Topics
 
 MODELS = embedded_models_dir()
 TARGET = "push_red_to_purple"
 MARKER = "/retain_demo/episode_start"  # one message per episode: splits the bag for `retain-eval bag --episode-topic`
-NODE_TOPICS = {"/retain_policy/action_chunk": "std_msgs/msg/String", "/retain_policy/status": "std_msgs/msg/String",
+NODE_TOPICS = {"/retain_policy/action_chunk": ACTION_CHUNK, "/retain_policy/status": "std_msgs/msg/String",
                "/sim_robot/episode": "std_msgs/msg/String", MARKER: "std_msgs/msg/String"}
 CAMERAS = (Topics().exterior_image, Topics().wrist_image)
 

@@ -17,13 +17,18 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retain_ros.errors import ConfigError
 from retain_ros.merge.maths import AlphaSpec, fingerprint_tensors
 from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.interface import Policy, load_policy
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,7 @@ class ServingModel:
         generation: 1 for the first model, +1 per swap.
         merge_s: re-merge time; load_s: loading the weights into the policy; build_s: the whole build
             (incl. reading files on a reload); request_to_ready_s: from the request to ready-to-swap.
+        pending: merged weights still to be copied into `policy` when it swaps in (policies that swap in place).
     """
 
     policy: Policy
@@ -81,6 +87,7 @@ class ServingModel:
     build_s: float = 0.0
     request_to_ready_s: float = 0.0
     requested_at: float = 0.0
+    pending: Mapping[str, torch.Tensor] | None = None
 
 
 def resolve_checkpoint(path: str, root: str) -> str:
@@ -130,11 +137,13 @@ class ModelManager:
     Args:
         device: torch device of the merger and the policy.
         seed: sampling seed passed to the policy loader.
+        io_mapping: how a LeRobot policy's features map to the node's streams (`LeRobotIO`); other backends ignore it.
     """
 
-    def __init__(self, device: str = "cpu", seed: int = 0) -> None:
+    def __init__(self, device: str = "cpu", seed: int = 0, io_mapping: object | None = None) -> None:
         self.device = device
         self.seed = seed
+        self.io_mapping = io_mapping
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -207,13 +216,34 @@ class ModelManager:
         return tuple(merger.groups) if merger is not None else ()
 
     def take_swap(self) -> ServingModel | None:
-        """Control thread, between chunks: make a ready model serve. Returns it, or None when nothing was ready."""
+        """Control thread, between chunks: make a ready model serve. Returns it, or None when nothing was ready.
+
+        A policy that swaps in place (one copy of a large model) gets its merged weights copied in here, on the control
+        thread, so no chunk runs on half-copied weights; the worker waits meanwhile (`_ready` is still set), so the
+        merge buffers stay untouched until the copy is done.
+        """
         with self._cond:
-            ready, self._ready = self._ready, None
-            if ready is None:
+            ready = self._ready
+        if ready is None:
+            return None
+        if ready.pending is not None:
+            started = time.perf_counter()
+            try:
+                ready.policy.load_merged(ready.pending)
+            except Exception as exc:  # noqa: BLE001  (the policy keeps its old weights; keep serving them)
+                with self._cond:
+                    self._ready = None
+                    self.counts["failures"] += 1
+                    self.last_error = f"swap refused, old model kept: {exc}"
+                    self.last_event = self.last_error
+                    self._cond.notify_all()
                 return None
+            ready = replace(ready, pending=None, load_s=time.perf_counter() - started)
+        with self._cond:
+            self._ready = None
             old, self._serving = self._serving, ready
-            if old is not None and not ready.request.reload and old.request.files_key() == ready.request.files_key():
+            if old is not None and old.policy is not ready.policy and not ready.request.reload and \
+                    old.request.files_key() == ready.request.files_key():
                 self._standby = old.policy  # nobody runs it any more: the next alpha-only merge loads into it
             else:
                 self._standby = None
@@ -256,12 +286,15 @@ class ModelManager:
                     self._done_id = request_id
                     self._cond.notify_all()
 
+    def _load(self, checkpoint: str) -> Policy:
+        return load_policy(checkpoint, device=self.device, seed=self.seed, io_mapping=self.io_mapping)
+
     def _build(self, request: MergeRequest, first: bool = False) -> ServingModel:
         """Build a complete model for `request` without touching the serving one."""
         started = time.perf_counter()
         reread = first or request.reload or self._merger_key != request.files_key()
         if reread:
-            policy = load_policy(request.base, device=self.device, seed=self.seed)
+            policy = self._load(request.base)
             if self._serving is not None:
                 why = same_architecture(policy, self._serving.policy)
                 if why is not None:
@@ -271,16 +304,22 @@ class ModelManager:
                                                       device=self.device) if request.finetuned else None)
             buffers = None
         else:
-            policy = self._standby or load_policy(request.base, device=self.device, seed=self.seed)
+            serving = self._serving.policy if self._serving is not None else None
+            in_place = getattr(serving, "swaps_in_place", False)
+            policy = serving if in_place else (self._standby or self._load(request.base))
             merger, buffers = self._merger, self._buffers
         merge_s = load_s = 0.0
+        pending = None
         if merger is not None:
             if buffers is None:
                 buffers = merger.allocate()
             merged = merger.merge(request.alpha_spec(), out=buffers)
             merge_s = merged.seconds
             t0 = time.perf_counter()
-            policy.load_merged(merged.tensors)  # copies: the buffers are free again for the next merge
+            if not reread and getattr(policy, "swaps_in_place", False):
+                pending = merged.tensors  # copied into the serving policy by take_swap, between two chunks
+            else:
+                policy.load_merged(merged.tensors)  # copies: the buffers are free again for the next merge
             load_s = time.perf_counter() - t0
             fingerprint, alphas = merged.fingerprint(), merged.alphas
         else:
@@ -291,4 +330,4 @@ class ModelManager:
         self.counts["builds"] += 1
         generation = 1 if self._serving is None else self._serving.generation + 1
         return ServingModel(policy, fingerprint, alphas, request, generation, merge_s, load_s,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, pending=pending)

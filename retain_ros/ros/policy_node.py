@@ -6,7 +6,8 @@ and delegates the control thread to `ControlLoop`, chunk execution to `ChunkExec
 the control thread runs inference and publishes commands; the merge worker builds new models.
 
 Outputs: JointTrajectory on `command_topic`, gripper width (std_msgs/Float64) on `gripper_command_topic`,
-`~/action_chunk` (std_msgs/String, JSON: the raw chunk with its observation stamp, weights fingerprint and alphas),
+`~/action_chunk` (retain_ros_msgs/ActionChunk: the raw chunk with its observation stamp, weights fingerprint and
+alphas),
 `~/status` (std_msgs/String, JSON) and `/diagnostics`. Services `~/reload`, `~/pause`, `~/resume` (std_srvs/Trigger).
 """
 
@@ -19,6 +20,7 @@ from dataclasses import replace
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from retain_ros_msgs.msg import ActionChunk as ActionChunkMsg
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
@@ -27,7 +29,8 @@ from trajectory_msgs.msg import JointTrajectory
 from retain_ros.ros import conversions as conv
 from retain_ros.ros import policy_params as pp
 from retain_ros.gripper import gripper_position, gripper_width
-from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits
+from retain_ros.policy.lerobot_io import LeRobotIO
+from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits, PlannedCommand
 from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION, JOINTS, ControlLoop, Executed
 from retain_ros.ros.lifecycle import ManagedNode, spin_managed
 from retain_ros.ros.live_merge import MergeRequest, ModelManager, resolve_checkpoint
@@ -65,7 +68,9 @@ class PolicyNode(ManagedNode):
         topics = list(self.p("camera_topics"))
         if len(names) != len(topics):
             raise ValueError(f"camera_names has {len(names)} entries but camera_topics {len(topics)}; one topic each")
-        self.manager = ModelManager(self.p("device"), self.p("seed"))
+        io_mapping = LeRobotIO.from_params(self.p("lerobot_images"), self.p("lerobot_state"), self.p("lerobot_action"),
+                                           self.p("lerobot_gripper"), self.p("lerobot_rate_hz"))
+        self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping)
         self.get_logger().info(f"loading {self.p('base_checkpoint')} + {self._finetuned()} ...")
         model = self.manager.load_initial(self._merge_request())
         missing = [c for c in model.policy.spec.camera_names if c not in names]
@@ -82,7 +87,8 @@ class PolicyNode(ManagedNode):
         self._create_interfaces(dict(zip(names, topics)), model.policy.spec.camera_names)
         self.loop = ControlLoop(self.streams, tuple(model.policy.spec.camera_names), self.manager,
                                 ChunkExecutor(self._executor_config), self._now_ns, self._publish,
-                                1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event)
+                                1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event,
+                                send_stop=self._publish_stop)
         self.manager.start()
 
     def _executor_settings(self) -> ExecutorConfig:
@@ -118,7 +124,7 @@ class PolicyNode(ManagedNode):
             from rclpy.action import ActionClient
 
             self._gripper_client = ActionClient(self, FrankaMove, self.p("gripper_action"))
-        self.chunk_pub = self.create_publisher(String, "~/action_chunk", 10)
+        self.chunk_pub = self.create_publisher(ActionChunkMsg, "~/action_chunk", 10)
         self.status_pub = self.create_publisher(String, "~/status", latched)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._entities += [self.command_pub, self.chunk_pub, self.status_pub, self.diag_pub]
@@ -198,14 +204,11 @@ class PolicyNode(ManagedNode):
                 self.gripper_pub.publish(Float64(data=width))
             elif self._gripper_client is not None and self._gripper_client.server_is_ready():
                 self._gripper_client.send_goal_async(FrankaMove.Goal(width=width, speed=0.1))
-        chunk = done.chunk
-        self.chunk_pub.publish(String(data=json.dumps({
-            "sequence": done.sequence, "observation_stamp_ns": chunk.observation_stamp_ns,
-            "image_stamp_ns": done.image_stamp_ns, "fingerprint": done.model.fingerprint,
-            "generation": done.model.generation, "alphas": done.model.alphas, "horizon": chunk.horizon,
-            "dt_s": chunk.dt_s, "action_dim": int(chunk.actions.shape[1]), "kind": chunk.space.kind,
-            "actions": [float(v) for v in chunk.actions.reshape(-1)], "inference_s": done.inference_s,
-            "skipped": plan.skipped, "clamped": plan.clamped, "executed": len(plan.times_s)})))
+        self.chunk_pub.publish(conv.action_chunk_message(done, self._now_ns()))
+
+    def _publish_stop(self, stop: PlannedCommand) -> None:
+        """Control thread: bring the arm to rest when commanding stops mid-chunk (the gripper keeps its command)."""
+        self.command_pub.publish(conv.trajectory(self.p("joint_names"), stop.times_s, stop.positions, stop.velocities))
 
     def _publish_status(self) -> None:
         if self.manager is None or self.loop is None:

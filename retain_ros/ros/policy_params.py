@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from retain_ros.policy.lerobot_io import DROID_FR3_IO
 from retain_ros.ros.chunk_executor import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics
 
@@ -69,6 +70,17 @@ PARAMS: tuple[Param, ...] = (
     Param("device", "cpu", "torch device of the model and the resident merger (cpu, cuda, cuda:1)", read_only=True),
     Param("seed", 0, "seed of the policy's sampling noise (deterministic output per observation)", read_only=True,
           low=0, high=2**31 - 1),
+    # --- LeRobot checkpoints (config.json type pi0 / pi05 / smolvla): the node's streams <-> the policy's features ---
+    Param("lerobot_images", list(DROID_FR3_IO.to_params()["images"]), "CAMERA=FEATURE items: which camera_names "
+          "entry feeds which policy image feature (observation.images.*)", read_only=True),
+    Param("lerobot_state", list(DROID_FR3_IO.state), "observation.state components in order: joint_positions (7), "
+          "gripper_position (1, 0 open .. 1 closed), gripper_open (1)", read_only=True),
+    Param("lerobot_action", DROID_FR3_IO.action, "what the policy's first 7 outputs are: joint_velocity or "
+          "joint_position; output 8 is the gripper", read_only=True),
+    Param("lerobot_gripper", DROID_FR3_IO.gripper, "the policy's gripper output convention: closed_is_1 (DROID) or "
+          "open_is_1", read_only=True),
+    Param("lerobot_rate_hz", float(DROID_FR3_IO.rate_hz), "rate of the policy's actions (DROID: 15 Hz)",
+          read_only=True, low=0.1, high=1000.0),
     # --- execution ---
     Param("control_rate_hz", 15.0, "rate of the control loop (stream checks, model swaps, chunk scheduling), Hz",
           read_only=True, low=1.0, high=1000.0),

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 
+from retain_ros.bag_types import typestore
 from retain_ros.errors import ConfigError
 from retain_ros.sim.episode import Episode
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, MSG_TYPES, Topics
@@ -28,7 +28,7 @@ from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, MSG_TYPES, Topi
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 START_NS = 1_700_000_000 * 10**9  # fixed, so the same episode gives the same bag
 CAMERA_FRAMES = {"exterior_image": "exterior_camera", "wrist_image": "wrist_camera"}
-_TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+_TYPESTORE = typestore()
 
 
 def _msg(msgtype: str, **fields: object) -> object:

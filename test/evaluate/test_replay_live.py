@@ -4,7 +4,6 @@ A bag played into the node (separate processes, own ROS domain) comes back uncha
 together with the node's outputs, whose chunks equal the offline evaluation's.
 """
 
-import json
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ from test_bag_helpers import ARM, FINGERS, write_std_bag
 from ros_helpers import REPO, NodeProcess, next_domain_id, policy_node_args, ros_env
 from rosbags.highlevel import AnyReader
 
+from retain_ros.bag_types import typestore
 from retain_ros.evaluate.bag_eval import read_episode
 from retain_ros.evaluate.bag_reader import Bag
 from retain_ros.evaluate.cli import main
@@ -21,6 +21,7 @@ from retain_ros.evaluate.observations import InputSettings, ObservationAssembler
 from retain_ros.evaluate.targets import ACTION, TargetBuilder
 from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.interface import load_policy
+from retain_ros.ros.conversions import action_chunk_arrays
 
 CHUNK = "/retain_policy/action_chunk"
 
@@ -28,7 +29,7 @@ CHUNK = "/retain_policy/action_chunk"
 def read_all(path):
     """Read a bag as {topic: [(log_ns, raw bytes, message)]}."""
     out = {}
-    with AnyReader([path]) as reader:
+    with AnyReader([path], default_typestore=typestore()) as reader:
         for conn, log_ns, raw in reader.messages():
             out.setdefault(conn.topic, []).append((log_ns, bytes(raw), reader.deserialize(raw, conn.msgtype)))
     return out
@@ -76,11 +77,11 @@ def test_replay_round_trip_through_a_running_node(eval_checkpoints, tmp_path):
     assert np.median(error_s) < 0.1 and error_s.max() < 1.0, error_s
     # the node's outputs were recorded, and its chunks equal what the offline evaluation computes
     assert got.get("/fr3_arm_controller/joint_trajectory") and got.get("/retain_policy/status"), log
-    chunks = [json.loads(m.data) for _, _, m in got[CHUNK]]
+    chunks = [m for _, _, m in got[CHUNK]]
     assert chunks, log
     expected = offline_chunk(bag, base, finetuned, 0.5)
     for chunk in chunks:
-        actions = np.array(chunk["actions"]).reshape(chunk["horizon"], chunk["action_dim"])
+        actions, _ = action_chunk_arrays(chunk)
         np.testing.assert_allclose(actions, expected, atol=1e-5)
 
 

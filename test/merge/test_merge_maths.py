@@ -177,3 +177,17 @@ def test_merge_cli_end_to_end(checkpoints, tmp_path):
     inspect = subprocess.run([sys.executable, "-m", "retain_ros.merge.cli", "--inspect", str(out)],
                              capture_output=True, text=True)
     assert inspect.returncode == 0 and "alpha 0.25" in inspect.stdout and str(ft.resolve()) in inspect.stdout
+
+
+def test_parallel_and_serial_fingerprints_agree(monkeypatch):
+    import retain_ros.merge.maths as maths
+
+    gen = torch.Generator().manual_seed(0)
+    named = {f"layer{i}.weight": torch.randn(64, 33, generator=gen).to(dtype) for i, dtype in
+             enumerate((torch.float32, torch.bfloat16, torch.float16))}
+    serial = fingerprint_tensors(named)
+    monkeypatch.setattr(maths, "_PARALLEL_HASH_BYTES", 0)
+    assert fingerprint_tensors(named) == serial
+    named["layer1.weight"] = named["layer1.weight"].clone()
+    named["layer1.weight"][5, 7] += 1
+    assert fingerprint_tensors(named) != serial

@@ -91,3 +91,32 @@ def test_config_errors_name_the_field():
         ExecutorConfig(execute_steps=0)
     with pytest.raises(ValueError, match="position_min"):
         JointLimits(q_min=(0.0,))
+
+
+def test_stopping_mid_chunk_decelerates_from_the_commanded_state_without_reversing():
+    executor = ChunkExecutor(ExecutorConfig(execute_steps=8, stop_decel_rad_s2=5.0))
+    moving = plan(executor, chunk(velocity=0.9))
+    stop = executor.stop(now_ns=int(0.2e9))  # 3 of 8 steps in, moving at 0.9 rad/s
+    check_plan(stop, JointLimits())
+    assert stop.times_s.shape == (1,) and np.all(stop.velocities == 0.0) and stop.gripper is None
+    q_now = np.array([np.interp(0.2, moving.times_s, moving.positions[:, j]) for j in range(7)])
+    assert stop.times_s[0] == pytest.approx(0.9 / 5.0)
+    np.testing.assert_allclose(stop.positions[0], q_now + 0.9 * stop.times_s[0] / 2)  # forward, then rest
+    assert np.all(stop.positions[0] < moving.positions[-1])  # short of where the chunk was going
+    assert executor.stop(now_ns=int(0.3e9)) is None  # the last plan is forgotten: one stop only
+
+
+def test_no_stop_once_the_last_trajectory_has_ended_or_nothing_was_sent():
+    executor = ChunkExecutor(ExecutorConfig(execute_steps=3))
+    assert executor.stop(now_ns=0) is None
+    plan(executor, chunk())
+    assert executor.stop(now_ns=int(1e9)) is None  # 3 steps = 0.2 s: already at rest, the controller holds
+
+
+def test_a_stop_near_a_limit_stays_inside_it():
+    q = np.array(FR3_Q_MAX) - 0.05
+    executor = ChunkExecutor(ExecutorConfig(execute_steps=8))
+    executor.plan(chunk(velocity=0.5), DT, "joint_velocity", 7, q - 0.2, q - 0.2, 0, 0)
+    stop = executor.stop(now_ns=int(0.45e9))
+    check_plan(stop, JointLimits())
+    assert np.all(stop.positions[0] <= np.array(FR3_Q_MAX) - 0.01 + 1e-12)

@@ -7,7 +7,6 @@ that merge's fingerprint. Base and finetuned weights are unrelated, so a half-sw
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -17,6 +16,7 @@ from ros_helpers import latest_status, make_checkpoints, wait_until
 from test_policy_node import STATUS, T, count, start_policy
 
 from retain_ros.merge.resident import ResidentMerger
+from retain_ros.ros import conversions as conv
 from retain_ros.policy.interface import Observation, load_policy
 from retain_ros.gripper import gripper_position
 
@@ -39,10 +39,10 @@ class Expected:
         self.by_fingerprint[merged.fingerprint()] = self.policy.predict(self.obs).actions
         return merged.fingerprint()
 
-    def check(self, chunk: dict) -> None:
-        assert chunk["fingerprint"] in self.by_fingerprint, "chunk from an unknown (half-updated?) model"
-        expected = self.by_fingerprint[chunk["fingerprint"]]
-        actions = np.array(chunk["actions"]).reshape(chunk["horizon"], chunk["action_dim"])
+    def check(self, chunk) -> None:
+        assert chunk.weights_fingerprint in self.by_fingerprint, "chunk from an unknown (half-updated?) model"
+        expected = self.by_fingerprint[chunk.weights_fingerprint]
+        actions, _ = conv.action_chunk_arrays(chunk)
         assert np.allclose(actions, expected, atol=1e-4), "chunk does not match its fingerprint's merge"
 
 
@@ -130,7 +130,7 @@ def test_alpha_changes_swap_whole_models_and_bad_changes_are_refused(ros, tiny_c
                s["fingerprint"] == fp_group, 30, "reloaded", proc)
 
     # every chunk published during all of this came from exactly one complete merge
-    chunks = [json.loads(m.data) for m in observer.received(CHUNKS)]
+    chunks = observer.received(CHUNKS)
     assert len(chunks) >= 10
     for chunk in chunks:
         expected.check(chunk)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 from fake_robot import FakeRobot
+from retain_ros_msgs.msg import ActionChunk as ActionChunkMsg
 from ros_helpers import latest_status, policy_node_args, wait_until
 from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory
@@ -26,7 +26,7 @@ def start_policy(ros, tiny_checkpoints, **params):
     root, base, finetuned = tiny_checkpoints
     observer.collect(JointTrajectory, T.arm_command)
     observer.collect(String, STATUS, qos=_latched())
-    observer.collect(String, "/retain_policy/action_chunk")
+    observer.collect(ActionChunkMsg, "/retain_policy/action_chunk")
     observer.collect(Float64, T.gripper_command)
     proc = spawn(MODULE, policy_node_args(base, finetuned, root, **params), "policy")
     wait_until(lambda: observer.node.count_publishers(T.arm_command) > 0, 60, "the policy node's publishers", proc)
@@ -69,9 +69,13 @@ def test_starts_from_params_file_commands_and_stops_on_stale_streams(ros, tiny_c
         check_trajectory(msg)
     widths = [m.data for m in observer.received(T.gripper_command)]
     assert widths and all(math.isfinite(w) and 0.0 <= w <= 0.08 for w in widths)
-    chunk = json.loads(observer.received("/retain_policy/action_chunk")[-1].data)
-    assert chunk["fingerprint"] == status["fingerprint"] and chunk["action_dim"] == 8
-    assert len(chunk["actions"]) == chunk["horizon"] * 8
+    chunk = observer.received("/retain_policy/action_chunk")[-1]
+    actions, alphas = conv.action_chunk_arrays(chunk)
+    assert chunk.weights_fingerprint == status["fingerprint"] and chunk.generation == status["generation"]
+    assert actions.shape == (chunk.horizon, 8) and chunk.action_dim == 8 and np.all(np.isfinite(actions))
+    assert alphas == {"vision": (0.5,), "language": (0.5,), "action": (0.5,)}
+    assert chunk.action_space == "joint_velocity" and chunk.executed == 3 and chunk.inference_time > 0
+    assert 0 < conv.stamp_to_ns(chunk.image_stamp) <= conv.stamp_to_ns(chunk.observation_stamp)
 
     # A camera stops: commands stop (within two periods), the status names the stream; it resumes by itself.
     fake.enabled["wrist"] = False
