@@ -227,7 +227,9 @@ class BagEvaluation:
         started = time.perf_counter()
         stacks: dict[str, dict[str, ErrorStack]] = {label: {} for label in self.labels}
         episodes: list[dict] = []
-        bar = tqdm(total=self._frames_estimate(), unit="pred", desc="retain-eval bag", disable=not self.cfg.progress)
+        # disable=None: no bar when stderr is not a terminal (logs, CI), instead of one line per update
+        bar = tqdm(total=self._frames_estimate(), unit="pred", desc="retain-eval bag",
+                   disable=None if self.cfg.progress else True)
         for path in self.cfg.bags:
             with Bag(path) as bag:
                 kind = resolve_target(bag, self.cfg, self.settings)

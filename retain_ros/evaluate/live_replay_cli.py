@@ -65,7 +65,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     topics = args.topics or [t for t in have if t not in record]
     if args.record_inputs:
         record.update({t: have[t] for t in topics if t in have})
-    bar = tqdm(unit="msg", desc="retain-eval replay", disable=args.quiet)
+    # disable=None: no bar when stderr is not a terminal (logs, CI), instead of one line per update
+    bar = tqdm(unit="msg", desc="retain-eval replay", disable=True if args.quiet else None)
 
     def progress(done: int, total: int) -> None:
         bar.total = total

@@ -240,7 +240,7 @@ def run_comparison(cfg: EvalConfig, progress: bool = True,
     jobs = jobs_of(cfg)
     total = sum(len(j[3]) for j in jobs)
     records: list[dict[str, object]] = []
-    with tqdm(total=total, desc="evaluate", unit="ep", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=total, desc="evaluate", unit="ep", disable=None if progress else True, dynamic_ncols=True) as bar:
         if cfg.workers == 1:
             results = map(_run_job, jobs)
             pool = None

@@ -138,7 +138,7 @@ def run_parallel(worker: Callable, jobs: list, workers: int, total: int, desc: s
                  progress: bool = True) -> list[dict[str, object]]:
     """Run `worker` over `jobs` (each returning a list of records) in `workers` processes with a progress bar."""
     results: list[dict[str, object]] = []
-    with tqdm(total=total, desc=desc, unit="ep", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=total, desc=desc, unit="ep", disable=None if progress else True, dynamic_ncols=True) as bar:
         if workers == 1 or len(jobs) == 1:
             for job in jobs:
                 results += worker(job)

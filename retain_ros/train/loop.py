@@ -195,7 +195,8 @@ def train(cfg: TrainConfig, progress: bool = True,
     sampler = BatchSampler(main, policy, generator, mixed, cfg.target_fraction)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses, window = [], []
-    with tqdm(total=cfg.steps, desc=cfg.mode, unit="step", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=cfg.steps, desc=cfg.mode, unit="step", disable=None if progress else True,
+              dynamic_ncols=True) as bar:
         for step in range(cfg.steps):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg.steps, cfg.lr)
