@@ -15,6 +15,8 @@ import traceback
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from retain_ros.errors import ConfigError
+
 
 class ManagedNode(LifecycleNode):
     """A lifecycle node whose subclasses implement only the four hooks below.
@@ -56,6 +58,10 @@ class ManagedNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._setup()
+        except ConfigError as exc:  # a user mistake: its message names the fix, a traceback would only bury it
+            self.get_logger().error(f"configure failed: {exc}")
+            self._safe_teardown()
+            return TransitionCallbackReturn.FAILURE
         except Exception as exc:  # noqa: BLE001  (log the traceback ourselves: rclpy would swallow it)
             self.get_logger().error(f"configure failed: {exc}\n{traceback.format_exc()}")
             self._safe_teardown()

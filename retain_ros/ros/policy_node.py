@@ -26,6 +26,7 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from retain_ros.errors import ConfigError
 from retain_ros.ros import conversions as conv
 from retain_ros.ros import policy_params as pp
 from retain_ros.gripper import gripper_position, gripper_width
@@ -67,7 +68,7 @@ class PolicyNode(ManagedNode):
         names = list(self.p("camera_names"))
         topics = list(self.p("camera_topics"))
         if len(names) != len(topics):
-            raise ValueError(f"camera_names has {len(names)} entries but camera_topics {len(topics)}; one topic each")
+            raise ConfigError(f"camera_names has {len(names)} entries but camera_topics {len(topics)}; one topic each")
         io_mapping = LeRobotIO.from_params(self.p("lerobot_images"), self.p("lerobot_state"), self.p("lerobot_action"),
                                            self.p("lerobot_gripper"), self.p("lerobot_rate_hz"))
         self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping)
@@ -75,8 +76,8 @@ class PolicyNode(ManagedNode):
         model = self.manager.load_initial(self._merge_request())
         missing = [c for c in model.policy.spec.camera_names if c not in names]
         if missing:
-            raise ValueError(f"the policy reads cameras {list(model.policy.spec.camera_names)} but camera_names is "
-                             f"{names}; add {missing} with a topic each")
+            raise ConfigError(f"the policy reads cameras {list(model.policy.spec.camera_names)} but camera_names is "
+                              f"{names}; add {missing} with a topic each")
         self.get_logger().info(f"serving alphas {model.alphas}, fingerprint {model.fingerprint[:12]}")
         max_age = {c: self.p("image_max_age_s") for c in model.policy.spec.camera_names}
         max_age[JOINTS] = self.p("joint_states_max_age_s")
@@ -95,8 +96,8 @@ class PolicyNode(ManagedNode):
         limits = JointLimits(tuple(self.p("position_min")), tuple(self.p("position_max")),
                              tuple(self.p("velocity_max")))
         if len(limits.q_min) != len(self.p("joint_names")):
-            raise ValueError(f"joint limits have {len(limits.q_min)} entries for {len(self.p('joint_names'))} "
-                             "joint_names; give one per joint")
+            raise ConfigError(f"joint limits have {len(limits.q_min)} entries for {len(self.p('joint_names'))} "
+                              "joint_names; give one per joint")
         return ExecutorConfig(limits, self.p("execute_steps"), self.p("blend_weight"), self.p("max_start_jump_rad"))
 
     def _create_interfaces(self, camera_topics: dict[str, str], cameras: tuple[str, ...]) -> None:
@@ -119,8 +120,8 @@ class PolicyNode(ManagedNode):
             self.gripper_pub = self.create_publisher(Float64, self.p("gripper_command_topic"), 10)
         elif backend == "franka_action":
             if FrankaMove is None:
-                raise ValueError("gripper_backend 'franka_action' needs franka_msgs (franka_ros2), which is not "
-                                 "installed here; use gripper_backend 'topic' or 'none'")
+                raise ConfigError("gripper_backend 'franka_action' needs franka_msgs (franka_ros2), which is not "
+                                  "installed here; use gripper_backend 'topic' or 'none'")
             from rclpy.action import ActionClient
 
             self._gripper_client = ActionClient(self, FrankaMove, self.p("gripper_action"))

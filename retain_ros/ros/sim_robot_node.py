@@ -24,6 +24,7 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from retain_ros.errors import ConfigError
 from retain_ros.ros import conversions as conv
 from retain_ros.ros.lifecycle import ManagedNode, spin_managed
 from retain_ros.ros.sim_robot import SimRobot, SimRobotConfig
@@ -70,8 +71,8 @@ class SimRobotNode(ManagedNode):
     def _setup(self) -> None:
         encoding = self.p("image_encoding")
         if encoding not in (*conv.ENCODINGS, "jpeg", "png"):
-            raise ValueError(f"image_encoding '{encoding}' is unknown; use one of {', '.join(conv.ENCODINGS)}, jpeg, "
-                             "png")
+            raise ConfigError(f"image_encoding '{encoding}' is unknown; use one of {', '.join(conv.ENCODINGS)}, jpeg, "
+                              "png")
         config = SimRobotConfig(self.p("sim_rate_hz"), self.p("camera_rate_hz"), self.p("image_size"))
         self.robot = SimRobot(config, self.p("task"), self.p("variation"), self.p("seed"))
         image_type = CompressedImage if encoding in ("jpeg", "png") else Image
