@@ -80,31 +80,31 @@ models: venv
 
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
 # LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.
-# LEROBOT_PYTHON picks the interpreter; by default python3.12 on PATH, else a pyenv 3.12.
+# LEROBOT_PYTHON picks the interpreter; by default the first working Python >= 3.12 among python3.12, python3.13 and
+# pyenv's 3.12 (found when first needed).
 LR_VENV := .venv-lerobot
 LR_BIN := $(LR_VENV)/bin
 LR_STAMP := $(LR_VENV)/.installed
 LR_MSGS_STAMP := $(LR_VENV)/.retain_ros_msgs
-LEROBOT_PYTHON ?=
+LEROBOT_PYTHON ?= $(shell for c in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 12))' 2>/dev/null && { echo "$$c"; break; }; done)
+LR_NO_PYTHON = make lerobot-env: LeRobot 0.6 needs Python >= 3.12 and found none (LEROBOT_PYTHON='$(LEROBOT_PYTHON)'). \
+	Fix: install it (apt install python3.12-venv, or pyenv install 3.12) or pass its path: \
+	make lerobot-env LEROBOT_PYTHON=/path/to/python3.12
 
-.PHONY: lerobot-env test-lerobot
+.PHONY: lerobot-env test-lerobot lerobot-python
 
 lerobot-env: $(LR_STAMP) $(LR_MSGS_STAMP)
 
+# Prints the interpreter .venv-lerobot is made with; fails when there is none (.ci/run asks before building).
+lerobot-python:
+	@"$(LEROBOT_PYTHON)" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 12))' 2>/dev/null \
+		|| { echo "$(LR_NO_PYTHON)" >&2; exit 1; }
+	@echo "$(LEROBOT_PYTHON)"
+
 $(LR_STAMP): requirements-lerobot.txt requirements-msgs.txt setup.py setup.cfg package.xml
 	@if [ ! -x $(LR_BIN)/python ]; then \
-		py="$(LEROBOT_PYTHON)"; \
-		if [ -z "$$py" ]; then \
-			for c in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
-				if "$$c" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 12))' 2>/dev/null; then py=$$c; break; fi; \
-			done; \
-		fi; \
-		if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 12))' 2>/dev/null; then \
-			echo "make lerobot-env: LeRobot 0.6 needs Python >= 3.12, and no working python3.12 was found$${py:+" \
-				"($$py is not one)}. Fix: install it (apt install python3.12-venv, or pyenv install 3.12)" \
-				"or pass its path: make lerobot-env LEROBOT_PYTHON=/path/to/python3.12" >&2; \
-			exit 1; \
-		fi; \
+		py=$$($(MAKE) -s --no-print-directory lerobot-python) || exit 1; \
 		echo "creating $(LR_VENV) with $$py"; \
 		"$$py" -m venv $(LR_VENV) || exit 1; \
 	fi
