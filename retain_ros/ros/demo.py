@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from retain_ros.bag_types import ACTION_CHUNK
 from retain_ros.errors import ConfigError
 from retain_ros.paths import embedded_models_dir
-from retain_ros.bag_types import ACTION_CHUNK
 from retain_ros.ros.processes import NodeProcess, Observer, next_domain_id, ros_env, wait_until  # (no rclpy import)
 from retain_ros.topics import MSG_TYPES, Topics
 

@@ -233,9 +233,7 @@ class ModelManager:
             except Exception as exc:  # noqa: BLE001  (the policy keeps its old weights; keep serving them)
                 with self._cond:
                     self._ready = None
-                    self.counts["failures"] += 1
-                    self.last_error = f"swap refused, old model kept: {exc}"
-                    self.last_event = self.last_error
+                    self._failed(f"swap refused, old model kept: {exc}")
                     self._cond.notify_all()
                 return None
             ready = replace(ready, pending=None, load_s=time.perf_counter() - started)
@@ -278,13 +276,16 @@ class ModelManager:
                 if not isinstance(exc, ConfigError):
                     log.error("merge worker failed:\n%s", traceback.format_exc())
                 with self._cond:
-                    self.counts["failures"] += 1
-                    self.last_error = f"request {request_id} rejected, old model kept: {reason}"
-                    self.last_event = self.last_error
+                    self._failed(f"request {request_id} rejected, old model kept: {reason}")
             finally:
                 with self._cond:
                     self._done_id = request_id
                     self._cond.notify_all()
+
+    def _failed(self, message: str) -> None:
+        """Count and report a failed build or swap (caller holds `_cond`); the old model keeps serving."""
+        self.counts["failures"] += 1
+        self.last_error = self.last_event = message
 
     def _load(self, checkpoint: str) -> Policy:
         return load_policy(checkpoint, device=self.device, seed=self.seed, io_mapping=self.io_mapping)
@@ -293,6 +294,7 @@ class ModelManager:
         """Build a complete model for `request` without touching the serving one."""
         started = time.perf_counter()
         reread = first or request.reload or self._merger_key != request.files_key()
+        in_place = False  # an alpha-only change for a policy held once: the weights are copied in by take_swap
         if reread:
             policy = self._load(request.base)
             if self._serving is not None:
@@ -305,7 +307,7 @@ class ModelManager:
             buffers = None
         else:
             serving = self._serving.policy if self._serving is not None else None
-            in_place = getattr(serving, "swaps_in_place", False)
+            in_place = bool(getattr(serving, "swaps_in_place", False))
             policy = serving if in_place else (self._standby or self._load(request.base))
             merger, buffers = self._merger, self._buffers
         merge_s = load_s = 0.0
@@ -316,7 +318,7 @@ class ModelManager:
             merged = merger.merge(request.alpha_spec(), out=buffers)
             merge_s = merged.seconds
             t0 = time.perf_counter()
-            if not reread and getattr(policy, "swaps_in_place", False):
+            if in_place:
                 pending = merged.tensors  # copied into the serving policy by take_swap, between two chunks
             else:
                 policy.load_merged(merged.tensors)  # copies: the buffers are free again for the next merge

@@ -89,7 +89,7 @@ class PolicyNode(ManagedNode):
         self.loop = ControlLoop(self.streams, tuple(model.policy.spec.camera_names), self.manager,
                                 ChunkExecutor(self._executor_config), self._now_ns, self._publish,
                                 1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event,
-                                send_stop=self._publish_stop)
+                                send_stop=self._send_command)
         self.manager.start()
 
     def _executor_settings(self) -> ExecutorConfig:
@@ -197,8 +197,7 @@ class PolicyNode(ManagedNode):
     def _publish(self, done: Executed) -> None:
         """Control thread: the command first (latency matters), then the gripper and the raw chunk for recording."""
         plan = done.plan
-        self.command_pub.publish(conv.trajectory(self.p("joint_names"), plan.times_s, plan.positions,
-                                                 plan.velocities))
+        self._send_command(plan)
         if plan.gripper is not None:
             width = gripper_width(plan.gripper, self.p("gripper_max_width_m"))
             if self.gripper_pub is not None:
@@ -207,9 +206,9 @@ class PolicyNode(ManagedNode):
                 self._gripper_client.send_goal_async(FrankaMove.Goal(width=width, speed=0.1))
         self.chunk_pub.publish(conv.action_chunk_message(done, self._now_ns()))
 
-    def _publish_stop(self, stop: PlannedCommand) -> None:
-        """Control thread: bring the arm to rest when commanding stops mid-chunk (the gripper keeps its command)."""
-        self.command_pub.publish(conv.trajectory(self.p("joint_names"), stop.times_s, stop.positions, stop.velocities))
+    def _send_command(self, plan: PlannedCommand) -> None:
+        """Control thread: a chunk's command, or the stop when commanding stops mid-chunk (gripper unchanged)."""
+        self.command_pub.publish(conv.trajectory(self.p("joint_names"), plan.times_s, plan.positions, plan.velocities))
 
     def _publish_status(self) -> None:
         if self.manager is None or self.loop is None:
