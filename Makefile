@@ -58,25 +58,42 @@ bench: venv
 clean:
 	rm -rf $(VENV) .venv-bench .venv-lerobot $(OUT)
 
-# Regenerate the embedded reference-VLA checkpoints (retain_ros/models/) from nothing: collect expert demos in the
-# simulator, pretrain the generalist, then task-finetune and co-finetune it on the target task. About 15 min of
-# collection and 15-45 min of training on 2 cores, depending on what else runs.
+# Regenerate the embedded reference-VLA checkpoints (retain_ros/models/) from nothing, deterministically:
+# `models-data` collects expert demos in the simulator (generalist suite in `id`, with and without DART noise, and in
+# every OOD family; 50 clean `id` demos of the target task), then `models` pretrains the generalist and task-finetunes
+# and co-finetunes it (the two finetunes run side by side, one core each). Times on 2 cores: docs/policy.md.
 MODELS_WORK ?= build/models_work
 MODELS_OUT ?= retain_ros/models
 MODELS_TARGET ?= push_red_to_purple
+MODELS_PRETRAIN_STEPS ?= 30000
+MODELS_FINETUNE_STEPS ?= 8000
 MODELS_SIM = $(BIN)/retain-sim collect --image-size 64 --overwrite
-MODELS_PRE = $(MODELS_WORK)/data/pre_id $(foreach v,position appearance viewpoint distractors,$(MODELS_WORK)/data/pre_$(v))
-models: venv
-	$(MODELS_SIM) --tasks generalist --variation id --episodes 5 --seed 0 --out $(MODELS_WORK)/data/pre_id
-	$(MODELS_SIM) --tasks $(MODELS_TARGET) --variation id --episodes 50 --seed 0 --out $(MODELS_WORK)/data/target_id
-	for v in position appearance viewpoint distractors; do \
-		$(MODELS_SIM) --tasks generalist --variation $$v --episodes 2 --seed 100 --out $(MODELS_WORK)/data/pre_$$v \
-		|| exit 1; done
-	$(BIN)/retain-train pretrain --data $(MODELS_PRE) --steps 3000 --seed 0 --out $(MODELS_OUT)/base --overwrite
-	$(BIN)/retain-train finetune --init $(MODELS_OUT)/base --data $(MODELS_WORK)/data/target_id --steps 2000 \
-		--lr 2e-4 --seed 1 --out $(MODELS_OUT)/task_ft --overwrite
-	$(BIN)/retain-train cofinetune --init $(MODELS_OUT)/base --data $(MODELS_WORK)/data/target_id \
-		--pretrain-data $(MODELS_PRE) --target-fraction 0.2 --steps 2000 --lr 2e-4 --seed 2 --out $(MODELS_OUT)/co_ft --overwrite
+MODELS_DATA = $(MODELS_WORK)/data
+MODELS_OOD = position appearance viewpoint distractors
+MODELS_PRE = $(MODELS_DATA)/pre_id $(MODELS_DATA)/pre_id_noise $(foreach v,$(MODELS_OOD),$(MODELS_DATA)/pre_$(v))
+MODELS_TRAIN = $(BIN)/retain-train
+
+MODELS_SETS = pre_id pre_id_noise $(foreach v,$(MODELS_OOD),pre_$(v)) target_id
+.PHONY: models-data
+models-data: $(foreach d,$(MODELS_SETS),$(MODELS_DATA)/$(d)/index.json)
+
+$(MODELS_DATA)/pre_id/index.json: | venv
+	$(MODELS_SIM) --tasks generalist --variation id --episodes 20 --seed 0 --out $(@D)
+$(MODELS_DATA)/pre_id_noise/index.json: | venv
+	$(MODELS_SIM) --tasks generalist --variation id --episodes 10 --seed 50 --noise 0.05 --out $(@D)
+$(MODELS_DATA)/pre_%/index.json: | venv
+	$(MODELS_SIM) --tasks generalist --variation $* --episodes 8 --seed 100 --out $(@D)
+$(MODELS_DATA)/target_id/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET) --variation id --episodes 50 --seed 0 --out $(@D)
+
+models: models-data
+	$(MODELS_TRAIN) pretrain --data $(MODELS_PRE) --steps $(MODELS_PRETRAIN_STEPS) --lr 1e-3 --seed 0 \
+		--out $(MODELS_OUT)/base --overwrite --quiet
+	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --steps $(MODELS_FINETUNE_STEPS) \
+		--lr 5e-4 --seed 1 --out $(MODELS_OUT)/task_ft --overwrite --quiet & task_ft=$$!; \
+	$(MODELS_TRAIN) cofinetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
+		--target-fraction 0.2 --steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 2 --out $(MODELS_OUT)/co_ft \
+		--overwrite --quiet; co_ft=$$?; wait $$task_ft && test $$co_ft = 0
 
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
 # LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.

@@ -47,9 +47,11 @@ def test_quick_demo_end_to_end(tmp_path):
                   "/retain_policy/action_chunk", "/retain_policy/status", "/sim_robot/episode"):
         assert counts.get(topic, 0) > 0, (topic, counts)
     assert counts["/retain_demo/episode_start"] == 6
-    # the replay scored every alpha against the recorded commands
+    # the replay scored every alpha against held-out expert demos of the OOD setting, not the node's own commands
+    heldout = json.loads((out / "heldout" / "index.json").read_text())["episodes"]
+    assert [(e["task"], e["variation"], e["seed"]) for e in heldout] == [("push_red_to_purple", "position", 3000)]
     report = json.loads((out / "replay" / "report.json").read_text())
-    assert report["alphas"] == [0.0, 0.5, 1.0] and report["target"] == "command"
+    assert report["alphas"] == [0.0, 0.5, 1.0] and report["target"] == "action"
     scored = report["aggregate"].values()
     assert len(scored) == 3 and all(a["observations"] > 0 and a["mse"] >= 0 for a in scored)
     assert set(summary["replay"]) == set(report["labels"])

@@ -4,9 +4,12 @@ Each model variant is evaluated on the target task in its demo setting (`id`), o
 the generalist suite. Merged variants are built the way the ROS node builds them: one `ResidentMerger` per finetuned
 checkpoint holds the inputs, and `Policy.load_merged` swaps the merged weights into one serving policy.
 
-Episodes: the policy is queried on an observation, the first `execute_steps` actions of its chunk are executed open
-loop (the openpi DROID client executes 8 of 10), then it is queried again; the episode ends when the task's success
-holds or at the task's step limit. Every episode is identified by (task, variation, seed), the same for every variant.
+Episodes: the policy is queried on an observation and its chunk is executed exactly as the policy node executes it:
+the node's `ChunkExecutor` turns the chunk into one joint trajectory (the first `execute_steps` actions, integrated
+from the observed joint positions, limits enforced) and the simulated joint_trajectory_controller tracks it; the
+policy is queried again when it ends (the openpi DROID client executes 8 of 10). The simulator waits while the model
+runs, so no action is skipped for latency. The episode ends when the task's success holds or at the task's step
+limit. Every episode is identified by (task, variation, seed), the same for every variant.
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ from retain_ros.errors import ConfigError
 from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.interface import Observation, Policy
 from retain_ros.policy.reference_policy import ReferencePolicy
+from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, PlannedCommand
+from retain_ros.sim.controller import JointTrajectory, TrajectoryPoint
+from retain_ros.sim.droid import gripper_position_to_width
 from retain_ros.sim.env import EnvConfig, TabletopEnv
 from retain_ros.sim.tasks import SUITE
 from retain_ros.sim.variations import OOD_VARIATIONS, get_variation
 
 log = logging.getLogger(__name__)
 ID, GENERALIST = "id", "generalist"
-DEFAULT_ALPHAS = (0.25, 0.5, 0.75)
+DEFAULT_ALPHAS = (0.25, 0.5, 0.75, 0.9)
 
 
 @dataclass(frozen=True)
@@ -157,24 +163,47 @@ def observation_from_sim(obs: dict[str, np.ndarray], instruction: str, stamp_ns:
     return Observation(images, obs["joint_positions"], float(obs["gripper_position"][0]), instruction, stamp_ns)
 
 
+def plan_to_trajectory(plan: PlannedCommand, joint_names: Sequence[str]) -> JointTrajectory:
+    """The JointTrajectory the node would publish for a planned command (header stamp 0: start now)."""
+    points = tuple(TrajectoryPoint(q, float(t), v) for q, t, v in zip(plan.positions, plan.times_s, plan.velocities))
+    return JointTrajectory(tuple(joint_names), points)
+
+
 def rollout(policy: Policy, env: TabletopEnv, seed: int, execute_steps: int = 8) -> dict[str, object]:
-    """Run one closed-loop episode.
+    """Run one closed-loop episode, executing every chunk through the node's ChunkExecutor.
 
     Returns:
-        A record: seed, success, steps, final reward, mean inference time (ms).
+        A record: seed, success, steps, final reward, mean inference time (ms), chunks queried, chunks rejected by
+        the executor.
     """
     obs = env.reset(seed)
-    infer_s, queries, result = 0.0, 0, None
+    executor = ChunkExecutor(ExecutorConfig(execute_steps=execute_steps))
+    period_ns = round(env.config.physics.control_dt_s * 1e9)
+    infer_s, queries, rejected, result = 0.0, 0, 0, None
     while True:
+        now_ns = env.num_steps * period_ns
         started = time.perf_counter()
-        chunk = policy.predict(observation_from_sim(obs, env.instruction, int(env.num_steps * 1e9 / 15)))
+        chunk = policy.predict(observation_from_sim(obs, env.instruction, now_ns))
         infer_s += time.perf_counter() - started
         queries += 1
-        for action in chunk.actions[:execute_steps]:
-            result = env.step(action)
+        space = chunk.space
+        q = obs["joint_positions"]
+        try:
+            plan = executor.plan(chunk.actions, chunk.dt_s, space.kind, space.gripper_index, q, q, now_ns, now_ns)
+        except ConfigError:
+            rejected += 1  # the node would keep holding; so does the simulated controller
+            plan = None
+        if plan is not None:
+            env.command_trajectory(plan_to_trajectory(plan, space.joint_names))
+            if plan.gripper is not None:
+                env.command_gripper_width(gripper_position_to_width(plan.gripper))
+        ticks = max(1, round(plan.duration_s * 1e9 / period_ns)) if plan is not None else 1
+        for _ in range(ticks):
+            result = env.tick()
             if result.done:
                 return {"seed": int(seed), "success": bool(result.success), "steps": env.num_steps,
-                        "reward": float(result.reward), "infer_ms": 1e3 * infer_s / queries}
+                        "reward": float(result.reward), "infer_ms": 1e3 * infer_s / queries, "queries": queries,
+                        "rejected": rejected}
         obs = result.observation
 
 

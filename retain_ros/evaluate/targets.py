@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retain_ros.errors import ConfigError
-from retain_ros.policy.interface import JOINT_VELOCITY, ActionChunk
+from retain_ros.policy.interface import DROID_JOINT_VELOCITY, VELOCITY_KINDS, ActionChunk, arm_velocities_rad_s
 from retain_ros.ros import conversions as conv
 from retain_ros.gripper import gripper_position, width_to_position
 
@@ -178,9 +178,10 @@ class Targets:
         g = chunk.space.gripper_index
         arm = np.delete(actions, g, axis=1)
         if self.kind == ACTION:
-            if chunk.space.kind != JOINT_VELOCITY:
+            if chunk.space.kind != DROID_JOINT_VELOCITY:
                 raise ConfigError(f"the policy outputs {chunk.space.kind} actions but the bag's /action holds "
-                                  "DROID joint velocities; use --target command or joint_states")
-        elif chunk.space.kind == JOINT_VELOCITY:
-            arm = np.asarray(joint_positions, dtype=np.float64) + chunk.dt_s * np.cumsum(arm, axis=0)
+                                  f"{DROID_JOINT_VELOCITY} actions; use --target command or joint_states")
+        elif chunk.space.kind in VELOCITY_KINDS:
+            velocities = arm_velocities_rad_s(arm, chunk.space.kind, chunk.dt_s)
+            arm = np.asarray(joint_positions, dtype=np.float64) + chunk.dt_s * np.cumsum(velocities, axis=0)
         return np.concatenate([arm, actions[:, g:g + 1]], axis=1)

@@ -47,10 +47,10 @@ class ReferenceVLAConfig:
 
     camera_names: tuple[str, ...] = ("exterior", "wrist")
     image_size: tuple[int, int] = (64, 64)
-    patch_size: int = 8
+    patch_size: int = 16
     vision_width: int = 64
     vision_layers: int = 2
-    vision_pool: int = 2
+    vision_pool: int = 1
     width: int = 96
     layers: int = 3
     heads: int = 4

@@ -3,9 +3,12 @@
 The node (`ros/`), the offline and simulated evaluation (`evaluate/`) and training (`train/`) all talk to a policy
 through these types, so they see the same preprocessing and the same action convention.
 
-Action convention (DROID, see shared/reference/retain-method.md): one action is 8 numbers, 7 joint velocities in rad/s
-(fr3_joint1..7) followed by 1 absolute gripper position in [0, 1] (0 open .. 1 closed); a chunk holds `horizon` of
-them, `dt_s` = 1/15 s apart. Policies clip the velocities to [-1, 1] rad/s and binarise the gripper at 0.5.
+Action convention (DROID; droid/robot_ik/robot_ik_solver.py `joint_velocity_to_delta`): one action is 8 numbers,
+7 NORMALISED joint velocities a (fr3_joint1..7) followed by 1 absolute gripper position in [0, 1] (0 open .. 1
+closed); a chunk holds `horizon` of them, `dt_s` = 1/15 s apart. Each step moves the joint target
+DROID_MAX_JOINT_DELTA_RAD * a from the measured position, after scaling the whole 7-vector so that its largest entry is
+at most 1 (a = 1 asks for 0.2 rad per 1/15 s, 3 rad/s nominal). Policies clip a to [-1, 1] and binarise the gripper at
+0.5. The kinds 'joint_velocity' (rad/s) and 'joint_position' (rad) serve other policies.
 """
 
 from __future__ import annotations
@@ -18,14 +21,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from retain_ros.droid_action import (  # noqa: F401  (re-exported: the policy-facing names)
+    ACTION_KINDS, DROID_DT_S, DROID_JOINT_VELOCITY, DROID_MAX_JOINT_DELTA_RAD, JOINT_POSITION, JOINT_VELOCITY,
+    VELOCITY_KINDS, arm_velocities_rad_s, droid_scale, rad_s_to_droid)
 from retain_ros.errors import ConfigError
 from retain_ros.policy.registry import POLICIES
 from retain_ros.topics import FR3_ARM_JOINTS
-
-JOINT_VELOCITY = "joint_velocity"
-JOINT_POSITION = "joint_position"
-ACTION_KINDS = (JOINT_VELOCITY, JOINT_POSITION)
-DROID_DT_S = 1.0 / 15.0
 
 
 @dataclass
@@ -52,16 +53,17 @@ class ActionSpace:
     """What the numbers of an action mean.
 
     Attributes:
-        kind: 'joint_velocity' (rad/s) or 'joint_position' (rad) for the arm part.
+        kind: 'droid_joint_velocity' (DROID's normalised a, see the module docstring), 'joint_velocity' (rad/s) or
+            'joint_position' (rad) for the arm part.
         dim: numbers per action (7 joints + 1 gripper = 8).
         gripper_index: position of the absolute gripper command (0 open .. 1 closed).
         joint_names: the arm joints, in action order.
-        arm_low: lower clip bound of the arm part (DROID: -1 rad/s).
-        arm_high: upper clip bound of the arm part (DROID: +1 rad/s).
+        arm_low: lower clip bound of the arm part (DROID: -1).
+        arm_high: upper clip bound of the arm part (DROID: +1).
         gripper_threshold: the gripper output is binarised at this value (DROID: 0.5); None keeps it continuous.
     """
 
-    kind: str = JOINT_VELOCITY
+    kind: str = DROID_JOINT_VELOCITY
     dim: int = 8
     gripper_index: int = 7
     joint_names: tuple[str, ...] = FR3_ARM_JOINTS

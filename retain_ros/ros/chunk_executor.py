@@ -2,8 +2,8 @@
 
 Per chunk (H actions, `dt_s` apart, computed from the observation taken at `observation_ns`):
 1. reject anything non-finite (the chunk is dropped; the controller keeps holding);
-2. arm part -> absolute joint targets: DROID joint velocities are clamped to the velocity limits and integrated from
-   the joint positions the policy saw (action k reaches its target at (k + 1) dt after the observation), or absolute
+2. arm part -> absolute joint targets: joint velocities (DROID's normalised a, converted as DROID does, or rad/s) are
+   clamped to the velocity limits and integrated from the joint positions the policy saw (action k reaches its target at (k + 1) dt after the observation), or absolute
    positions are taken as they are;
 3. drop the actions whose target time passed while the model ran (latency compensation);
 4. keep `execute_steps` actions, optionally blended with the remainder of the previous chunk;
@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retain_ros.droid_action import ACTION_KINDS, JOINT_POSITION, VELOCITY_KINDS, arm_velocities_rad_s
 from retain_ros.errors import ConfigError
 
-JOINT_VELOCITY = "joint_velocity"
-JOINT_POSITION = "joint_position"
 # FR3 hardware limits (rad, rad/s) from Franka's datasheet; config/fr3_droid.yaml repeats them.
 FR3_Q_MIN = (-2.9007, -1.8361, -2.9007, -3.0770, -2.8763, 0.4398, -3.0508)
 FR3_Q_MAX = (2.9007, 1.8361, 2.9007, -0.1169, 2.8763, 4.6216, 3.0508)
@@ -229,13 +228,14 @@ class ChunkExecutor:
         return q
 
     def _targets(self, arm: np.ndarray, dt_s: float, kind: str, q_observed: np.ndarray) -> tuple[np.ndarray, bool]:
-        if kind == JOINT_VELOCITY:
-            velocities = np.clip(arm, -self._dq_max, self._dq_max)
-            clamped = bool((velocities != arm).any())
+        if kind in VELOCITY_KINDS:
+            requested = arm_velocities_rad_s(arm, kind, dt_s)
+            velocities = np.clip(requested, -self._dq_max, self._dq_max)
+            clamped = bool((velocities != requested).any())
             return q_observed + np.cumsum(velocities * dt_s, axis=0), clamped
         if kind == JOINT_POSITION:
             return arm.copy(), False
-        raise UnsafeChunk(f"action kind '{kind}' is unknown; use {JOINT_VELOCITY} or {JOINT_POSITION}")
+        raise UnsafeChunk(f"action kind '{kind}' is unknown; use one of {', '.join(ACTION_KINDS)}")
 
     def _blend(self, positions: np.ndarray, times: np.ndarray, now_ns: int) -> np.ndarray:
         """Mix in the previous plan where it still runs: w * old + (1 - w) * new at the same absolute time."""

@@ -6,7 +6,9 @@
    node's parameters and its `~/reset` / `~/success` services, while the live recorder writes every topic to a bag;
 3. changes alpha live through the parameter service (as `ros2 param set` does), waits until `~/status` reports the
    new weights' fingerprint, and runs the same episodes again;
-4. replays the recorded bag with `retain-eval bag` across alphas, against the commands the node actually sent;
+4. records held-out expert demonstrations of the OOD setting as bags (`retain-sim collect --bag`, seeds no model
+   trained on) and scores every alpha on them with `retain-eval bag` (the expert's DROID actions as targets), so the
+   offline ranking of alphas stands next to the closed-loop successes of steps 2-3;
 5. prints one summary table and writes the plots, a PNG strip of an episode and summary.json into the output folder.
 Every process it started is stopped at the end, also on Ctrl-C; the exit code is non-zero if any step failed.
 """
@@ -45,18 +47,25 @@ class Plan:
 
     settings: list[tuple[str, str]]
     live_alphas: tuple[float, float] = (0.5, 0.75)
-    replay_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    replay_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
     episodes: int = 1
     timeout_s: float | None = None  # simulated seconds per episode; None = the task's own step limit
     every: int = 2
     seed: int = 1000  # away from the training seeds, as `retain-eval sim`
+    heldout_episodes: int = 3  # expert demos of the OOD setting recorded for the replay step
+    heldout_seed: int = 3000  # away from the training and closed-loop seeds
+
+    @property
+    def ood_variation(self) -> str:
+        """The OOD variation of the target task (the second setting)."""
+        return self.settings[1][1]
 
     @classmethod
     def make(cls, quick: bool, episodes: int, timeout_s: float | None, variation: str) -> Plan:
         settings = [(TARGET, "id"), (TARGET, variation), ("pick_red", "id")]
         if quick:
             return cls(settings, replay_alphas=(0.0, 0.5, 1.0), episodes=episodes, timeout_s=timeout_s or 3.0,
-                       every=5)
+                       every=5, heldout_episodes=1)
         return cls(settings, episodes=episodes, timeout_s=timeout_s)
 
     def limit_s(self, task: str) -> float:
@@ -258,18 +267,31 @@ def run_episodes(session: LiveSession, plan: Plan, alpha: float, outcome: Outcom
                 f"{episode['sim_time_s']:.1f} s simulated, {episode['wall_s']:.1f} s wall)")
 
 
+def record_heldout(out: Path, plan: Plan) -> list[Path]:
+    """Expert demonstrations of the target task in the OOD setting, one rosbag2 each (as `retain-sim collect --bag`)."""
+    from retain_ros.sim.collect import CollectConfig, collect
+
+    cfg = CollectConfig(tasks=(TARGET,), variation=plan.ood_variation, episodes=plan.heldout_episodes,
+                        out_dir=out / "heldout", seed=plan.heldout_seed, workers=1, bag=True, image_size=64)
+    collect(cfg, progress=False)
+    return sorted(p for p in (out / "heldout" / "bags").iterdir() if p.is_dir())
+
+
 def run_replay(out: Path, plan: Plan, outcome: Outcome) -> None:
-    """Step 4: `retain-eval bag` in-process on the recorded bag, scored against the node's own commands."""
+    """Step 4: held-out OOD expert bags, scored at every alpha by `retain-eval bag` (in-process) against the expert."""
     import torch
 
     from retain_ros.evaluate.bag_eval import BagEvalConfig, evaluate_bags
 
-    step(outcome, 4, f"retain-eval bag {out / 'bag'} --alpha {','.join(str(a) for a in plan.replay_alphas)} "
-                     f"--target command --episode-topic {MARKER}")
+    heldout = out / "heldout" / "bags"
+    step(outcome, 4, f"retain-sim collect --tasks {TARGET} --variation {plan.ood_variation} --episodes "
+                     f"{plan.heldout_episodes} --seed {plan.heldout_seed} --bag; retain-eval bag {heldout}/* --alpha "
+                     f"{','.join(str(a) for a in plan.replay_alphas)} --target action")
     torch.set_num_threads(1)
-    cfg = BagEvalConfig(bags=[out / "bag"], base=MODELS / "base", finetuned=[MODELS / "task_ft"],
-                        alphas=plan.replay_alphas, out=out / "replay", target="command", episode_topic=MARKER,
-                        every=plan.every, resamples=200)
+    bags = record_heldout(out, plan)
+    say(f"recorded {len(bags)} held-out expert bag(s) of {TARGET}/{plan.ood_variation} in {heldout}")
+    cfg = BagEvalConfig(bags=bags, base=MODELS / "base", finetuned=[MODELS / "task_ft"], alphas=plan.replay_alphas,
+                        out=out / "replay", target="action", every=plan.every, resamples=200)
     _, paths = evaluate_bags(cfg)
     report = json.loads(Path(paths["json"]).read_text())
     for label in report["labels"]:
@@ -325,7 +347,8 @@ def summary_text(outcome: Outcome, plan: Plan) -> str:
                      f"~/status showed the new fingerprint after {outcome.status_after_s:.2f} s")
         lines.append("  fingerprints: " + ", ".join(f"alpha {a}: {f[:12]}" for a, f in outcome.fingerprints.items()))
     if outcome.replay:
-        lines += ["", f"  {'replay alpha':<14}{'MSE (rad^2)':>14}{'MAE (rad)':>12}{'gripper acc':>13}{'obs':>7}"]
+        lines += ["", f"  offline: error against held-out expert demos of {TARGET} / {plan.ood_variation} (DROID actions)",
+                  f"  {'replay alpha':<14}{'MSE':>14}{'MAE':>12}{'gripper acc':>13}{'obs':>7}"]
         for label, r in outcome.replay.items():
             fmt = [("n/a" if r[k] is None else f"{r[k]:.4f}") for k in ("mse", "mae", "gripper_accuracy")]
             lines.append(f"  {label:<14}{fmt[0]:>14}{fmt[1]:>12}{fmt[2]:>13}{r['observations']:>7}")
@@ -355,7 +378,7 @@ def run(out: Path, plan: Plan, outcome: Outcome) -> None:
 FIXES = {"1": "check that `make venv` finished (rclpy from PyPI) and read logs/*.log in the output folder",
          "2": "read logs/*.log in the output folder; on a very busy machine try --quick",
          "3": "read logs/retain_policy.log (the live re-merge logs its error there)",
-         "4": "re-run `retain-eval bag` on the bag in the output folder with the arguments printed above",
+         "4": "re-run the collection and `retain-eval bag` with the arguments printed above",
          "5": "check that the output folder is writable"}
 
 

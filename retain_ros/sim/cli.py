@@ -73,7 +73,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     """Collect expert demonstrations into a dataset (and bags)."""
     cfg = CollectConfig(tasks=tuple(_split(args.tasks)), variation=args.variation, episodes=args.episodes,
                         out_dir=Path(args.out), seed=args.seed, workers=args.workers, bag=args.bag,
-                        bag_storage=args.bag_storage, image_size=args.image_size, overwrite=args.overwrite)
+                        bag_storage=args.bag_storage, image_size=args.image_size, noise_rad_s=args.noise,
+                        overwrite=args.overwrite)
     summary = collect(cfg)
     print(f"collected {summary['episodes']} episode(s), {summary['steps']} steps, in {summary['wall_s']:.1f} s")
     for task, ok in summary["per_task"].items():
@@ -125,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bag", action="store_true", help="also write one rosbag2 per episode under OUT/bags")
     p.add_argument("--bag-storage", default="sqlite3", choices=["sqlite3", "mcap"], help="rosbag2 storage")
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="camera image side in pixels")
+    p.add_argument("--noise", type=float, default=0.0, metavar="RAD_S",
+                   help="DART noise injection: std (rad/s) of correlated noise added to the executed joint velocities; "
+                        "labels stay the expert's clean actions (default 0; 0.03-0.06 keeps the expert successful)")
     p.add_argument("--overwrite", action="store_true", help="write into a directory that already holds a dataset")
     p.set_defaults(func=cmd_collect)
 

@@ -56,6 +56,8 @@ class CollectConfig:
         bag: also write one rosbag2 per episode under out_dir/bags.
         bag_storage: 'sqlite3' or 'mcap'.
         image_size: camera image side in pixels.
+        noise_rad_s: DART noise injection: standard deviation (rad/s) of correlated joint-velocity noise added to the
+            executed actions; labels stay the expert's clean actions (0: none).
         overwrite: allow writing into a directory that already holds index.json.
     """
 
@@ -68,6 +70,7 @@ class CollectConfig:
     bag: bool = False
     bag_storage: str = "sqlite3"
     image_size: int = DEFAULT_IMAGE_SIZE
+    noise_rad_s: float = 0.0
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -81,6 +84,9 @@ class CollectConfig:
         if self.bag_storage not in STORAGES:
             raise ConfigError(f"unknown bag storage '{self.bag_storage}'; use one of {', '.join(STORAGES)}")
         EnvConfig(image_size=self.image_size)  # validates the size
+        if not 0.0 <= self.noise_rad_s <= 0.5:
+            raise ConfigError(f"--noise {self.noise_rad_s} must be in [0, 0.5] rad/s; the expert itself fails above "
+                              "about 0.1 (0.03-0.06 gives recovery data and keeps it successful)")
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
@@ -108,7 +114,7 @@ def _collect_chunk(job: tuple[str, str, list[int], CollectConfig]) -> list[dict[
     entries = []
     with TabletopEnv(task, variation, EnvConfig(image_size=cfg.image_size)) as env:
         for seed in seeds:
-            episode = run_expert_episode(env, seed)
+            episode = run_expert_episode(env, seed, cfg.noise_rad_s)
             name = episode_name(task, variation, seed)
             save_episode(episode, cfg.out_dir / f"{name}.npz")
             bag = None

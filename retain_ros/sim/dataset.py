@@ -6,12 +6,14 @@ Episode file keys (leading axis = control step, length T):
     gripper_position   float64 (T, 1)   DROID convention, 0 open .. 1 closed
     finger_positions   float64 (T, 2)   m
     tcp_position       float64 (T, 3)   m
-    actions            float64 (T, 8)   DROID: 7 joint velocities (rad/s) + gripper position
+    actions            float64 (T, 8)   DROID: 7 normalised joint velocities + gripper position (the expert's labels)
+    executed_actions   float64 (T, 8)   the actions executed (labels + injected noise; equal without noise)
     arm_targets        float64 (T, 7)   joint positions each action's trajectory point commanded (rad)
     gripper_widths     float64 (T,)     commanded gripper width (m)
     rewards            float64 (T,)
     times_s            float64 (T,)
-    task, variation, instruction (str), seed (int), success (bool), control_rate_hz (float)
+    task, variation, instruction (str), seed (int), success (bool), control_rate_hz (float),
+    noise_rad_s (float: standard deviation of the injected joint-velocity noise, 0 = none)
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from retain_ros.sim.droid import ACTION_NAMES
 from retain_ros.sim.episode import Episode
 from retain_ros.topics import FR3_ARM_JOINTS
 
-FORMAT = "retain_ros.sim.dataset/1"
+FORMAT = "retain_ros.sim.dataset/2"  # /2: DROID-normalised actions, executed_actions, noise_rad_s
 INDEX_NAME = "index.json"
-_META_KEYS = ("task", "variation", "instruction", "seed", "success", "control_rate_hz")
-_ARRAY_FIELDS = ("actions", "arm_targets", "gripper_widths", "rewards", "joint_efforts", "finger_velocities")
+_META_KEYS = ("task", "variation", "instruction", "seed", "success", "control_rate_hz", "noise_rad_s")
+_ARRAY_FIELDS = ("actions", "executed_actions", "arm_targets", "gripper_widths", "rewards", "joint_efforts", "finger_velocities")
 
 
 def episode_name(task: str, variation: str, seed: int) -> str:
@@ -65,7 +67,7 @@ def load_episode(path: Path) -> Episode:
         return Episode(
             task=str(data["task"]), variation=str(data["variation"]), seed=int(data["seed"]),
             instruction=str(data["instruction"]), control_rate_hz=float(data["control_rate_hz"]),
-            success=bool(data["success"]),
+            success=bool(data["success"]), noise_rad_s=float(data["noise_rad_s"]),
             observations={k: data[k] for k in data.files if k not in reserved},
             **{name: data[name] for name in _ARRAY_FIELDS},
         )
@@ -76,6 +78,7 @@ def index_entry(episode: Episode, file: str, bag: str | None) -> dict[str, objec
     return {
         "file": file, "bag": bag, "task": episode.task, "variation": episode.variation, "seed": episode.seed,
         "instruction": episode.instruction, "success": episode.success, "num_steps": episode.num_steps,
+        "noise_rad_s": episode.noise_rad_s,
     }
 
 
@@ -89,7 +92,8 @@ def write_index(out_dir: Path, entries: Iterable[dict[str, object]], image_size:
         "cameras": ["exterior_image", "wrist_image"],
         "joint_names": list(FR3_ARM_JOINTS),
         "action_names": list(ACTION_NAMES),
-        "action_space": "DROID: 7 joint velocities (rad/s) + gripper position (0 open .. 1 closed)",
+        "action_space": "droid_joint_velocity: 7 normalised joint velocities (0.2 rad x a per step, vector scaled to "
+                        "max 1) + gripper position (0 open .. 1 closed)",
         "episodes": episodes,
     }
     path = out_dir / INDEX_NAME

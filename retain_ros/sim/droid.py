@@ -1,15 +1,17 @@
 """The DROID action space and its conversion into controller commands.
 
-A DROID action is 8 numbers at 15 Hz: 7 joint velocities (rad/s, fr3_joint1..7) and 1 absolute gripper position in
-[0, 1] (0 = open, 1 = closed). It is executed the way a joint_trajectory_controller would execute it when streamed: a
-one-point JointTrajectory reaching q_measured + velocity * period after one period (linear interpolation, anchored at
-the measured state), plus a gripper width command.
+A DROID action is 8 numbers at 15 Hz: 7 normalised joint velocities a (fr3_joint1..7; see retain_ros/droid_action.py)
+and 1 absolute gripper position in [0, 1] (0 = open, 1 = closed). It is executed as DROID executes it: the whole
+7-vector is scaled so that its largest entry is at most 1, and a one-point JointTrajectory reaches
+q_measured + 0.2 rad * a after one period (linear interpolation, anchored at the measured state), plus a gripper width
+command.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from retain_ros.droid_action import DROID_JOINT_VELOCITY, arm_velocities_rad_s, droid_scale
 from retain_ros.errors import ConfigError
 from retain_ros.gripper import gripper_width, width_to_position
 from retain_ros.sim.controller import JointTrajectory, TrajectoryPoint
@@ -24,13 +26,13 @@ ACTION_NAMES = tuple(f"{j}_velocity" for j in FR3_ARM_JOINTS) + ("gripper_positi
 
 
 def validate_action(action: np.ndarray) -> np.ndarray:
-    """Check an action's shape and values; clip velocities to the FR3 limits and the gripper to [0, 1].
+    """Check an action's shape and values; scale the arm part as DROID does and clip the gripper to [0, 1].
 
     Args:
-        action: 8 numbers: 7 joint velocities (rad/s), 1 gripper position (0 open .. 1 closed).
+        action: 8 numbers: 7 normalised joint velocities, 1 gripper position (0 open .. 1 closed).
 
     Returns:
-        A clipped float64 copy.
+        The action as executed (float64 copy): arm part scaled so that its largest entry is at most 1.
 
     Raises:
         ConfigError: wrong shape or non-finite values.
@@ -44,7 +46,7 @@ def validate_action(action: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise ConfigError(f"action contains non-finite values {a.tolist()}; the policy produced NaN or inf")
     out = a.copy()
-    out[:ARM_DOF] = np.clip(a[:ARM_DOF], -DQ_MAX, DQ_MAX)
+    out[:ARM_DOF] = droid_scale(a[:ARM_DOF])
     out[GRIPPER_INDEX] = np.clip(a[GRIPPER_INDEX], 0.0, 1.0)
     return out
 
@@ -61,7 +63,8 @@ def action_to_trajectory(action: np.ndarray, q_measured: np.ndarray,
     Returns:
         A JointTrajectory for fr3_joint1..7 that starts now (positions only -> linear interpolation).
     """
-    target = np.clip(np.asarray(q_measured) + action[:ARM_DOF] * period_s, Q_MIN, Q_MAX)
+    velocities = np.clip(arm_velocities_rad_s(action[:ARM_DOF], DROID_JOINT_VELOCITY, period_s), -DQ_MAX, DQ_MAX)
+    target = np.clip(np.asarray(q_measured) + velocities * period_s, Q_MIN, Q_MAX)
     return JointTrajectory(FR3_ARM_JOINTS, (TrajectoryPoint(target, period_s),))
 
 

@@ -72,17 +72,17 @@ class StepResult:
         reward: task reward in [0, 1].
         success: the task's success detector after the step.
         done: the episode is over (success held, or the step limit reached).
-        action: the action as executed (clipped).
-        arm_command: the trajectory sent to the controller.
-        gripper_width_m: the gripper width commanded.
+        action: the action as executed (scaled as DROID does), or None for a `tick` without one.
+        arm_command: the trajectory sent to the controller (None for a `tick` without one).
+        gripper_width_m: the gripper width commanded (a `tick` without one: the measured width).
     """
 
     observation: dict[str, np.ndarray]
     reward: float
     success: bool
     done: bool
-    action: np.ndarray
-    arm_command: JointTrajectory
+    action: np.ndarray | None
+    arm_command: JointTrajectory | None
     gripper_width_m: float
 
 
@@ -150,7 +150,7 @@ class TabletopEnv:
         """Execute one DROID action for one control period.
 
         Args:
-            action: 7 joint velocities (rad/s) + gripper position (0 open .. 1 closed).
+            action: 7 normalised joint velocities (DROID convention) + gripper position (0 open .. 1 closed).
 
         Returns:
             The step's result.
@@ -163,12 +163,21 @@ class TabletopEnv:
         self.command_trajectory(trajectory)
         width = gripper_position_to_width(action[-1])
         self.command_gripper_width(width)
+        return self.tick(action, trajectory, width)
+
+    def tick(self, action: np.ndarray | None = None, arm_command: JointTrajectory | None = None,
+             gripper_width_m: float | None = None) -> StepResult:
+        """Run one control period with whatever the controllers were last commanded, then score the state.
+
+        This is `step` without the command: a caller that sends multi-point trajectories itself (as the policy node
+        does) ticks the episode with it. The optional arguments are only echoed into the result.
+        """
         self.advance()
         success = self.task.is_success(self.physics)
         self._success_streak = self._success_streak + 1 if success else 0
         done = self._success_streak >= self.config.success_hold_steps or self.num_steps >= self.max_steps
         return StepResult(self.observation(), self.task.get_reward(self.physics), success, done, action,
-                          trajectory, width)
+                          arm_command, self.physics.gripper_width() if gripper_width_m is None else gripper_width_m)
 
     def command_trajectory(self, trajectory: JointTrajectory) -> None:
         """Send a trajectory to the arm controller (replaces the running one).

@@ -1,7 +1,8 @@
 """Scripted expert: subgoals for the tool centre point, tracked by resolved-rate IK through MuJoCo's Jacobian.
 
 The expert reads the true simulator state (it is a demonstrator, not a policy) and emits DROID actions: joint
-velocities from damped least squares with a null-space pull towards the home posture, and a gripper position.
+velocities from damped least squares with a null-space pull towards the home posture, expressed in DROID's normalised
+convention (retain_ros/droid_action.py) and kept inside its [-1, 1] action space, and a gripper position.
 Task-level plans are lists of `Subgoal`s built from the `pick`, `place` and `push` primitives below.
 """
 
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retain_ros.droid_action import rad_s_to_droid
 from retain_ros.sim.droid import ACTION_DIM, GRIPPER_INDEX
-from retain_ros.sim.physics import CUBE_HALF_SIZE_M, DQ_MAX, HOME_Q, TabletopPhysics
+from retain_ros.sim.physics import CONTROL_RATE_HZ, CUBE_HALF_SIZE_M, DQ_MAX, HOME_Q, TabletopPhysics
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,8 @@ class ScriptedExpert:
             if not reached:
                 log.debug("subgoal %s timed out (pos err %.3f m, rot err %.3f rad)", goal.label, pos_err, rot_err)
             self._index, self._steps, self._target = self._index + 1, 0, None
-        action[:GRIPPER_INDEX] = velocities
+        normalised = rad_s_to_droid(velocities, 1.0 / CONTROL_RATE_HZ)
+        action[:GRIPPER_INDEX] = normalised / max(1.0, float(np.max(np.abs(normalised))))
         action[GRIPPER_INDEX] = goal.gripper
         return action
 

@@ -115,7 +115,7 @@ class PushTask(Task):
 
     cube = "cube_green"
     direction = (0.0, 1.0)
-    max_steps = 150
+    max_steps = 180
 
     def _goal(self, start_xy: np.ndarray) -> np.ndarray:
         return start_xy + np.asarray(self.direction) * (PUSH_DISTANCE_M + 0.025)
@@ -155,7 +155,7 @@ class PushToPlateTask(Task):
 
     cube = "cube_red"
     plate = "plate_purple"
-    max_steps = 240
+    max_steps = 300
     _MIN_LEG_M = 0.03  # shorter legs are skipped
 
     def _legs(self, start: np.ndarray, goal: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -15,8 +15,11 @@ import torch
 
 from retain_ros.cli_errors import run_reporting_errors
 from retain_ros.errors import ConfigError
+from retain_ros.merge.cli import parse_alpha
+from retain_ros.train.fit import alpha_path_loss, fit_error
 from retain_ros.train.loop import COFINETUNE, FINETUNE, PRETRAIN, TrainConfig, TrainResult, train
 
+ERROR, PATH = "error", "path"
 EPILOG = """\
 examples:
   retain-sim collect --tasks generalist --episodes 5 --image-size 64 --out data/pre
@@ -24,9 +27,13 @@ examples:
   retain-train pretrain --data data/pre --steps 3000 --out ckpt/base
   retain-train finetune --init ckpt/base --data data/target --steps 1000 --out ckpt/task_ft
   retain-train cofinetune --init ckpt/base --data data/target --pretrain-data data/pre --out ckpt/co_ft
+  retain-train error --init ckpt/task_ft --data data/target_heldout
+  retain-train path --base ckpt/base --finetuned ckpt/task_ft --data data/target
 """
 
-DEFAULT_LR = {PRETRAIN: 3e-4, FINETUNE: 1e-4, COFINETUNE: 1e-4}
+# Finetuning runs at half the pretraining rate, so the finetuned weights stay in the base's basin and merges between
+# the two stay meaningful (docs/policy.md measures the loss along the alpha path).
+DEFAULT_LR = {PRETRAIN: 1e-3, FINETUNE: 5e-4, COFINETUNE: 5e-4}
 
 
 def _model_overrides(text: str | None) -> dict:
@@ -68,12 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=32, help="samples per step (default 32)")
         p.add_argument("--lr", type=float, default=DEFAULT_LR[mode], help=f"peak learning rate ({DEFAULT_LR[mode]})")
         p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, augmentation and noise")
-        p.add_argument("--no-augment", action="store_true", help="no random image shifts / brightness changes")
+        p.add_argument("--augment", action="store_true",
+                       help="random image shifts and brightness/contrast changes (off by default: they slowed fitting "
+                            "at this model size; robustness comes from the OOD families in the pretraining data)")
         p.add_argument("--max-episodes", type=int, help="use at most this many episodes per dataset directory")
         p.add_argument("--overwrite", action="store_true", help="write into an existing checkpoint directory")
         p.add_argument("--threads", type=int, default=1,
                        help="torch CPU threads (default 1: small models train faster single-threaded on a busy CPU)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser(ERROR, help="offline imitation error of a checkpoint on demos (rad/s, per episode third)")
+    p.add_argument("--init", required=True, help="checkpoint to score")
+    p.add_argument("--data", nargs="+", required=True, help="dataset directories from retain-sim collect")
+    p.add_argument("--skip-episodes", type=int, default=0,
+                   help="skip this many successful episodes per directory (score held-out ones only)")
+    p.add_argument("--max-episodes", type=int, help="score at most this many episodes per directory")
+    p.add_argument("--stride", type=int, default=2, help="score every N-th step (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p = sub.add_parser(PATH, help="loss of RETAIN merges along alpha from the base to a finetuned checkpoint")
+    p.add_argument("--base", required=True, help="pretrained checkpoint (alpha 0)")
+    p.add_argument("--finetuned", required=True, help="checkpoint finetuned from --base (alpha 1)")
+    p.add_argument("--data", nargs="+", required=True, help="dataset directories to score on")
+    p.add_argument("--alphas", default="0,0.25,0.5,0.75,0.9,1", help="comma-separated alphas (default 0,...,1)")
+    p.add_argument("--samples", type=int, default=256, help="fixed batch size (default 256)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     return parser
 
 
@@ -82,7 +106,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(mode=args.mode, data=tuple(args.data), out=args.out, init=getattr(args, "init", None),
                        pretrain_data=tuple(getattr(args, "pretrain_data", None) or ()),
                        target_fraction=getattr(args, "target_fraction", 0.2), steps=args.steps,
-                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=not args.no_augment,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=args.augment,
                        max_episodes=args.max_episodes, model=_model_overrides(getattr(args, "model", None)),
                        overwrite=args.overwrite)
 
@@ -107,6 +131,20 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ConfigError(f"--threads {args.threads} must be >= 1")
     torch.set_num_threads(args.threads)
+    if args.mode == ERROR:
+        print(fit_error(args.init, args.data, args.max_episodes, args.skip_episodes, args.stride).line())
+        return 0
+    if args.mode == PATH:
+        alphas = parse_alpha(args.alphas, "--alphas")
+        path = alpha_path_loss(args.base, args.finetuned, args.data, alphas, args.samples)
+        for alpha, loss in path:
+            print(f"alpha {alpha:.2f}  loss {loss:.4f}")
+        ends = max(path[0][1], path[-1][1]) if alphas[0] == 0 and alphas[-1] == 1 else None
+        if ends is not None:
+            peak = max(loss for _, loss in path)
+            print("no barrier: no merge is worse than both ends" if peak <= ends + 1e-9 else
+                  f"barrier: a merge's loss {peak:.4f} exceeds both ends (max {ends:.4f})")
+        return 0
     cfg = config_from_args(args)
 
     def report(step: int, loss: float) -> None:

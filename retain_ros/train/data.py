@@ -33,6 +33,8 @@ class DemoSet:
         instructions: N instruction strings.
         tasks: N task names.
         episodes: number of episodes the samples come from.
+        episode_ids: (N,) index of each sample's episode (0 .. episodes - 1).
+        phases: (N,) each sample's position in its episode, step / length in [0, 1).
     """
 
     images: np.ndarray
@@ -41,6 +43,8 @@ class DemoSet:
     instructions: list[str]
     tasks: list[str]
     episodes: int
+    episode_ids: np.ndarray
+    phases: np.ndarray
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
@@ -57,22 +61,25 @@ def action_chunks(actions: np.ndarray, horizon: int) -> np.ndarray:
     return actions[index]
 
 
-def load_demos(dirs: Sequence[str | Path], config: ReferenceVLAConfig, max_episodes: int | None = None) -> DemoSet:
+def load_demos(dirs: Sequence[str | Path], config: ReferenceVLAConfig, max_episodes: int | None = None,
+               skip_episodes: int = 0) -> DemoSet:
     """Load every successful episode of the given dataset directories.
 
     Args:
         dirs: directories written by `retain-sim collect` (each with index.json).
         config: the model config (cameras, image size, horizon).
         max_episodes: use at most this many episodes per directory (in index order).
+        skip_episodes: skip this many successful episodes per directory first (held-out splits).
 
     Raises:
         ConfigError: a directory is not a dataset, lacks a camera, or holds no successful episode.
     """
-    images, states, chunks, instructions, tasks, count = [], [], [], [], [], 0
+    images, states, chunks, instructions, tasks, ids, phases, count = [], [], [], [], [], [], [], 0
     h, w = config.image_size
     for directory in dirs:
         index = read_index(Path(directory))
-        entries = [e for e in index["episodes"] if e["success"]][:max_episodes]
+        successful = [e for e in index["episodes"] if e["success"]][skip_episodes:]
+        entries = successful[:max_episodes]
         for entry in entries:
             episode = load_episode(Path(directory) / entry["file"])
             obs = episode.observations
@@ -91,8 +98,11 @@ def load_demos(dirs: Sequence[str | Path], config: ReferenceVLAConfig, max_episo
             chunks.append(action_chunks(np.asarray(episode.actions, np.float32), config.horizon))
             instructions += [episode.instruction] * episode.num_steps
             tasks += [episode.task] * episode.num_steps
+            ids.append(np.full(episode.num_steps, count))
+            phases.append(np.arange(episode.num_steps) / episode.num_steps)
             count += 1
     if not count:
         raise ConfigError(f"no successful episodes in {list(map(str, dirs))}; collect demonstrations with "
                           "`retain-sim collect` first")
-    return DemoSet(np.concatenate(images), np.concatenate(states), np.concatenate(chunks), instructions, tasks, count)
+    return DemoSet(np.concatenate(images), np.concatenate(states), np.concatenate(chunks), instructions, tasks, count,
+                   np.concatenate(ids), np.concatenate(phases))

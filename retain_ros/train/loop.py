@@ -68,7 +68,7 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     seed: int = 0
-    augment: bool = True
+    augment: bool = False
     max_episodes: int | None = None
     model: dict = field(default_factory=dict)
     overwrite: bool = False

@@ -59,6 +59,28 @@ def test_variants_swap_the_serving_weights(tiny_models):
     assert not np.array_equal(out["half"], out["base"])
 
 
+def test_rollout_executes_each_chunk_as_the_node_does(tiny_models):
+    """Issue 15: one trajectory per chunk from the node's ChunkExecutor, `execute_steps` periods long, accepted."""
+    from retain_ros.evaluate.sim_eval import plan_to_trajectory, rollout
+    from retain_ros.policy.reference_policy import ReferencePolicy
+    from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig
+    from retain_ros.sim.env import EnvConfig, TabletopEnv
+
+    policy = ReferencePolicy.from_pretrained(tiny_models["task_ft"])
+    with TabletopEnv("pick_red", "id", EnvConfig(image_size=16, max_steps=12)) as env:
+        record = rollout(policy, env, seed=1000, execute_steps=3)
+        assert record["steps"] == 12 and record["queries"] == 4 and record["rejected"] == 0
+        obs = env.reset(1000)
+        chunk = policy.predict(example_observation(policy.spec))
+        q = obs["joint_positions"]
+        plan = ChunkExecutor(ExecutorConfig(execute_steps=3)).plan(chunk.actions, chunk.dt_s, chunk.space.kind, 7,
+                                                                   q, q, 0, 0)
+        trajectory = plan_to_trajectory(plan, chunk.space.joint_names)
+        env.command_trajectory(trajectory)  # the simulated controller accepts what the node would publish
+        assert len(trajectory.points) == 3 and trajectory.points[-1].time_from_start_s >= 3 / 15 - 1e-9
+        np.testing.assert_allclose(env.controller.sample(env.physics.time_s + 1.0)[0], plan.positions[-1])
+
+
 def test_same_seeds_for_every_variant(tiny_models):
     cfg = EvalConfig(**tiny_models, target="pick_red", out="unused", episodes=3, generalist=("pick_blue",))
     seeds = {}

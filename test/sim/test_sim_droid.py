@@ -1,4 +1,4 @@
-"""DROID action space: validation, clipping, conversion to a one-point trajectory and gripper widths."""
+"""DROID action space: validation, DROID's scaling, conversion to a one-point trajectory and gripper widths."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from retain_ros.errors import ConfigError
 from retain_ros.sim.droid import (ACTION_DIM, action_to_trajectory, gripper_position_to_width, validate_action,
                                   width_to_gripper_position)
-from retain_ros.sim.physics import DQ_MAX, HOME_Q
+from retain_ros.sim.physics import HOME_Q
 from retain_ros.topics import FR3_ARM_JOINTS
 
 
@@ -20,17 +20,20 @@ def test_malformed_actions_are_refused(bad):
         validate_action(bad)
 
 
-def test_actions_are_clipped_to_the_fr3_limits():
-    a = validate_action(np.array([10.0] * 7 + [3.0]))
-    np.testing.assert_allclose(a[:7], DQ_MAX)
+def test_the_whole_arm_vector_is_scaled_so_its_largest_entry_is_one():
+    """droid/robot_ik/robot_ik_solver.py scales the 7-vector as a whole: directions are kept, not clipped per joint."""
+    a = validate_action(np.array([4.0, -2.0, 1.0, 0, 0, 0, 0.5, 3.0]))
+    np.testing.assert_allclose(a[:7], [1.0, -0.5, 0.25, 0, 0, 0, 0.125])
     assert a[7] == 1.0
+    inside = np.array([0.9, -0.3, 0, 0, 0, 0, 0.1, 0.0])
+    np.testing.assert_array_equal(validate_action(inside), inside)
 
 
-def test_velocity_becomes_a_position_target_one_period_ahead():
+def test_action_moves_the_target_0_2_rad_times_a_from_the_measured_position():
     a = validate_action(np.array([0.3, 0, 0, 0, 0, 0, -0.15, 0.5]))
     t = action_to_trajectory(a, HOME_Q, 1 / 15)
     assert t.joint_names == FR3_ARM_JOINTS and len(t.points) == 1 and t.start_time_s is None
-    np.testing.assert_allclose(t.points[0].positions - HOME_Q, a[:7] / 15)
+    np.testing.assert_allclose(t.points[0].positions - HOME_Q, 0.2 * a[:7])
     assert t.points[0].time_from_start_s == pytest.approx(1 / 15)
     assert t.points[0].velocities is None  # positions only -> linear, as streamed DROID commands
 

@@ -116,3 +116,17 @@ def test_dataset_readers_name_bad_files(tmp_path):
         load_episode(tmp_path / "x.npz")
     with pytest.raises(ConfigError, match="index.json"):
         read_index(tmp_path)
+
+
+def test_collection_with_noise_records_the_level_and_both_action_streams(tmp_path):
+    from retain_ros.sim.collect import CollectConfig, collect
+
+    collect(CollectConfig(tasks=("pick_red",), variation="id", episodes=1, out_dir=tmp_path, workers=1, image_size=16,
+                          noise_rad_s=0.04), progress=False)
+    entry = read_index(tmp_path)["episodes"][0]
+    assert entry["noise_rad_s"] == 0.04
+    loaded = load_episode(tmp_path / entry["file"])
+    assert loaded.noise_rad_s == 0.04 and loaded.executed_actions.shape == loaded.actions.shape
+    assert not np.array_equal(loaded.executed_actions, loaded.actions)
+    with pytest.raises(ConfigError, match="--noise"):
+        CollectConfig(tasks=("pick_red",), variation="id", episodes=1, out_dir=tmp_path, noise_rad_s=0.8)

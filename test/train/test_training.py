@@ -11,6 +11,7 @@ from retain_ros.policy import load_policy
 from retain_ros.policy.configuration_reference import ReferenceVLAConfig
 from retain_ros.train.cli import main as retain_train
 from retain_ros.train.data import action_chunks, load_demos
+from retain_ros.train.fit import PHASES, alpha_path_loss, fit_error
 from retain_ros.train.loop import BatchSampler, TrainConfig, lr_at, train
 
 TINY = {"image_size": [16, 16], "patch_size": 4, "vision_pool": 2, "vision_width": 16, "vision_layers": 1,
@@ -24,13 +25,17 @@ def _pretrain(data, out, steps=5, seed=0, **kwargs):
     return train(cfg, progress=False)
 
 
-def _fixed_batch_loss(checkpoint, data) -> float:
+def _fixed_loss(checkpoint, data, samples=64, seed=123, noise_seed=7) -> float:
     policy = load_policy(checkpoint)
     demos = load_demos([data], policy.config)
-    batch = BatchSampler(demos, policy, torch.Generator().manual_seed(123)).draw(64, augment=False)
+    batch = BatchSampler(demos, policy, torch.Generator().manual_seed(seed)).draw(samples, augment=False)
     with torch.no_grad():
         return float(policy.model.loss(batch["images"], batch["token_ids"], batch["token_mask"], batch["state"],
-                                       batch["actions"], torch.Generator().manual_seed(7)))
+                                       batch["actions"], torch.Generator().manual_seed(noise_seed)))
+
+
+def _fixed_batch_loss(checkpoint, data) -> float:
+    return _fixed_loss(checkpoint, data)
 
 
 def test_action_chunks_repeat_the_last_action():
@@ -53,6 +58,41 @@ def test_training_steps_reduce_the_loss(tmp_path, sim_data):
     trained = _pretrain(sim_data[0], tmp_path / "trained", steps=40, lr=3e-3, augment=False)
     assert trained.final_loss < trained.first_loss
     assert _fixed_batch_loss(trained.out, sim_data[0]) < 0.8 * _fixed_batch_loss(start.out, sim_data[0])
+
+
+@pytest.mark.slow
+def test_training_on_noise_injected_demos_still_learns(tmp_path, noisy_data):
+    """Issue 15: noise injection (DART) must not make the labels unlearnable; a few steps already lower the loss."""
+    start = _pretrain(noisy_data, tmp_path / "start", steps=1, lr=1e-9)
+    trained = _pretrain(noisy_data, tmp_path / "trained", steps=40, lr=3e-3)
+    assert _fixed_batch_loss(trained.out, noisy_data) < 0.8 * _fixed_batch_loss(start.out, noisy_data)
+    # and the offline arm error against the clean labels falls with it
+    assert fit_error(trained.out, [noisy_data], stride=1).arm_rmse_rad_s < fit_error(start.out, [noisy_data],
+                                                                                     stride=1).arm_rmse_rad_s
+
+
+def test_fit_error_reports_every_phase_and_the_samples_scored(tmp_path, sim_data):
+    model = _pretrain(sim_data[0], tmp_path / "m", steps=2).out
+    whole = fit_error(model, [sim_data[0]], stride=1)
+    sparse = fit_error(model, [sim_data[0]], stride=3)
+    n = len(load_demos([sim_data[0]], ReferenceVLAConfig.tiny()))
+    assert whole.samples == n and sparse.samples == len(range(0, n, 3)) and whole.episodes == 1
+    assert set(whole.by_phase) == set(PHASES) and all(np.isfinite(v) for v in whole.by_phase.values())
+    assert 0.0 <= whole.gripper_accuracy <= 1.0 and "rad/s" in whole.line()
+    with pytest.raises(ConfigError, match="no successful episodes"):
+        fit_error(model, [sim_data[0]], skip_episodes=1)
+
+
+def test_alpha_path_ends_are_the_base_and_the_finetuned_losses(tmp_path, sim_data):
+    pre, target = sim_data
+    base = _pretrain(pre, tmp_path / "base", steps=3).out
+    ft = train(TrainConfig(mode="finetune", data=(str(target),), init=str(base), out=str(tmp_path / "ft"),
+                           steps=5, batch_size=8, lr=3e-3), progress=False).out
+    path = alpha_path_loss(base, ft, [target], [0.0, 0.5, 1.0], samples=16)
+    assert [a for a, _ in path] == [0.0, 0.5, 1.0]
+    assert path[0][1] == pytest.approx(_fixed_loss(base, target, 16, seed=0, noise_seed=1))
+    assert path[2][1] == pytest.approx(_fixed_loss(ft, target, 16, seed=0, noise_seed=1))
+    assert path[0][1] != path[2][1]
 
 
 def test_same_seed_gives_identical_weights(tmp_path, sim_data):
