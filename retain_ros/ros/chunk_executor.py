@@ -3,8 +3,8 @@
 Per chunk (H actions, `dt_s` apart, computed from the observation taken at `observation_ns`):
 1. reject anything non-finite (the chunk is dropped; the controller keeps holding);
 2. arm part -> absolute joint targets: joint velocities (DROID's normalised a, converted as DROID does, or rad/s) are
-   clamped to the velocity limits and integrated from the joint positions the policy saw (action k reaches its target at (k + 1) dt after the observation), or absolute
-   positions are taken as they are;
+   clamped to the velocity limits and integrated from the joint positions the policy saw (action k reaches its target
+   at (k + 1) dt after the observation), or absolute positions are taken as they are;
 3. drop the actions whose target time passed while the model ran (latency compensation);
 4. keep `execute_steps` actions, optionally blended with the remainder of the previous chunk;
 5. clamp to the position limits, stretch any segment (also the first one, from the measured state) that would exceed a

@@ -347,7 +347,8 @@ def summary_text(outcome: Outcome, plan: Plan) -> str:
                      f"~/status showed the new fingerprint after {outcome.status_after_s:.2f} s")
         lines.append("  fingerprints: " + ", ".join(f"alpha {a}: {f[:12]}" for a, f in outcome.fingerprints.items()))
     if outcome.replay:
-        lines += ["", f"  offline: error against held-out expert demos of {TARGET} / {plan.ood_variation} (DROID actions)",
+        lines += ["", f"  offline: error against held-out expert demos of {TARGET} / {plan.ood_variation} "
+                      "(DROID actions)",
                   f"  {'replay alpha':<14}{'MSE':>14}{'MAE':>12}{'gripper acc':>13}{'obs':>7}"]
         for label, r in outcome.replay.items():
             fmt = [("n/a" if r[k] is None else f"{r[k]:.4f}") for k in ("mse", "mae", "gripper_accuracy")]

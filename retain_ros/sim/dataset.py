@@ -29,10 +29,11 @@ from retain_ros.sim.droid import ACTION_NAMES
 from retain_ros.sim.episode import Episode
 from retain_ros.topics import FR3_ARM_JOINTS
 
-FORMAT = "retain_ros.sim.dataset/2"  # /2: DROID-normalised actions, executed_actions, noise_rad_s
+FORMAT = "retain_ros.sim.dataset/2"  # /2: DROID-normalised actions, executed_actions and noise_rad_s
 INDEX_NAME = "index.json"
 _META_KEYS = ("task", "variation", "instruction", "seed", "success", "control_rate_hz", "noise_rad_s")
-_ARRAY_FIELDS = ("actions", "executed_actions", "arm_targets", "gripper_widths", "rewards", "joint_efforts", "finger_velocities")
+_ARRAY_FIELDS = ("actions", "executed_actions", "arm_targets", "gripper_widths", "rewards", "joint_efforts",
+                 "finger_velocities")
 
 
 def episode_name(task: str, variation: str, seed: int) -> str:

@@ -77,5 +77,9 @@ def test_targets_compare_velocities_directly_and_integrate_them_against_position
     assert action.target(0, 2)[:, :2].tolist() == [[0.0, 0.0], [1.0, 1.0]]  # steps at t + 0, t + dt
     command = Targets(COMMAND, Series(arm.times_ns, arm.values, "linear", 10**9), empty, 0.1)
     np.testing.assert_allclose(command.prediction(chunk, np.array([0.5, 0.5])),
-                               [[0.6, 0.4, 1.0], [0.7, 0.4, 0.0]])  # q + dt * cumsum(v)
+                               [[0.7, 0.3, 1.0], [0.9, 0.3, 0.0]])  # DROID: q + 0.2 rad * cumsum(a)
+    rad_s = ActionChunk(chunk.actions, 0.1, ActionSpace(kind="joint_velocity", joint_names=("a", "b"), dim=3,
+                                                        gripper_index=2), 0)
+    np.testing.assert_allclose(command.prediction(rad_s, np.array([0.5, 0.5])),
+                               [[0.6, 0.4, 1.0], [0.7, 0.4, 0.0]])  # rad/s: q + dt * cumsum(v)
     assert command.target(0, 2)[:, :2].tolist() == [[1.0, 1.0], [2.0, 2.0]]  # steps at t + dt, t + 2 dt

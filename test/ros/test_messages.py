@@ -47,7 +47,7 @@ def test_the_node_message_round_trips_through_rclpy_and_the_bag_typestore():
         assert conv.stamp_to_ns(found.observation_stamp) == 1_700_000_000_123_456_789
         assert conv.stamp_to_ns(found.image_stamp) == 1_700_000_000_100_000_000
         assert conv.stamp_to_ns(found.header.stamp) == 1_700_000_000_200_000_000
-        assert (found.horizon, found.action_dim, found.action_space) == (10, 8, "joint_velocity")
+        assert (found.horizon, found.action_dim, found.action_space) == (10, 8, "droid_joint_velocity")
         assert (found.skipped, found.executed, found.clamped) == (2, 3, True)
         assert abs(found.dt - 1 / 15) < 1e-12 and abs(found.inference_time - 0.026) < 1e-12
     # same layout (alignment padding bytes are unspecified in CDR, so compare sizes rather than bytes)

@@ -74,7 +74,7 @@ def test_starts_from_params_file_commands_and_stops_on_stale_streams(ros, tiny_c
     assert chunk.weights_fingerprint == status["fingerprint"] and chunk.generation == status["generation"]
     assert actions.shape == (chunk.horizon, 8) and chunk.action_dim == 8 and np.all(np.isfinite(actions))
     assert alphas == {"vision": (0.5,), "language": (0.5,), "action": (0.5,)}
-    assert chunk.action_space == "joint_velocity" and chunk.executed == 3 and chunk.inference_time > 0
+    assert chunk.action_space == "droid_joint_velocity" and chunk.executed == 3 and chunk.inference_time > 0
     assert 0 < conv.stamp_to_ns(chunk.image_stamp) <= conv.stamp_to_ns(chunk.observation_stamp)
 
     # A camera stops: commands stop (within two periods), the status names the stream; it resumes by itself.
