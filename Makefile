@@ -95,6 +95,35 @@ models: models-data
 		--target-fraction 0.2 --steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 2 --out $(MODELS_OUT)/co_ft \
 		--overwrite --quiet; co_ft=$$?; wait $$task_ft && test $$co_ft = 0
 
+# What docs/policy.md reports about the embedded checkpoints: held-out demos (seeds no model trained on), offline
+# imitation error on training and held-out episodes, the loss along the alpha path, the replay error of every alpha on
+# held-out OOD bags, and the closed-loop comparison (`retain-eval sim`, seeds from 1000). About 40 min on 2 cores.
+MODELS_REPORT ?= build/models_report
+MODELS_HELDOUT = $(MODELS_WORK)/heldout
+MODELS_ALPHAS = 0,0.25,0.5,0.75,0.9,1
+.PHONY: models-report
+$(MODELS_HELDOUT)/target_%/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET) --variation $* --episodes 6 --seed 500 --out $(@D) $(if $(filter id,$*),,--bag)
+$(MODELS_HELDOUT)/pre_id/index.json: | venv
+	$(MODELS_SIM) --tasks generalist --variation id --episodes 3 --seed 500 --out $(@D)
+models-report: $(foreach v,id $(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)/index.json) $(MODELS_HELDOUT)/pre_id/index.json
+	mkdir -p $(MODELS_REPORT)
+	for m in base task_ft co_ft; do \
+		echo "$$m target train: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_DATA)/target_id --max-episodes 10)"; \
+		echo "$$m target held-out id: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_HELDOUT)/target_id)"; \
+		echo "$$m target held-out OOD: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(foreach v,$(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)))"; \
+		echo "$$m generalist held-out id: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_HELDOUT)/pre_id)"; \
+	done | tee $(MODELS_REPORT)/fit_error.txt
+	for m in task_ft co_ft; do for d in $(MODELS_DATA)/target_id $(MODELS_DATA)/pre_id; do \
+		echo "path base -> $$m on $$d"; \
+		$(MODELS_TRAIN) path --base $(MODELS_OUT)/base --finetuned $(MODELS_OUT)/$$m --alphas $(MODELS_ALPHAS) \
+			--data $$d || exit 1; \
+	done; done | tee $(MODELS_REPORT)/alpha_path.txt
+	for m in task_ft co_ft; do $(BIN)/retain-eval bag $(foreach v,$(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)/bags/*) \
+		--base $(MODELS_OUT)/base --finetuned $(MODELS_OUT)/$$m --alpha $(MODELS_ALPHAS) --target action --every 2 \
+		--out $(MODELS_REPORT)/replay_ood_$$m || exit 1; done
+	$(BIN)/retain-eval sim --workers 2 --out $(MODELS_REPORT)/sim
+
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
 # LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.
 # LEROBOT_PYTHON picks the interpreter; by default the first working Python >= 3.12 among python3.12, python3.13 and

@@ -125,8 +125,8 @@ class EvalConfig:
     co_ft: str
     target: str
     out: str
-    episodes: int = 10
-    generalist_episodes: int = 2
+    episodes: int = 20
+    generalist_episodes: int = 5
     seed: int = 1000
     execute_steps: int = 8
     image_size: int = 64

@@ -16,7 +16,7 @@ import torch
 from retain_ros.cli_errors import run_reporting_errors
 from retain_ros.errors import ConfigError
 from retain_ros.merge.cli import parse_alpha
-from retain_ros.train.fit import alpha_path_loss, fit_error
+from retain_ros.train.fit import alpha_path_loss, fit_error, plot_alpha_path
 from retain_ros.train.loop import COFINETUNE, FINETUNE, PRETRAIN, TrainConfig, TrainResult, train
 
 ERROR, PATH = "error", "path"
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, help="dataset directories to score on")
     p.add_argument("--alphas", default="0,0.25,0.5,0.75,0.9,1", help="comma-separated alphas (default 0,...,1)")
     p.add_argument("--samples", type=int, default=256, help="fixed batch size (default 256)")
+    p.add_argument("--plot", help="also draw loss vs alpha into this PNG file")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     return parser
 
@@ -139,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         path = alpha_path_loss(args.base, args.finetuned, args.data, alphas, args.samples)
         for alpha, loss in path:
             print(f"alpha {alpha:.2f}  loss {loss:.4f}")
+        if args.plot:
+            print(f"plot: {plot_alpha_path(path, args.plot, f'{args.base} -> {args.finetuned}')}")
         ends = max(path[0][1], path[-1][1]) if alphas[0] == 0 and alphas[-1] == 1 else None
         if ends is not None:
             peak = max(loss for _, loss in path)

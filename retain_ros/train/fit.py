@@ -135,3 +135,23 @@ def alpha_path_loss(base: str | Path, finetuned: str | Path, data: Sequence[str 
                                      batch["actions"], torch.Generator().manual_seed(seed + 1))
         out.append((float(alpha), float(loss)))
     return out
+
+
+def plot_alpha_path(path: Sequence[tuple[float, float]], out: str | Path, title: str = "") -> Path:
+    """Draw loss vs alpha (from `alpha_path_loss`) into a PNG file; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([a for a, _ in path], [loss for _, loss in path], "o-")
+    ax.set_xlabel("alpha (0 = base, 1 = finetuned)")
+    ax.set_ylabel("flow-matching loss")
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

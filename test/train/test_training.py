@@ -167,3 +167,19 @@ def test_existing_output_is_not_overwritten(tmp_path, sim_data):
     (tmp_path / "o" / "keep").write_text("x")
     with pytest.raises(ConfigError, match="--overwrite"):
         TrainConfig(mode="pretrain", data=(str(sim_data[0]),), out=str(tmp_path / "o"))
+
+
+def test_cli_error_and_path_report_and_plot(tmp_path, sim_data, capsys):
+    pre, target = sim_data
+    base = _pretrain(pre, tmp_path / "base", steps=2).out
+    ft = train(TrainConfig(mode="finetune", data=(str(target),), init=str(base), out=str(tmp_path / "ft"),
+                           steps=2, batch_size=8), progress=False).out
+    assert retain_train(["error", "--init", str(ft), "--data", str(target), "--stride", "3"]) == 0
+    assert "rad/s" in capsys.readouterr().out
+    png = tmp_path / "path.png"
+    assert retain_train(["path", "--base", str(base), "--finetuned", str(ft), "--data", str(target), "--alphas",
+                         "0,0.5,1", "--samples", "8", "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("alpha ") == 3 and "barrier" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert retain_train(["error", "--init", str(ft), "--data", str(target), "--stride", "0"]) == 2
