@@ -38,6 +38,8 @@ class ReferenceVLAConfig:
         horizon: actions per chunk (H).
         dt_s: time between actions (s).
         num_flow_steps: Euler steps of the flow-matching sampler at inference.
+        noise_scale: scale of the sampler's starting noise at inference (1 = a draw from the training distribution;
+            0 = always start from its mode, the noise's mean, which removes the spread between draws).
         max_text_length: instruction tokens (BOS + words).
         vocab_words: tokenizer vocabulary size (fixed words; see tokenizer.py).
         vocab_buckets: hash buckets for unseen words.
@@ -62,6 +64,7 @@ class ReferenceVLAConfig:
     horizon: int = 10
     dt_s: float = DROID_DT_S
     num_flow_steps: int = 10
+    noise_scale: float = 1.0
     max_text_length: int = 16
     vocab_words: int = len(DEFAULT_WORDS)
     vocab_buckets: int = 64
@@ -92,6 +95,8 @@ class ReferenceVLAConfig:
             raise ConfigError(f"action_dim={self.action_dim} / num_joints={self.num_joints} do not match the action "
                               f"space ({self.action_space.dim} numbers, {len(self.action_space.joint_names)} joints); "
                               "the reference VLA emits DROID actions (7 joint velocities + gripper = 8)")
+        if not 0.0 <= self.noise_scale <= 1.0:
+            raise ConfigError(f"noise_scale={self.noise_scale} must be in [0, 1] (1 = sample, 0 = start at the mode)")
         if not 0.0 < self.dt_s <= 1.0:
             raise ConfigError(f"dt_s={self.dt_s} must be in (0, 1] s")
 

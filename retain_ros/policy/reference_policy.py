@@ -168,7 +168,8 @@ class ReferencePolicy:
         validate_observation(obs, self.spec)
         inputs = {k: v.to(self.device) for k, v in self.processor.observation_inputs(obs).items()}
         generator = torch.Generator().manual_seed(self.seed)
-        noise = torch.randn((1, self.config.horizon, self.config.action_dim), generator=generator).to(self.device)
+        noise = torch.randn((1, self.config.horizon, self.config.action_dim), generator=generator)
+        noise = (noise * self.config.noise_scale).to(self.device)
         with self._state:
             model = self._model  # load_merged leaves this module alone until we are done with it
             self._users[id(model)] = self._users.get(id(model), 0) + 1

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip this many successful episodes per directory (score held-out ones only)")
     p.add_argument("--max-episodes", type=int, help="score at most this many episodes per directory")
     p.add_argument("--stride", type=int, default=2, help="score every N-th step (default 2)")
+    p.add_argument("--noise-scale", type=float, help="sampler noise scale to score with (default: the checkpoint's)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p = sub.add_parser(PATH, help="loss of RETAIN merges along alpha from the base to a finetuned checkpoint")
     p.add_argument("--base", required=True, help="pretrained checkpoint (alpha 0)")
@@ -133,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads {args.threads} must be >= 1")
     torch.set_num_threads(args.threads)
     if args.mode == ERROR:
-        print(fit_error(args.init, args.data, args.max_episodes, args.skip_episodes, args.stride).line())
+        print(fit_error(args.init, args.data, args.max_episodes, args.skip_episodes, args.stride,
+                        args.noise_scale).line())
         return 0
     if args.mode == PATH:
         alphas = parse_alpha(args.alphas, "--alphas")

@@ -50,14 +50,19 @@ class FitError:
 
 
 def predict_chunks(policy: ReferencePolicy, demos: DemoSet, index: np.ndarray, batch_size: int = 128,
-                   seed: int = 0) -> np.ndarray:
-    """The policy's chunks (len(index), H, D) for the given samples, drawn as `predict` draws them."""
+                   seed: int = 0, noise_scale: float | None = None) -> np.ndarray:
+    """The policy's chunks (len(index), H, D) for the given samples, drawn as `predict` draws them.
+
+    `noise_scale` overrides the checkpoint's sampler noise scale (None keeps it).
+    """
     cfg = policy.config
+    scale = cfg.noise_scale if noise_scale is None else noise_scale
     out = []
     for start in range(0, len(index), batch_size):
         part = index[start:start + batch_size]
         inputs = policy.processor.batch(demos.images[part], demos.states[part], [demos.instructions[i] for i in part])
         noise = torch.randn((1, cfg.horizon, cfg.action_dim), generator=torch.Generator().manual_seed(seed))
+        noise = noise * scale
         with torch.no_grad():
             actions = policy.model.sample(inputs["images"], inputs["token_ids"], inputs["token_mask"],
                                           inputs["state"], noise.expand(len(part), -1, -1).contiguous())
@@ -66,7 +71,7 @@ def predict_chunks(policy: ReferencePolicy, demos: DemoSet, index: np.ndarray, b
 
 
 def fit_error(checkpoint: str | Path, data: Sequence[str | Path], max_episodes: int | None = None,
-              skip_episodes: int = 0, stride: int = 2) -> FitError:
+              skip_episodes: int = 0, stride: int = 2, noise_scale: float | None = None) -> FitError:
     """Score a checkpoint's chunks against the expert's labels on recorded episodes.
 
     Args:
@@ -75,6 +80,7 @@ def fit_error(checkpoint: str | Path, data: Sequence[str | Path], max_episodes: 
         max_episodes: at most this many successful episodes per directory.
         skip_episodes: skip this many successful episodes per directory first (e.g. the ones trained on).
         stride: score every `stride`-th step.
+        noise_scale: sampler noise scale to score with (None: the checkpoint's own).
 
     Raises:
         ConfigError: unreadable checkpoint or data, or a stride below 1.
@@ -85,7 +91,7 @@ def fit_error(checkpoint: str | Path, data: Sequence[str | Path], max_episodes: 
     space = policy.config.action_space
     demos = load_demos(data, policy.config, max_episodes, skip_episodes)
     index = np.arange(0, len(demos), stride)
-    predicted = predict_chunks(policy, demos, index)
+    predicted = predict_chunks(policy, demos, index, noise_scale=noise_scale)
     labels = space.clip(demos.action_chunks[index])
     g = space.gripper_index
     to_rad_s = lambda a: arm_velocities_rad_s(np.delete(a, g, axis=-1), space.kind, policy.config.dt_s)  # noqa: E731

@@ -37,6 +37,19 @@ def test_same_seed_same_output_and_batch_of_one():
     assert not np.array_equal(a.predict(obs).actions, c.predict(obs).actions)
 
 
+def test_noise_scale_zero_starts_the_sampler_at_the_mode_whatever_the_seed():
+    """noise_scale 0 removes the spread between noise draws: the seed of the noise no longer matters."""
+    obs = observation(1)
+    model = random_policy(tiny_config(), seed=3, stats=tiny_stats()).model
+    outputs = {}
+    for scale in (0.0, 1.0):
+        config = tiny_config(noise_scale=scale)
+        for seed in (0, 1):
+            outputs[scale, seed] = ReferencePolicy(config, tiny_stats(), model, seed=seed).predict(obs).actions
+    np.testing.assert_array_equal(outputs[0.0, 0], outputs[0.0, 1])
+    assert not np.array_equal(outputs[1.0, 0], outputs[1.0, 1])
+
+
 def test_images_of_any_size_are_accepted(tiny_policy):
     for size in ((16, 16), (9, 40), (100, 30)):
         assert tiny_policy.predict(observation(size=size)).actions.shape == (4, 8)
@@ -100,7 +113,7 @@ def test_unknown_config_field_is_named(tiny_checkpoint):
 
 
 @pytest.mark.parametrize("kwargs, word", [({"image_size": (15, 16)}, "divisible"), ({"width": 15}, "heads"),
-                                          ({"horizon": 0}, "horizon")])
+                                          ({"horizon": 0}, "horizon"), ({"noise_scale": 1.5}, "noise_scale")])
 def test_bad_config_values_are_refused(kwargs, word):
     with pytest.raises(ConfigError, match=word):
         ReferenceVLAConfig.tiny(**kwargs)
