@@ -83,6 +83,13 @@ class ExecutorConfig:
             raise ConfigError(f"blend_weight={self.blend_weight} must be in [0, 1)")
         if not self.max_start_jump_rad > 0:
             raise ConfigError(f"max_start_jump_rad={self.max_start_jump_rad} must be > 0")
+        if not 0.0 < self.stop_decel_rad_s2 <= 10.0:
+            raise ConfigError(f"stop_decel_rad_s2={self.stop_decel_rad_s2} must be in (0, 10] rad/s^2 (Franka's "
+                              "acceleration limit is 10; default 5)")
+        span = float(np.min(np.asarray(self.limits.q_max) - np.asarray(self.limits.q_min)))
+        if not 0.0 <= self.position_margin_rad < span / 2:
+            raise ConfigError(f"position_margin_rad={self.position_margin_rad} must be >= 0 and leave room inside "
+                              f"the narrowest joint range ({span:.3f} rad); default 0.01")
 
 
 @dataclass(frozen=True)

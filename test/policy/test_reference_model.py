@@ -59,6 +59,14 @@ def test_unseen_words_change_the_output_deterministically(tiny_policy):
     a = tiny_policy.predict(observation(instruction="nudge the vermilion cube")).actions
     b = tiny_policy.predict(observation(instruction="nudge the vermilion cube")).actions
     np.testing.assert_array_equal(a, b)
+    ids = {word: tiny_policy.processor.tokenizer.encode_batch([f"nudge the {word} cube"])[0][0].tolist()
+           for word in ("vermilion", "magenta")}
+    assert ids["vermilion"] != ids["magenta"]  # two unseen words in two hash buckets, not one shared <unk>
+    inputs = {w: tiny_policy.processor.observation_inputs(observation(instruction=f"nudge the {w} cube"))
+              for w in ids}
+    prefixes = {w: tiny_policy.model.encode_prefix(x["images"], x["token_ids"], x["token_mask"])[0]
+                for w, x in inputs.items()}
+    assert not torch.equal(prefixes["vermilion"], prefixes["magenta"])
 
 
 def test_save_load_round_trip_is_exact(tiny_policy, tiny_checkpoint):

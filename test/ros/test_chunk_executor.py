@@ -91,6 +91,13 @@ def test_config_errors_name_the_field():
         ExecutorConfig(execute_steps=0)
     with pytest.raises(ValueError, match="position_min"):
         JointLimits(q_min=(0.0,))
+    # a zero deceleration would divide by zero inside the stop path itself
+    for bad in (0.0, -1.0, 50.0):
+        with pytest.raises(ValueError, match="stop_decel_rad_s2"):
+            ExecutorConfig(stop_decel_rad_s2=bad)
+    for bad in (-0.01, 3.0):
+        with pytest.raises(ValueError, match="position_margin_rad"):
+            ExecutorConfig(position_margin_rad=bad)
 
 
 def test_stopping_mid_chunk_decelerates_from_the_commanded_state_without_reversing():
