@@ -59,3 +59,25 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     printed = (out / "summary.txt").read_text()
     assert "push_red_to_purple / position" in printed and "replay alpha" in printed and printed in run.stdout
+
+
+def test_demo_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
+    """Issue 13: `--out ~` must never delete a home folder; only the demo's own output is replaced."""
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("keep me")
+    run = subprocess.run([sys.executable, "-m", "retain_ros.ros.demo", "--quick", "--out", str(precious)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 2 and "did not make" in run.stderr and "nothing was deleted" in run.stderr
+    assert (precious / "thesis.tex").read_text() == "keep me"
+    (tmp_path / "file").write_text("x")
+    from retain_ros.errors import ConfigError
+    from retain_ros.ros.demo import OUT_MARKER, prepare_out
+
+    with pytest.raises(ConfigError, match="is a file"):
+        prepare_out(tmp_path / "file")
+    earlier = tmp_path / "earlier"
+    prepare_out(earlier)
+    (earlier / "old_report.json").write_text("{}")
+    prepare_out(earlier)  # an earlier demo's folder is replaced
+    assert sorted(p.name for p in earlier.iterdir()) == [OUT_MARKER]

@@ -383,10 +383,32 @@ FIXES = {"1": "check that `make venv` finished (rclpy from PyPI) and read logs/*
          "5": "check that the output folder is writable"}
 
 
+OUT_MARKER = ".retain_demo_output"  # written into every folder the demo makes; only such a folder is ever replaced
+
+
+def prepare_out(out: Path) -> None:
+    """Make an empty output folder: replace one an earlier demo made, refuse any other non-empty folder.
+
+    Raises:
+        ConfigError: `out` is a file, or a non-empty folder the demo did not make (it is never deleted).
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder for the demo's output")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / OUT_MARKER).is_file():
+            raise ConfigError(f"--out {out} is a non-empty folder the demo did not make; nothing was deleted. Pass a "
+                              "new or empty folder (the default is demo_out)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / OUT_MARKER).write_text("made by python -m retain_ros.ros.demo; the next run replaces this folder\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m retain_ros.ros.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="demo_out", help="output folder (replaced if it exists)")
+    parser.add_argument("--out", default="demo_out",
+                        help="output folder (an earlier demo's output is replaced; any other non-empty folder is "
+                             "refused)")
     parser.add_argument("--episodes", type=int, default=1, help="episodes per setting and alpha (default 1)")
     parser.add_argument("--quick", action="store_true", help="the reduced CI form: 3 s episodes, 3 replay alphas")
     parser.add_argument("--variation", default="position", help="the OOD variation of the target task")
@@ -394,8 +416,11 @@ def main(argv: list[str] | None = None) -> int:
                         "own limit, 7-16 s; quick: 3)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    try:
+        prepare_out(out)
+    except ConfigError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     plan = Plan.make(args.quick, max(1, args.episodes), args.episode_timeout, args.variation)
     outcome = Outcome(out=str(out))
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` cleans up like Ctrl-C

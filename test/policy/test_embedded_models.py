@@ -19,8 +19,8 @@ NAMES = ("base", "task_ft", "co_ft")
 
 def test_every_embedded_checkpoint_is_shipped():
     """A packaging loss must fail here, not skip the tests below."""
-    missing = [f"{n}/{f}" for n in NAMES for f in ("config.json", "model.safetensors", "normalization.json",
-                                                     "tokenizer.json") if not (MODELS / n / f).is_file()]
+    files = ("config.json", "model.safetensors", "normalization.json", "tokenizer.json")
+    missing = [f"{n}/{f}" for n in NAMES for f in files if not (MODELS / n / f).is_file()]
     assert not missing, f"embedded checkpoint files missing: {missing}; regenerate with `make models`"
 
 
