@@ -158,7 +158,14 @@ class ControlLoop:
             self._not_commanding("waiting", str(exc))
             return None
         started = time.perf_counter()
-        chunk = model.policy.predict(obs)
+        try:
+            chunk = model.policy.predict(obs)
+        except ConfigError as exc:  # e.g. a NaN joint state: a refused observation, not a crash, at every tick
+            reason = f"policy refused the observation: {exc}"
+            if reason != self.state.reason:  # logged once per distinct problem, not at the control rate
+                self.on_event("warn", f"{reason}; nothing is commanded until it is fixed")
+            self._not_commanding("waiting", reason)
+            return None
         inference_s = time.perf_counter() - started
         now = self.clock_ns()
         late = self.streams.problems(now)

@@ -77,9 +77,9 @@ def test_control_loop_waits_for_fresh_streams_and_publishes_safe_commands(ckpts)
     manager.load_initial(MergeRequest(base, ft, 0.5))
     clock = [10**9]
     streams = StreamSet({"exterior": 0.5, "wrist": 0.5, JOINTS: 0.25, GRIPPER: 0.5})
-    published = []
+    published, events = [], []
     loop = ControlLoop(streams, ("exterior", "wrist"), manager, ChunkExecutor(ExecutorConfig(execute_steps=3)),
-                       lambda: clock[0], published.append, 1 / 15, lambda: "", lambda level, msg: None)
+                       lambda: clock[0], published.append, 1 / 15, lambda: "", lambda *event: events.append(event))
     assert loop.step() is None and "no message" in loop.state.reason
     for cam, image in frames().items():
         streams.put(cam, image, clock[0])
@@ -95,6 +95,7 @@ def test_control_loop_waits_for_fresh_streams_and_publishes_safe_commands(ckpts)
     for cam, image in frames().items():
         streams.put(cam, image, clock[0])
     streams.put(GRIPPER, 0.25, clock[0])
-    with pytest.raises(Exception):
-        loop.step()
-    assert len(published) == 1
+    assert loop.step() is None and loop.state.state == "waiting"  # refused by the policy, reported, not raised
+    assert "policy refused the observation" in loop.state.reason and "non-finite" in loop.state.reason
+    assert loop.step() is None and len(published) == 1
+    assert [msg for _, msg in events].count(loop.state.reason + "; nothing is commanded until it is fixed") == 1
