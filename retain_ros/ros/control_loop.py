@@ -25,6 +25,7 @@ from retain_ros.policy.interface import ActionChunk, Observation
 from retain_ros.ros.chunk_executor import ChunkExecutor, PlannedCommand
 from retain_ros.ros.live_merge import ModelManager, ServingModel
 from retain_ros.ros.streams import StreamSet
+from retain_ros.ros.worker_thread import WorkerThread
 
 JOINTS, GRIPPER, INSTRUCTION = "joint_states", "gripper_states", "instruction"
 
@@ -96,23 +97,25 @@ class ControlLoop:
         self.instruction, self.on_event, self.send_stop = instruction, on_event, send_stop
         self.state = LoopState()
         self.paused = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = WorkerThread("retain_control", self._run)
+        self._stop = self._worker.stop_event
         self._next_ns = 0
         self._sequence = 0
 
     def start(self) -> None:
-        """Start the thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="retain_control", daemon=True)
-        self._thread.start()
+        """Start the thread.
 
-    def stop(self) -> None:
-        """Stop the thread after the current iteration (an inference in progress finishes, nothing more is sent)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30.0)
-            self._thread = None
+        Raises:
+            RuntimeError: the previous control thread is still running; there are never two.
+        """
+        self._worker.start()
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the thread after the current iteration (an inference in progress finishes, nothing more is sent).
+
+        Returns whether it ended within `timeout_s`; if not, `start` refuses to start a second one.
+        """
+        return self._worker.stop(timeout_s)
 
     def _run(self) -> None:
         # Ticks on a fixed wall-clock grid, so the time a step takes (inference) does not stretch the period; a tick

@@ -26,6 +26,7 @@ from retain_ros.errors import ConfigError
 from retain_ros.merge.maths import AlphaSpec, fingerprint_tensors
 from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.interface import Policy, load_policy
+from retain_ros.ros.worker_thread import WorkerThread
 
 if TYPE_CHECKING:
     import torch
@@ -145,8 +146,8 @@ class ModelManager:
         self.seed = seed
         self.io_mapping = io_mapping
         self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = WorkerThread("retain_merge_worker", self._run)
+        self._stop = self._worker.stop_event
         self._wanted: MergeRequest | None = None
         self._wanted_id = 0
         self._wanted_at = 0.0
@@ -174,19 +175,19 @@ class ModelManager:
         return model
 
     def start(self) -> None:
-        """Start the merge worker thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="retain_merge_worker", daemon=True)
-        self._thread.start()
+        """Start the merge worker thread.
 
-    def stop(self) -> None:
-        """Stop the worker (a merge in progress finishes first)."""
-        self._stop.set()
+        Raises:
+            RuntimeError: the previous worker is still running (its stop timed out); there are never two.
+        """
+        self._worker.start()
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the worker (a merge in progress finishes first); returns whether it ended within `timeout_s`."""
+        self._worker.stop_event.set()
         with self._cond:
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30.0)
-            self._thread = None
+        return self._worker.stop(timeout_s)
 
     def request(self, request: MergeRequest) -> int:
         """Ask for a new model; returns the request id. Never blocks on a merge."""

@@ -137,8 +137,9 @@ class PolicyNode(ManagedNode):
         self.loop.start()
 
     def _deactivate(self) -> None:
-        if self.loop is not None:
-            self.loop.stop()
+        if self.loop is not None and not self.loop.stop():
+            self.get_logger().error("the control thread did not stop within 30 s (a hung inference?); activate will "
+                                    "refuse to start a second one until it ends")
 
     def _teardown(self) -> None:
         if self.loop is not None:

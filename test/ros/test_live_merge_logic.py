@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -99,3 +100,28 @@ def test_control_loop_waits_for_fresh_streams_and_publishes_safe_commands(ckpts)
     assert "policy refused the observation" in loop.state.reason and "non-finite" in loop.state.reason
     assert loop.step() is None and len(published) == 1
     assert [msg for _, msg in events].count(loop.state.reason + "; nothing is commanded until it is fixed") == 1
+
+
+def test_a_worker_whose_stop_timed_out_is_never_started_twice():
+    """Issue 13: a stop that times out used to drop the handle, so the next activate ran two control threads."""
+    from retain_ros.ros.worker_thread import WorkerThread
+
+    release, started = threading.Event(), []
+
+    def body():
+        started.append(1)
+        release.wait()  # a hung inference: ignores the stop request until released
+
+    worker = WorkerThread("test_worker", body)
+    worker.start()
+    assert worker.stop(timeout_s=0.01) is False and worker.running
+    with pytest.raises(RuntimeError, match="still running"):
+        worker.start()
+    release.set()
+    assert worker.stop() is True and not worker.running
+    release.clear()
+    worker.start()
+    assert len(started) in (1, 2) and worker.running
+    release.set()
+    assert worker.stop() is True
+    assert len(started) == 2
