@@ -173,10 +173,11 @@ class ObservationAssembler:
         between an episode marker and the instruction is skipped, as the node skips it (whether the bag has any
         instruction at all is checked before the replay starts).
         """
-        if self.problems(now_ns):
+        samples, problems = self.streams.fresh(now_ns)
+        if problems:
             return None
         try:
-            obs, _ = self._loop.observation(self.streams.snapshot(), now_ns)
+            obs, _ = self._loop.observation(samples, now_ns)
         except ConfigError:  # no instruction yet
             return None
         return obs

@@ -144,17 +144,16 @@ class ControlLoop:
             self._not_commanding("paused", "paused by ~/pause")
             return None
         now = self.clock_ns()
-        problems = self.streams.problems(now)
+        samples, problems = self.streams.fresh(now)
         if problems:
             self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())), problems)
             return None
         if now < self._next_ns:
             return None
-        return self._infer_and_publish(now)
+        return self._infer_and_publish(now, samples)
 
-    def _infer_and_publish(self, observed_ns: int) -> Executed | None:
+    def _infer_and_publish(self, observed_ns: int, samples: dict) -> Executed | None:
         model = self.manager.serving
-        samples = self.streams.snapshot()
         try:
             obs, image_stamp = self.observation(samples, observed_ns)
         except ConfigError as exc:
@@ -171,11 +170,11 @@ class ControlLoop:
             return None
         inference_s = time.perf_counter() - started
         now = self.clock_ns()
-        late = self.streams.problems(now)
+        latest, late = self.streams.fresh(now)
         if late:  # a stream went stale while the model ran: its output must not move the arm
             self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(late.items())), late)
             return None
-        q_now = self.streams.snapshot()[JOINTS].value
+        q_now = latest[JOINTS].value
         space = chunk.space
         try:
             plan = self.executor.plan(chunk.actions, chunk.dt_s, space.kind, space.gripper_index,

@@ -1,8 +1,9 @@
 """The latest sample of each input stream, its age and its last error (plain logic, no ROS).
 
 Subscription callbacks (executor thread) `put` converted samples or `fail` with the conversion error; the control
-thread asks `problems(now)` before it builds an observation. One lock guards the dict, so the control thread reads a
-consistent set; samples are immutable once stored (numpy arrays are not written after `put`).
+thread asks `fresh(now)` for the samples and what is wrong with them in one step, so a stream that fails between a
+check and a read can never reach an observation. One lock guards the dict; samples are immutable once stored (numpy
+arrays are not written after `put`).
 """
 
 from __future__ import annotations
@@ -60,20 +61,33 @@ class StreamSet:
         with self._lock:
             return dict(self._samples)
 
+    def fresh(self, now_ns: int) -> tuple[dict[str, Sample], dict[str, str]]:
+        """The current samples and the problems with them, read under one lock (atomic "fresh snapshot or why not").
+
+        Returns:
+            (samples, problems): every stream in `max_age_s` is in `samples` when `problems` is empty.
+        """
+        with self._lock:
+            return dict(self._samples), self._problems(now_ns)
+
     def problems(self, now_ns: int) -> dict[str, str]:
         """Stream name -> why it cannot be used now (never received, stale, bad message); empty when all are fresh."""
         with self._lock:
-            out = {}
-            for name, max_age in self.max_age_s.items():
-                if name in self._errors:
-                    out[name] = self._errors[name]
-                elif name not in self._samples:
-                    out[name] = "no message received yet"
-                else:
-                    age = (now_ns - self._samples[name].received_ns) * 1e-9
-                    if max_age > 0 and age > max_age:
-                        out[name] = f"stale: last message {age:.2f} s ago (max age {max_age} s)"
-            return out
+            return self._problems(now_ns)
+
+    def _problems(self, now_ns: int) -> dict[str, str]:
+        """`problems` for a caller that holds the lock."""
+        out = {}
+        for name, max_age in self.max_age_s.items():
+            if name in self._errors:
+                out[name] = self._errors[name]
+            elif name not in self._samples:
+                out[name] = "no message received yet"
+            else:
+                age = (now_ns - self._samples[name].received_ns) * 1e-9
+                if max_age > 0 and age > max_age:
+                    out[name] = f"stale: last message {age:.2f} s ago (max age {max_age} s)"
+        return out
 
     def ages_s(self, now_ns: int) -> dict[str, float]:
         """Stream name -> age of its sample in seconds (missing streams are left out)."""

@@ -125,3 +125,20 @@ def test_a_worker_whose_stop_timed_out_is_never_started_twice():
     release.set()
     assert worker.stop() is True
     assert len(started) == 2
+
+
+def test_fresh_snapshot_holds_every_stream_or_says_why_not():
+    """Issue 13: a check and a separate read let a stream fail in between and raise inside observation()."""
+    streams = StreamSet({"a": 1.0, "b": 0.0})
+    samples, problems = streams.fresh(0)
+    assert problems == {"a": "no message received yet", "b": "no message received yet"} and samples == {}
+    streams.put("a", 1, 0)
+    streams.put("b", "text", 0)
+    samples, problems = streams.fresh(10**9 // 2)
+    assert problems == {} and set(samples) == {"a", "b"}
+    streams.fail("a", "bad encoding")
+    samples, problems = streams.fresh(10**9 // 2)
+    assert problems == {"a": "bad encoding"} and "a" not in samples
+    streams.put("a", 2, 0)
+    samples, problems = streams.fresh(2 * 10**9)  # b (max age 0) never goes stale, a does
+    assert set(problems) == {"a"} and "stale" in problems["a"] and samples["a"].value == 2
