@@ -276,6 +276,7 @@ def run_comparison(cfg: EvalConfig, progress: bool = True,
         else:
             pool = multiprocessing.get_context("spawn").Pool(cfg.workers)
             results = pool.imap(_run_job, jobs)
+        finished = False
         try:
             for batch in results:
                 records += batch
@@ -283,9 +284,13 @@ def run_comparison(cfg: EvalConfig, progress: bool = True,
                     if on_record:
                         on_record(record)
                 bar.update(len(batch))
+            finished = True
         finally:
             if pool is not None:
-                pool.close()
+                if finished:
+                    pool.close()
+                else:  # an error or Ctrl-C: stop the workers now instead of waiting for every queued job
+                    pool.terminate()
                 pool.join()
     return records
 
