@@ -81,3 +81,26 @@ def test_demo_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
     (earlier / "old_report.json").write_text("{}")
     prepare_out(earlier)  # an earlier demo's folder is replaced
     assert sorted(p.name for p in earlier.iterdir()) == [OUT_MARKER]
+
+
+def test_clean_up_stops_every_process_even_when_an_earlier_step_raises(tmp_path):
+    """Issue 13: a recorder that fails to close must not leave the node processes running."""
+    import os
+
+    from retain_ros.ros.demo import LiveSession, Plan
+    from retain_ros.ros.processes import NodeProcess
+
+    class BrokenRecorder:  # the one part that fails here; the processes and the clean-up are real
+        subscriptions: dict = {}
+
+        def close(self):
+            raise OSError("disk full while finishing the bag")
+
+    session = LiveSession(tmp_path, Plan.make(True, 1, None, "position"))
+    session.recorder = BrokenRecorder()
+    session.nodes = {f"sleeper{i}": NodeProcess("http.server", ["0", "--bind", "127.0.0.1"], dict(os.environ),
+                                                tmp_path / f"sleeper{i}.log") for i in range(2)}
+    procs = [n.proc for n in session.nodes.values()]
+    with pytest.raises(OSError, match="disk full"):
+        session.close()
+    assert all(p.poll() is not None for p in procs) and session.nodes == {}

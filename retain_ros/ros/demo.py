@@ -220,19 +220,31 @@ class LiveSession:
         return status, time.monotonic() - started
 
     def close(self) -> None:
-        """Stop recording (the bag is finished here), then the client node, then the node processes."""
-        if self.recorder is not None:
-            for sub in self.recorder.subscriptions.values():
-                self.observer.node.destroy_subscription(sub)
-            self.recorder.close()
-            self.recorder = None
-        if self.observer is not None:
-            self.observer.close()
-            self.observer = None
-        for name, proc in self.nodes.items():
-            code = proc.stop(timeout_s=10.0)
-            say(f"stopped {name} (exit code {code})")
-        self.nodes = {}
+        """Stop recording (the bag is finished here), then the client node, then the node processes.
+
+        Every part is stopped even when an earlier one raises; the first error is raised at the end.
+        """
+        errors: list[BaseException] = []
+
+        def attempt(action) -> None:
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001  (keep stopping the rest; re-raised below)
+                errors.append(exc)
+                say(f"clean-up: {exc}")
+
+        recorder, observer, nodes = self.recorder, self.observer, self.nodes
+        self.recorder, self.observer, self.nodes = None, None, {}
+        if recorder is not None:
+            for sub in recorder.subscriptions.values():
+                attempt(lambda sub=sub: observer.node.destroy_subscription(sub))
+            attempt(recorder.close)
+        if observer is not None:
+            attempt(observer.close)
+        for name, proc in nodes.items():
+            attempt(lambda name=name, proc=proc: say(f"stopped {name} (exit code {proc.stop(timeout_s=10.0)})"))
+        if errors:
+            raise errors[0]
 
 
 def run_live(session: LiveSession, plan: Plan, outcome: Outcome) -> None:
