@@ -20,11 +20,7 @@ import numpy as np
 
 from retain_ros.droid_action import ACTION_KINDS, JOINT_POSITION, VELOCITY_KINDS, arm_velocities_rad_s
 from retain_ros.errors import ConfigError
-
-# FR3 hardware limits (rad, rad/s) from Franka's datasheet; config/fr3_droid.yaml repeats them.
-FR3_Q_MIN = (-2.9007, -1.8361, -2.9007, -3.0770, -2.8763, 0.4398, -3.0508)
-FR3_Q_MAX = (2.9007, 1.8361, 2.9007, -0.1169, 2.8763, 4.6216, 3.0508)
-FR3_DQ_MAX = (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26)
+from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN  # noqa: F401  (re-exported for the node's defaults)
 
 
 class UnsafeChunk(ConfigError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from retain_ros.policy.lerobot_io import DROID_FR3_IO
-from retain_ros.ros.chunk_executor import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
+from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics
 
 GROUP_ALPHAS = {"alpha_vision": "vision", "alpha_language": "language", "alpha_action": "action"}

@@ -13,7 +13,7 @@ from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory
 
 from retain_ros.ros import conversions as conv
-from retain_ros.ros.chunk_executor import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
+from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS, Topics
 
 T = Topics()
