@@ -110,9 +110,13 @@ class PolicyNode(ManagedNode):
         if self.p("gripper_states_topic"):
             self._entities.append(self.create_subscription(JointState, self.p("gripper_states_topic"),
                                                            self._on_gripper, qos_profile_sensor_data))
+        # Two subscriptions: a transient-local one receives a latched instruction published before the node started,
+        # and a volatile one receives a plain `ros2 topic pub` (a transient-local subscription is incompatible with a
+        # volatile publisher and would never hear it). A latched message arriving on both is the same text twice.
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self._entities.append(self.create_subscription(String, self.p("instruction_topic"), self._on_instruction,
-                                                       latched))
+        for qos in (latched, QoSProfile(depth=1)):
+            self._entities.append(self.create_subscription(String, self.p("instruction_topic"), self._on_instruction,
+                                                           qos))
         self.command_pub = self.create_publisher(JointTrajectory, self.p("command_topic"), 10)
         self.gripper_pub = None
         backend = self.p("gripper_backend")

@@ -28,7 +28,7 @@ def frames(size: int = 24) -> dict[str, np.ndarray]:
 class FakeRobot:
     """Publishes the fixed streams from a timer of the observer node."""
 
-    def __init__(self, node, rate_hz: float = 30.0, encoding: str = "rgb8") -> None:
+    def __init__(self, node, rate_hz: float = 30.0, encoding: str = "rgb8", latched_instruction: bool = True) -> None:
         t = Topics()
         self.node = node
         self.images = frames()
@@ -41,9 +41,14 @@ class FakeRobot:
                      for c in self.images}
         self.joints = node.create_publisher(JointState, t.joint_states, qos_profile_sensor_data)
         self.gripper = node.create_publisher(JointState, t.gripper_states, qos_profile_sensor_data)
-        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.instruction = node.create_publisher(String, t.instruction, latched)
-        self.instruction.publish(String(data=INSTRUCTION))
+        if latched_instruction:  # published once, latched (what a launch file or a script does)
+            latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+            self.instruction = node.create_publisher(String, t.instruction, latched)
+            self.instruction.publish(String(data=INSTRUCTION))
+        else:  # volatile and repeated at 1 Hz, as a plain `ros2 topic pub /instruction std_msgs/msg/String ...`
+            self.instruction = node.create_publisher(String, t.instruction, 10)
+            self.instruction_timer = node.create_timer(
+                1.0, lambda: self.instruction.publish(String(data=INSTRUCTION)))
         self.timer = node.create_timer(1.0 / rate_hz, self.publish)
 
     def publish(self) -> None:

@@ -101,6 +101,16 @@ def test_starts_from_params_file_commands_and_stops_on_stale_streams(ros, tiny_c
 
 
 @pytest.mark.slow
+def test_an_instruction_from_a_plain_ros2_topic_pub_arrives(ros, tiny_checkpoints):
+    """Issue 12: a transient-local subscription alone never hears a volatile publisher (`ros2 topic pub`)."""
+    _, _, observer, _ = ros
+    proc = start_policy(ros, tiny_checkpoints)
+    FakeRobot(observer.node, latched_instruction=False)
+    wait_until(lambda: (s := latest_status(observer)) and s["state"] == "commanding", 60, "status 'commanding'", proc)
+    wait_until(lambda: count(observer) >= 1, 30, "a trajectory", proc)
+
+
+@pytest.mark.slow
 def test_bad_inputs_give_a_clear_reason_and_no_command(ros, tiny_checkpoints):
     _, _, observer, _ = ros
     proc = start_policy(ros, tiny_checkpoints)
