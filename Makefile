@@ -101,12 +101,13 @@ models: models-data
 MODELS_REPORT ?= build/models_report
 MODELS_HELDOUT = $(MODELS_WORK)/heldout
 MODELS_ALPHAS = 0,0.25,0.5,0.75,0.9,1
-.PHONY: models-report
+.PHONY: models-report models-report-offline
 $(MODELS_HELDOUT)/target_%/index.json: | venv
 	$(MODELS_SIM) --tasks $(MODELS_TARGET) --variation $* --episodes 6 --seed 500 --out $(@D) $(if $(filter id,$*),,--bag)
 $(MODELS_HELDOUT)/pre_id/index.json: | venv
 	$(MODELS_SIM) --tasks generalist --variation id --episodes 3 --seed 500 --out $(@D)
-models-report: $(foreach v,id $(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)/index.json) $(MODELS_HELDOUT)/pre_id/index.json
+models-report-offline: $(foreach v,id $(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)/index.json) \
+		$(MODELS_HELDOUT)/pre_id/index.json
 	mkdir -p $(MODELS_REPORT)
 	for m in base task_ft co_ft; do \
 		echo "$$m target train: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_DATA)/target_id --max-episodes 10)"; \
@@ -121,7 +122,9 @@ models-report: $(foreach v,id $(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)/index.
 	done; done | tee $(MODELS_REPORT)/alpha_path.txt
 	for m in task_ft co_ft; do $(BIN)/retain-eval bag $(foreach v,$(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)/bags/*) \
 		--base $(MODELS_OUT)/base --finetuned $(MODELS_OUT)/$$m --alpha $(MODELS_ALPHAS) --target action --every 2 \
-		--out $(MODELS_REPORT)/replay_ood_$$m || exit 1; done
+		--out $(MODELS_REPORT)/replay_ood_$$m -q || exit 1; done
+
+models-report: models-report-offline
 	$(BIN)/retain-eval sim --workers 2 --out $(MODELS_REPORT)/sim
 
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------

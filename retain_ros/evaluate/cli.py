@@ -65,11 +65,28 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      workers=args.workers, max_steps=args.max_steps)
     torch.set_num_threads(1)
     started = time.perf_counter()
-    records = run_comparison(cfg, progress=not args.quiet)
+    records = run_comparison(cfg, progress=not args.quiet, on_record=None if args.quiet else progress_lines(cfg))
     paths = write_report(cfg, records, time.perf_counter() - started)
     print(paths["md"].read_text())
     print(f"wrote {paths['md']}, {paths['json']}, {paths['plot']}")
     return 0
+
+
+def progress_lines(cfg) -> Callable[[dict], None] | None:
+    """Where no progress bar shows (output to a file or a pipe), a line per tenth of the episodes instead."""
+    from retain_ros.evaluate.sim_eval import jobs_of
+
+    if sys.stderr.isatty():
+        return None
+    total = sum(len(job[3]) for job in jobs_of(cfg))
+    every, started, seen = max(1, total // 10), time.perf_counter(), []
+
+    def report(record: dict) -> None:
+        seen.append(bool(record["success"]))
+        if len(seen) % every == 0 or len(seen) == total:
+            print(f"evaluate: {len(seen)}/{total} episodes, {sum(seen)} successful, "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
+    return report
 
 
 def add_bag_parser(sub: argparse._SubParsersAction) -> None:

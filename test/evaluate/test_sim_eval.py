@@ -112,10 +112,12 @@ def test_cli_runs_the_comparison_and_writes_the_report(tiny_models, tmp_path, ca
     argv = ["sim", "--base", tiny_models["base"], "--task-ft", tiny_models["task_ft"], "--co-ft",
             tiny_models["co_ft"], "--target", "pick_red", "--alpha", "0.5", "--episodes", "1",
             "--generalist-episodes", "1", "--ood", "position", "--generalist", "pick_blue", "--image-size", "16",
-            "--out", str(out), "-q"]
+            "--out", str(out)]
     assert retain_eval(argv + ["--max-steps", "12"]) == 0, capsys.readouterr().err
-    report = json.loads((out / "report.json").read_text())
     names = [v.name for v in default_variants((0.5,))]
+    # no terminal here, so no progress bar: progress comes as lines instead
+    assert f"evaluate: {3 * len(names)}/{3 * len(names)} episodes" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
     assert list(report["table"]) == names
     assert len(report["episodes"]) == len(names) * 3
     assert all(e["seed"] == 1000 and e["steps"] <= 12 for e in report["episodes"])
