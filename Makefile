@@ -115,11 +115,9 @@ models-report-offline: $(foreach v,id $(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v
 		echo "$$m target held-out OOD: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(foreach v,$(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)))"; \
 		echo "$$m generalist held-out id: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_HELDOUT)/pre_id)"; \
 	done | tee $(MODELS_REPORT)/fit_error.txt
-	for m in task_ft co_ft; do for d in $(MODELS_DATA)/target_id $(MODELS_DATA)/pre_id; do \
-		echo "path base -> $$m on $$d"; \
-		$(MODELS_TRAIN) path --base $(MODELS_OUT)/base --finetuned $(MODELS_OUT)/$$m --alphas $(MODELS_ALPHAS) \
-			--data $$d || exit 1; \
-	done; done | tee $(MODELS_REPORT)/alpha_path.txt
+	$(MODELS_TRAIN) path --base $(MODELS_OUT)/base --finetuned $(MODELS_OUT)/task_ft $(MODELS_OUT)/co_ft \
+		--data $(MODELS_DATA)/target_id $(MODELS_DATA)/pre_id --alphas $(MODELS_ALPHAS) \
+		--plot $(MODELS_REPORT)/alpha_path.png | tee $(MODELS_REPORT)/alpha_path.txt
 	for m in task_ft co_ft; do $(BIN)/retain-eval bag $(foreach v,$(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)/bags/*) \
 		--base $(MODELS_OUT)/base --finetuned $(MODELS_OUT)/$$m --alpha $(MODELS_ALPHAS) --target action --every 2 \
 		--out $(MODELS_REPORT)/replay_ood_$$m -q || exit 1; done

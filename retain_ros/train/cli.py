@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -94,11 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p = sub.add_parser(PATH, help="loss of RETAIN merges along alpha from the base to a finetuned checkpoint")
     p.add_argument("--base", required=True, help="pretrained checkpoint (alpha 0)")
-    p.add_argument("--finetuned", required=True, help="checkpoint finetuned from --base (alpha 1)")
-    p.add_argument("--data", nargs="+", required=True, help="dataset directories to score on")
+    p.add_argument("--finetuned", nargs="+", required=True,
+                   help="checkpoint(s) finetuned from --base (alpha 1); one path each")
+    p.add_argument("--data", nargs="+", required=True, help="dataset directories; each one scores its own path")
     p.add_argument("--alphas", default="0,0.25,0.5,0.75,0.9,1", help="comma-separated alphas (default 0,...,1)")
     p.add_argument("--samples", type=int, default=256, help="fixed batch size (default 256)")
-    p.add_argument("--plot", help="also draw loss vs alpha into this PNG file")
+    p.add_argument("--plot", help="also draw every path (loss vs alpha) into this PNG file")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     return parser
 
@@ -128,6 +130,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors("retain-train", lambda: run(args), "interrupted; no checkpoint was written")
 
 
+def run_path(args: argparse.Namespace) -> int:
+    """`retain-train path`: the loss along alpha for every (finetuned, data) pair, a barrier verdict, a plot."""
+    alphas = parse_alpha(args.alphas, "--alphas")
+    curves = {}
+    for finetuned in args.finetuned:
+        for data in args.data:
+            label = f"{Path(finetuned).name} on {Path(data).name}"
+            path = curves[label] = alpha_path_loss(args.base, finetuned, [data], alphas, args.samples)
+            print(f"path {args.base} -> {finetuned} on {data}")
+            for alpha, loss in path:
+                print(f"  alpha {alpha:.2f}  loss {loss:.4f}")
+            if alphas[0] == 0 and alphas[-1] == 1:
+                ends, peak = max(path[0][1], path[-1][1]), max(loss for _, loss in path)
+                print("  no barrier: no merge is worse than both ends" if peak <= ends + 1e-9 else
+                      f"  barrier: a merge's loss {peak:.4f} exceeds both ends (max {ends:.4f})")
+    if args.plot:
+        print(f"plot: {plot_alpha_path(curves, args.plot)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Train as the arguments say and print the summary."""
     if args.threads < 1:
@@ -138,18 +160,7 @@ def run(args: argparse.Namespace) -> int:
                         args.noise_scale).line())
         return 0
     if args.mode == PATH:
-        alphas = parse_alpha(args.alphas, "--alphas")
-        path = alpha_path_loss(args.base, args.finetuned, args.data, alphas, args.samples)
-        for alpha, loss in path:
-            print(f"alpha {alpha:.2f}  loss {loss:.4f}")
-        if args.plot:
-            print(f"plot: {plot_alpha_path(path, args.plot, f'{args.base} -> {args.finetuned}')}")
-        ends = max(path[0][1], path[-1][1]) if alphas[0] == 0 and alphas[-1] == 1 else None
-        if ends is not None:
-            peak = max(loss for _, loss in path)
-            print("no barrier: no merge is worse than both ends" if peak <= ends + 1e-9 else
-                  f"barrier: a merge's loss {peak:.4f} exceeds both ends (max {ends:.4f})")
-        return 0
+        return run_path(args)
     cfg = config_from_args(args)
 
     def report(step: int, loss: float) -> None:

@@ -7,7 +7,7 @@ overfits or is good enough before any rollout is run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,19 +143,21 @@ def alpha_path_loss(base: str | Path, finetuned: str | Path, data: Sequence[str 
     return out
 
 
-def plot_alpha_path(path: Sequence[tuple[float, float]], out: str | Path, title: str = "") -> Path:
-    """Draw loss vs alpha (from `alpha_path_loss`) into a PNG file; returns its path."""
+def plot_alpha_path(curves: Mapping[str, Sequence[tuple[float, float]]], out: str | Path) -> Path:
+    """Draw loss vs alpha for each labelled path (from `alpha_path_loss`) into a PNG file; returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([a for a, _ in path], [loss for _, loss in path], "o-")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, path in curves.items():
+        ax.plot([a for a, _ in path], [loss for _, loss in path], "o-", label=label)
     ax.set_xlabel("alpha (0 = base, 1 = finetuned)")
     ax.set_ylabel("flow-matching loss")
-    ax.set_title(title, fontsize=8)
+    ax.set_yscale("log")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=110)

@@ -177,9 +177,10 @@ def test_cli_error_and_path_report_and_plot(tmp_path, sim_data, capsys):
     assert retain_train(["error", "--init", str(ft), "--data", str(target), "--stride", "3"]) == 0
     assert "rad/s" in capsys.readouterr().out
     png = tmp_path / "path.png"
-    assert retain_train(["path", "--base", str(base), "--finetuned", str(ft), "--data", str(target), "--alphas",
-                         "0,0.5,1", "--samples", "8", "--plot", str(png)]) == 0
+    assert retain_train(["path", "--base", str(base), "--finetuned", str(ft), "--data", str(target), str(pre),
+                         "--alphas", "0,0.5,1", "--samples", "8", "--plot", str(png)]) == 0
     text = capsys.readouterr().out
-    assert text.count("alpha ") == 3 and "barrier" in text
+    assert text.count("path ") == 2 and text.count("  alpha ") == 6  # one path per data directory
+    assert text.count("barrier") == 2
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert retain_train(["error", "--init", str(ft), "--data", str(target), "--stride", "0"]) == 2
