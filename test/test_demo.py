@@ -35,10 +35,10 @@ def test_quick_demo_end_to_end(tmp_path):
     assert summary["steps"] == {str(k): "ok" for k in range(1, 6)}, log
     # every setting ran at both live alphas, and the live alpha change served other weights
     settings = {("push_red_to_purple", "id"), ("push_red_to_purple", "position"), ("pick_red", "id")}
-    for alpha in (0.5, 0.75):
+    for alpha in (0.5, 0.9):
         assert {(e["task"], e["variation"]) for e in summary["episodes"] if e["alpha"] == alpha} == settings, log
     fingerprints = summary["fingerprints"]
-    assert set(fingerprints) == {"0.5", "0.75"} and fingerprints["0.5"] != fingerprints["0.75"], fingerprints
+    assert set(fingerprints) == {"0.5", "0.9"} and fingerprints["0.5"] != fingerprints["0.9"], fingerprints
     assert all(len(f) >= 12 for f in fingerprints.values()) and summary["reload_s"] > 0
     # the bag has both nodes' topics and one marker per episode
     counts = bag_counts(out / "bag")

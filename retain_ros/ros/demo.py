@@ -46,7 +46,7 @@ class Plan:
     """What one run does; `--quick` is the CI form (shorter episodes, fewer replay alphas, sparser replay)."""
 
     settings: list[tuple[str, str]]
-    live_alphas: tuple[float, float] = (0.5, 0.75)
+    live_alphas: tuple[float, float] = (0.5, 0.9)
     replay_alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
     episodes: int = 1
     timeout_s: float | None = None  # simulated seconds per episode; None = the task's own step limit
