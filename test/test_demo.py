@@ -34,7 +34,7 @@ def test_quick_demo_end_to_end(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == {str(k): "ok" for k in range(1, 6)}, log
     # every setting ran at both live alphas, and the live alpha change served other weights
-    settings = {("push_red_to_purple", "id"), ("push_red_to_purple", "position"), ("pick_red", "id")}
+    settings = {("push_red_to_purple", "id"), ("push_red_to_purple", "viewpoint"), ("pick_red", "id")}
     for alpha in (0.5, 0.9):
         assert {(e["task"], e["variation"]) for e in summary["episodes"] if e["alpha"] == alpha} == settings, log
     fingerprints = summary["fingerprints"]
@@ -49,7 +49,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert counts["/retain_demo/episode_start"] == 6
     # the replay scored every alpha against held-out expert demos of the OOD setting, not the node's own commands
     heldout = json.loads((out / "heldout" / "index.json").read_text())["episodes"]
-    assert [(e["task"], e["variation"], e["seed"]) for e in heldout] == [("push_red_to_purple", "position", 3000)]
+    assert [(e["task"], e["variation"], e["seed"]) for e in heldout] == [("push_red_to_purple", "viewpoint", 3000)]
     report = json.loads((out / "replay" / "report.json").read_text())
     assert report["alphas"] == [0.0, 0.5, 1.0] and report["target"] == "action"
     scored = report["aggregate"].values()
@@ -58,7 +58,7 @@ def test_quick_demo_end_to_end(tmp_path):
     for png in ("replay/error_vs_alpha.png", "episode_strip.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     printed = (out / "summary.txt").read_text()
-    assert "push_red_to_purple / position" in printed and "replay alpha" in printed and printed in run.stdout
+    assert "push_red_to_purple / viewpoint" in printed and "replay alpha" in printed and printed in run.stdout
 
 
 def test_demo_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
@@ -96,7 +96,7 @@ def test_clean_up_stops_every_process_even_when_an_earlier_step_raises(tmp_path)
         def close(self):
             raise OSError("disk full while finishing the bag")
 
-    session = LiveSession(tmp_path, Plan.make(True, 1, None, "position"))
+    session = LiveSession(tmp_path, Plan.make(True, 1, None, "viewpoint"))
     session.recorder = BrokenRecorder()
     session.nodes = {f"sleeper{i}": NodeProcess("http.server", ["0", "--bind", "127.0.0.1"], dict(os.environ),
                                                 tmp_path / f"sleeper{i}.log") for i in range(2)}

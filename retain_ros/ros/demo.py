@@ -346,14 +346,14 @@ def summary_text(outcome: Outcome, plan: Plan) -> str:
     """The one-screen summary: success per setting and alpha, reload time, replay error per alpha, steps."""
     alphas = plan.live_alphas
     header = "".join(f"{'alpha ' + str(a):>12}" for a in alphas)
-    lines = ["", "summary", f"  {'setting (live, in the simulator)':<38}{header}"]
+    lines = ["", "summary", f"  {'setting (live, in the simulator)':<42}{header}"]
     for task, variation in plan.settings:
         cells = []
         for a in alphas:
             eps = [e for e in outcome.episodes if (e["task"], e["variation"], e["alpha"]) == (task, variation, a)]
             cells.append(f"{sum(e['success'] for e in eps)}/{len(eps)}" if eps else "-")
         label = f"{task} / {variation} ({'target' if task == TARGET else 'generalist'})"
-        lines.append(f"  {label:<38}" + "".join(f"{c:>12}" for c in cells))
+        lines.append(f"  {label:<42}" + "".join(f"{c:>12}" for c in cells))
     if outcome.reload_s is not None:
         lines.append(f"  live alpha change {alphas[0]} -> {alphas[1]}: re-merge + swap {outcome.reload_s:.3f} s, "
                      f"~/status showed the new fingerprint after {outcome.status_after_s:.2f} s")
@@ -423,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                              "refused)")
     parser.add_argument("--episodes", type=int, default=1, help="episodes per setting and alpha (default 1)")
     parser.add_argument("--quick", action="store_true", help="the reduced CI form: 3 s episodes, 3 replay alphas")
-    parser.add_argument("--variation", default="position", help="the OOD variation of the target task")
+    parser.add_argument("--variation", default="viewpoint",
+                        help="the OOD variation of the target task (default viewpoint: where merges differ most in "
+                             "retain-eval sim)")
     parser.add_argument("--episode-timeout", type=float, help="simulated seconds per episode (default: the task's "
                         "own limit, 7-16 s; quick: 3)")
     args = parser.parse_args(argv)
