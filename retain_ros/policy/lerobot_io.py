@@ -18,7 +18,7 @@ from types import MappingProxyType
 import numpy as np
 
 from retain_ros.errors import ConfigError
-from retain_ros.policy.interface import DROID_DT_S, JOINT_POSITION, JOINT_VELOCITY, Observation
+from retain_ros.policy.interface import ACTION_KINDS, DROID_DT_S, DROID_JOINT_VELOCITY, Observation
 
 IMAGE_PREFIX = "observation.images."
 JOINT_POSITIONS = "joint_positions"
@@ -26,7 +26,6 @@ GRIPPER_POSITION = "gripper_position"
 GRIPPER_OPEN = "gripper_open"
 # state component -> its length (joint count is the FR3's 7; the node checks the joint count itself)
 STATE_COMPONENTS = {JOINT_POSITIONS: 7, GRIPPER_POSITION: 1, GRIPPER_OPEN: 1}
-ACTION_KINDS = (JOINT_VELOCITY, JOINT_POSITION)
 CLOSED_IS_1 = "closed_is_1"
 OPEN_IS_1 = "open_is_1"
 GRIPPER_CONVENTIONS = (CLOSED_IS_1, OPEN_IS_1)
@@ -50,15 +49,16 @@ class LeRobotIO:
         state: components of `observation.state`, in order, from `joint_positions` (7, rad), `gripper_position`
             (1, DROID: 0 open .. 1 closed) and `gripper_open` (1, its complement: 1 open .. 0 closed); LeRobot pads
             the vector to the policy's `max_state_dim` itself.
-        action: what the first 7 policy outputs are: `joint_velocity` (rad/s) or `joint_position` (rad); output 7
-            is the gripper.
+        action: what the first 7 policy outputs are: `droid_joint_velocity` (DROID's normalised velocities, what
+            pi0 / pi0.5 DROID checkpoints output: 0.2 rad x a per 15 Hz step), `joint_velocity` (rad/s) or
+            `joint_position` (rad); output 7 is the gripper.
         gripper: the convention of the policy's gripper output, `closed_is_1` (DROID) or `open_is_1`.
         rate_hz: rate at which the policy's actions were recorded (DROID: 15 Hz); the chunk's `dt_s` is 1 / rate_hz.
     """
 
     images: Mapping[str, str]
     state: tuple[str, ...]
-    action: str = JOINT_VELOCITY
+    action: str = DROID_JOINT_VELOCITY
     gripper: str = CLOSED_IS_1
     rate_hz: float = 1.0 / DROID_DT_S
 
@@ -102,7 +102,7 @@ class LeRobotIO:
             images: `CAMERA=FEATURE` items, e.g. `exterior=observation.images.base_0_rgb`; a bare feature name
                 (`exterior=base_0_rgb`) gets the `observation.images.` prefix.
             state: the state components in order (see the class docstring).
-            action: `joint_velocity` or `joint_position`.
+            action: `droid_joint_velocity`, `joint_velocity` or `joint_position`.
             gripper: `closed_is_1` or `open_is_1`.
             rate_hz: action rate of the policy (Hz).
 
@@ -205,6 +205,8 @@ def check_features(io: LeRobotIO, image_keys: Sequence[str], state_dim: int | No
 
 
 # DROID-style FR3 set-up as openpi/LeRobot pi0 DROID policies read it: exterior camera as the base view, wrist camera
-# as the left wrist view, state = 7 joint positions + gripper position, actions = 7 joint velocities + gripper.
+# as the left wrist view, state = 7 joint positions + gripper position, actions = 7 DROID-normalised joint velocities
+# (droid/robot_ik/robot_ik_solver.py) + gripper.
 DROID_FR3_IO = LeRobotIO(images={"exterior": IMAGE_PREFIX + "base_0_rgb", "wrist": IMAGE_PREFIX + "left_wrist_0_rgb"},
-                         state=(JOINT_POSITIONS, GRIPPER_POSITION), action=JOINT_VELOCITY, gripper=CLOSED_IS_1)
+                         state=(JOINT_POSITIONS, GRIPPER_POSITION), action=DROID_JOINT_VELOCITY,
+                         gripper=CLOSED_IS_1)

@@ -75,8 +75,9 @@ PARAMS: tuple[Param, ...] = (
           "entry feeds which policy image feature (observation.images.*)", read_only=True),
     Param("lerobot_state", list(DROID_FR3_IO.state), "observation.state components in order: joint_positions (7), "
           "gripper_position (1, 0 open .. 1 closed), gripper_open (1)", read_only=True),
-    Param("lerobot_action", DROID_FR3_IO.action, "what the policy's first 7 outputs are: joint_velocity or "
-          "joint_position; output 8 is the gripper", read_only=True),
+    Param("lerobot_action", DROID_FR3_IO.action, "what the policy's first 7 outputs are: droid_joint_velocity "
+          "(DROID-normalised, pi0 / pi0.5 DROID), joint_velocity (rad/s) or joint_position; output 8 is the gripper",
+          read_only=True),
     Param("lerobot_gripper", DROID_FR3_IO.gripper, "the policy's gripper output convention: closed_is_1 (DROID) or "
           "open_is_1", read_only=True),
     Param("lerobot_rate_hz", float(DROID_FR3_IO.rate_hz), "rate of the policy's actions (DROID: 15 Hz)",

@@ -46,7 +46,7 @@ def test_predict_on_node_observations_gives_a_finite_droid_chunk(kind, lerobot_c
         assert chunk.actions.shape == (policy.spec.horizon, 8) and chunk.actions.dtype == np.float32
         assert np.all(np.isfinite(chunk.actions))
         assert np.all(np.abs(chunk.actions[:, :7]) <= 1.0) and set(np.unique(chunk.actions[:, 7])) <= {0.0, 1.0}
-        assert chunk.observation_stamp_ns == obs.stamp_ns and chunk.space.kind == "joint_velocity"
+        assert chunk.observation_stamp_ns == obs.stamp_ns and chunk.space.kind == io_for(kind).action
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -29,7 +29,7 @@ def observation(gripper: float = 0.25) -> Observation:
 
 def test_from_params_builds_the_droid_mapping_and_round_trips():
     io = LeRobotIO.from_params(["exterior=base_0_rgb", "wrist = observation.images.left_wrist_0_rgb"],
-                               ["joint_positions", "gripper_position"], "joint_velocity", "closed_is_1")
+                               ["joint_positions", "gripper_position"], "droid_joint_velocity", "closed_is_1")
     assert io == DROID_FR3_IO and hash(io) == hash(DROID_FR3_IO)
     assert io.camera_names == ("exterior", "wrist") and io.state_dim == 8
     assert LeRobotIO.from_params(**io.to_params()) == io
@@ -42,7 +42,8 @@ def test_from_params_builds_the_droid_mapping_and_round_trips():
     ([], ["joint_positions"], "joint_velocity", "closed_is_1", "lerobot_images is empty"),
     (["exterior=a"], [], "joint_velocity", "closed_is_1", "lerobot_state is empty"),
     (["exterior=a"], ["joint_position"], "joint_velocity", "closed_is_1", "did you mean 'joint_positions'"),
-    (["exterior=a"], ["joint_positions"], "velocity", "closed_is_1", "use one of joint_velocity, joint_position"),
+    (["exterior=a"], ["joint_positions"], "velocity", "closed_is_1",
+     "use one of droid_joint_velocity, joint_velocity, joint_position"),
     (["exterior=a"], ["joint_positions"], "joint_velocity", "closed", "use one of closed_is_1, open_is_1"),
     ("exterior=a", ["joint_positions"], "joint_velocity", "closed_is_1", "string arrays"),
 ])

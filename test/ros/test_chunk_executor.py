@@ -34,6 +34,18 @@ def test_velocities_are_integrated_from_the_observed_state_and_end_at_rest():
     check_plan(p, JointLimits())
 
 
+def test_droid_actions_move_0_2_rad_times_a_per_step_after_scaling_the_vector():
+    """pi0 / pi0.5 DROID checkpoints output normalised a: integrating it as rad/s would move the arm 3x too little."""
+    p = plan(ChunkExecutor(ExecutorConfig(execute_steps=4)), chunk(velocity=0.3), kind="droid_joint_velocity")
+    np.testing.assert_allclose(p.positions[0], HOME + 0.2 * 0.3)
+    np.testing.assert_allclose(p.positions[-1], HOME + 4 * 0.2 * 0.3)
+    big = chunk(velocity=0.0)
+    big[:, 4], big[:, 0] = 2.0, 1.0  # scaled as a whole to (1.0, 0.5): direction kept, 3 rad/s on joint 5
+    p = plan(ChunkExecutor(ExecutorConfig(execute_steps=1)), big, kind="droid_joint_velocity")
+    np.testing.assert_allclose(p.positions[0][[4, 0]], HOME[[4, 0]] + 0.2 * np.array([1.0, 0.5]))
+    assert not p.clamped
+
+
 def test_actions_whose_time_passed_are_dropped():
     p = plan(ChunkExecutor(ExecutorConfig(execute_steps=4)), chunk(), elapsed_ms=150)  # 2.25 steps
     assert p.skipped == 2
