@@ -14,6 +14,8 @@ help:
 	@echo "make test   - create .venv and run the test suite"
 	@echo "make bench  - create .venv-bench (adds mergekit) and run bench/merge_bench.py"
 	@echo "make clean  - remove .venv, .venv-bench, .venv-lerobot and demo output"
+	@echo "make models - regenerate the embedded checkpoints from nothing (about 1 h on 2 cores; data in build/)"
+	@echo "make models-report - held-out demos, offline fit, alpha path, replay and retain-eval sim (about 45 min)"
 	@echo "make lerobot-env  - create .venv-lerobot (Python 3.12, LeRobot 0.6.1) for pi0 / pi0.5 / SmolVLA checkpoints"
 	@echo "make test-lerobot - create .venv-lerobot and run test/lerobot_backend (tiny LeRobot models, offline)"
 
