@@ -188,16 +188,16 @@ def rollout(policy: Policy, env: TabletopEnv, seed: int, execute_steps: int = 8)
         queries += 1
         space = chunk.space
         q = obs["joint_positions"]
+        ticks = 1  # a rejected chunk: the node keeps holding, so does the simulated controller, for one period
         try:
             plan = executor.plan(chunk.actions, chunk.dt_s, space.kind, space.gripper_index, q, q, now_ns, now_ns)
         except ConfigError:
-            rejected += 1  # the node would keep holding; so does the simulated controller
-            plan = None
-        if plan is not None:
+            rejected += 1
+        else:
             env.command_trajectory(plan_to_trajectory(plan, space.joint_names))
             if plan.gripper is not None:
                 env.command_gripper_width(gripper_position_to_width(plan.gripper))
-        ticks = max(1, round(plan.duration_s * 1e9 / period_ns)) if plan is not None else 1
+            ticks = max(1, round(plan.duration_s * 1e9 / period_ns))
         for _ in range(ticks):
             result = env.tick()
             if result.done:

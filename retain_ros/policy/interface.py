@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from retain_ros.droid_action import (  # noqa: F401  (re-exported: the policy-facing names)
-    ACTION_KINDS, DROID_DT_S, DROID_JOINT_VELOCITY, DROID_MAX_JOINT_DELTA_RAD, JOINT_POSITION, JOINT_VELOCITY,
-    VELOCITY_KINDS, arm_velocities_rad_s, droid_scale, rad_s_to_droid)
+    ACTION_KINDS, DROID_DT_S, DROID_JOINT_VELOCITY, JOINT_POSITION, JOINT_VELOCITY, VELOCITY_KINDS,
+    arm_velocities_rad_s)
 from retain_ros.errors import ConfigError
 from retain_ros.policy.registry import POLICIES
 from retain_ros.topics import FR3_ARM_JOINTS

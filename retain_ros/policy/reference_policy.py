@@ -159,6 +159,12 @@ class ReferencePolicy:
                 self._standby, self._model = self._model, standby
 
     # -- inference ------------------------------------------------------------------------------------------------
+    def sampling_noise(self, noise_scale: float | None = None) -> torch.Tensor:
+        """The flow sampler's starting point (1, H, D): the seed's noise times `noise_scale` (None: the config's)."""
+        generator = torch.Generator().manual_seed(self.seed)
+        noise = torch.randn((1, self.config.horizon, self.config.action_dim), generator=generator)
+        return noise * (self.config.noise_scale if noise_scale is None else noise_scale)
+
     def predict(self, obs: Observation) -> ActionChunk:
         """Compute the action chunk for one observation (deterministic for the policy's seed).
 
@@ -167,9 +173,7 @@ class ReferencePolicy:
         """
         validate_observation(obs, self.spec)
         inputs = {k: v.to(self.device) for k, v in self.processor.observation_inputs(obs).items()}
-        generator = torch.Generator().manual_seed(self.seed)
-        noise = torch.randn((1, self.config.horizon, self.config.action_dim), generator=generator)
-        noise = (noise * self.config.noise_scale).to(self.device)
+        noise = self.sampling_noise().to(self.device)
         with self._state:
             model = self._model  # load_merged leaves this module alone until we are done with it
             self._users[id(model)] = self._users.get(id(model), 0) + 1

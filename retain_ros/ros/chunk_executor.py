@@ -20,7 +20,7 @@ import numpy as np
 
 from retain_ros.droid_action import ACTION_KINDS, JOINT_POSITION, VELOCITY_KINDS, arm_velocities_rad_s
 from retain_ros.errors import ConfigError
-from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN  # noqa: F401  (re-exported for the node's defaults)
+from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
 
 
 class UnsafeChunk(ConfigError):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retain_ros.droid_action import rad_s_to_droid
+from retain_ros.droid_action import droid_scale, rad_s_to_droid
 from retain_ros.sim.droid import ACTION_DIM, GRIPPER_INDEX
 from retain_ros.sim.physics import CONTROL_RATE_HZ, CUBE_HALF_SIZE_M, DQ_MAX, HOME_Q, TabletopPhysics
 
@@ -135,8 +135,7 @@ class ScriptedExpert:
             if not reached:
                 log.debug("subgoal %s timed out (pos err %.3f m, rot err %.3f rad)", goal.label, pos_err, rot_err)
             self._index, self._steps, self._target = self._index + 1, 0, None
-        normalised = rad_s_to_droid(velocities, 1.0 / CONTROL_RATE_HZ)
-        action[:GRIPPER_INDEX] = normalised / max(1.0, float(np.max(np.abs(normalised))))
+        action[:GRIPPER_INDEX] = droid_scale(rad_s_to_droid(velocities, 1.0 / CONTROL_RATE_HZ))
         action[GRIPPER_INDEX] = goal.gripper
         return action
 

@@ -33,7 +33,6 @@ class DemoSet:
         instructions: N instruction strings.
         tasks: N task names.
         episodes: number of episodes the samples come from.
-        episode_ids: (N,) index of each sample's episode (0 .. episodes - 1).
         phases: (N,) each sample's position in its episode, step / length in [0, 1).
     """
 
@@ -43,7 +42,6 @@ class DemoSet:
     instructions: list[str]
     tasks: list[str]
     episodes: int
-    episode_ids: np.ndarray
     phases: np.ndarray
 
     def __len__(self) -> int:
@@ -74,7 +72,7 @@ def load_demos(dirs: Sequence[str | Path], config: ReferenceVLAConfig, max_episo
     Raises:
         ConfigError: a directory is not a dataset, lacks a camera, or holds no successful episode.
     """
-    images, states, chunks, instructions, tasks, ids, phases, count = [], [], [], [], [], [], [], 0
+    images, states, chunks, instructions, tasks, phases, count = [], [], [], [], [], [], 0
     h, w = config.image_size
     for directory in dirs:
         index = read_index(Path(directory))
@@ -98,11 +96,10 @@ def load_demos(dirs: Sequence[str | Path], config: ReferenceVLAConfig, max_episo
             chunks.append(action_chunks(np.asarray(episode.actions, np.float32), config.horizon))
             instructions += [episode.instruction] * episode.num_steps
             tasks += [episode.task] * episode.num_steps
-            ids.append(np.full(episode.num_steps, count))
             phases.append(np.arange(episode.num_steps) / episode.num_steps)
             count += 1
     if not count:
         raise ConfigError(f"no successful episodes in {list(map(str, dirs))}; collect demonstrations with "
                           "`retain-sim collect` first")
     return DemoSet(np.concatenate(images), np.concatenate(states), np.concatenate(chunks), instructions, tasks, count,
-                   np.concatenate(ids), np.concatenate(phases))
+                   np.concatenate(phases))

@@ -16,8 +16,10 @@ import torch
 
 from retain_ros.droid_action import arm_velocities_rad_s
 from retain_ros.errors import ConfigError
+from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.reference_policy import ReferencePolicy
 from retain_ros.train.data import DemoSet, load_demos
+from retain_ros.train.loop import BatchSampler
 
 PHASES = ("start", "middle", "end")  # episode thirds
 
@@ -50,19 +52,16 @@ class FitError:
 
 
 def predict_chunks(policy: ReferencePolicy, demos: DemoSet, index: np.ndarray, batch_size: int = 128,
-                   seed: int = 0, noise_scale: float | None = None) -> np.ndarray:
+                   noise_scale: float | None = None) -> np.ndarray:
     """The policy's chunks (len(index), H, D) for the given samples, drawn as `predict` draws them.
 
     `noise_scale` overrides the checkpoint's sampler noise scale (None keeps it).
     """
-    cfg = policy.config
-    scale = cfg.noise_scale if noise_scale is None else noise_scale
+    noise = policy.sampling_noise(noise_scale)
     out = []
     for start in range(0, len(index), batch_size):
         part = index[start:start + batch_size]
         inputs = policy.processor.batch(demos.images[part], demos.states[part], [demos.instructions[i] for i in part])
-        noise = torch.randn((1, cfg.horizon, cfg.action_dim), generator=torch.Generator().manual_seed(seed))
-        noise = noise * scale
         with torch.no_grad():
             actions = policy.model.sample(inputs["images"], inputs["token_ids"], inputs["token_mask"],
                                           inputs["state"], noise.expand(len(part), -1, -1).contiguous())
@@ -126,9 +125,6 @@ def alpha_path_loss(base: str | Path, finetuned: str | Path, data: Sequence[str 
     Raises:
         ConfigError: unreadable or unmergeable checkpoints, unreadable data.
     """
-    from retain_ros.merge.resident import ResidentMerger
-    from retain_ros.train.loop import BatchSampler
-
     policy = ReferencePolicy.from_pretrained(base)
     merger = ResidentMerger.from_checkpoints(base, [finetuned], groups="reference")
     demos = load_demos(data, policy.config, max_episodes)
