@@ -112,14 +112,19 @@ models-report-offline: $(foreach v,id $(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v
 		$(MODELS_HELDOUT)/pre_id/index.json
 	mkdir -p $(MODELS_REPORT)
 	for m in base task_ft co_ft; do \
-		echo "$$m target train: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_DATA)/target_id --max-episodes 10)"; \
-		echo "$$m target held-out id: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_HELDOUT)/target_id)"; \
-		echo "$$m target held-out OOD: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(foreach v,$(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)))"; \
-		echo "$$m generalist held-out id: $$($(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_HELDOUT)/pre_id)"; \
-	done | tee $(MODELS_REPORT)/fit_error.txt
+		printf "$$m target train: "; \
+		$(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_DATA)/target_id --max-episodes 10 || exit 1; \
+		printf "$$m target held-out id: "; \
+		$(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_HELDOUT)/target_id || exit 1; \
+		printf "$$m target held-out OOD: "; \
+		$(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m \
+			--data $(foreach v,$(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)) || exit 1; \
+		printf "$$m generalist held-out id: "; \
+		$(MODELS_TRAIN) error --init $(MODELS_OUT)/$$m --data $(MODELS_HELDOUT)/pre_id || exit 1; \
+	done > $(MODELS_REPORT)/fit_error.txt && cat $(MODELS_REPORT)/fit_error.txt
 	$(MODELS_TRAIN) path --base $(MODELS_OUT)/base --finetuned $(MODELS_OUT)/task_ft $(MODELS_OUT)/co_ft \
 		--data $(MODELS_DATA)/target_id $(MODELS_DATA)/pre_id --alphas $(MODELS_ALPHAS) \
-		--plot $(MODELS_REPORT)/alpha_path.png | tee $(MODELS_REPORT)/alpha_path.txt
+		--plot $(MODELS_REPORT)/alpha_path.png > $(MODELS_REPORT)/alpha_path.txt && cat $(MODELS_REPORT)/alpha_path.txt
 	for m in task_ft co_ft; do $(BIN)/retain-eval bag $(foreach v,$(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v)/bags/*) \
 		--base $(MODELS_OUT)/base --finetuned $(MODELS_OUT)/$$m --alpha $(MODELS_ALPHAS) --target action --every 2 \
 		--out $(MODELS_REPORT)/replay_ood_$$m -q || exit 1; done
