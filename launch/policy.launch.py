@@ -1,9 +1,11 @@
 """Robot PC: the RETAIN policy node on a Franka driven by franka_ros2's fr3_arm_controller.
 
     ros2 launch retain_ros policy.launch.py base_checkpoint:=pi0_base finetuned_checkpoints:="['pi0_cube']" \
-        checkpoint_root:=/data/checkpoints alpha:=0.5 [params_file:=/path/to/my.yaml] [use_sim_time:=false]
+        checkpoint_root:=/data/checkpoints alpha:=0.5 [params_file:=/path/to/my.yaml] [use_sim_time:=false] \
+        [start_paused:=true] [speed_scale:=0.3] [gripper_backend:=franka_gripper]
 
-Starts exactly what test/ros starts by hand: executable `policy_node`, the params file, then these overrides.
+Starts exactly what test/ros starts by hand: executable `policy_node`, the params file, then these overrides. The
+node starts paused: `ros2 service call /retain_policy/resume std_srvs/srv/Trigger` arms it (docs/robot.md).
 """
 
 import os
@@ -27,6 +29,10 @@ def generate_launch_description():
         DeclareLaunchArgument("alpha", default_value="0.5", description="RETAIN merge weight 0..1"),
         DeclareLaunchArgument("device", default_value="cpu", description="torch device"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock"),
+        DeclareLaunchArgument("start_paused", default_value="true", description="wait for ~/resume before commanding"),
+        DeclareLaunchArgument("speed_scale", default_value="0.3", description="fraction of the joint limits' speed"),
+        DeclareLaunchArgument("gripper_backend", default_value="franka_gripper",
+                              description="franka_gripper | topic (simulator) | none"),
     ]
     policy = Node(
         package="retain_ros",
@@ -42,6 +48,9 @@ def generate_launch_description():
                 "alpha": ParameterValue(LaunchConfiguration("alpha"), value_type=float),
                 "device": LaunchConfiguration("device"),
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
+                "start_paused": ParameterValue(LaunchConfiguration("start_paused"), value_type=bool),
+                "speed_scale": ParameterValue(LaunchConfiguration("speed_scale"), value_type=float),
+                "gripper_backend": LaunchConfiguration("gripper_backend"),
             },
         ],
     )

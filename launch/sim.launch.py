@@ -4,9 +4,11 @@
         checkpoint_root:=/path/to/checkpoints alpha:=0.5 task:=pick_red seed:=0
 
 The same executables, params file and parameters that test/ros/test_sim_closed_loop.py starts by hand; the
-policy node comes from policy.launch.py, so the two launches cannot drift apart.
+policy node comes from policy.launch.py, so the two launches cannot drift apart. The simulated arm needs no first-run
+care: the policy node starts armed, at full speed, with the simulator's topic gripper (policy_params.SIM_OVERRIDES).
 """
 
+import json
 import os
 
 from ament_index_python.packages import get_package_share_directory
@@ -16,6 +18,8 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+from retain_ros.ros.policy_params import SIM_OVERRIDES
 
 
 def generate_launch_description():
@@ -46,8 +50,9 @@ def generate_launch_description():
     # the policy node exactly as on the robot: policy.launch.py with these arguments
     policy = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "policy.launch.py")),
-        launch_arguments={name: LaunchConfiguration(name) for name in
-                          ("params_file", "base_checkpoint", "finetuned_checkpoints", "checkpoint_root",
-                           "alpha")}.items(),
+        launch_arguments=({name: LaunchConfiguration(name) for name in
+                           ("params_file", "base_checkpoint", "finetuned_checkpoints", "checkpoint_root", "alpha")}
+                          | {name: value if isinstance(value, str) else json.dumps(value)
+                             for name, value in SIM_OVERRIDES.items()}).items(),
     )
     return LaunchDescription([*args, sim, policy])

@@ -46,6 +46,28 @@ def arm_velocities_rad_s(arm: np.ndarray, kind: str, dt_s: float) -> np.ndarray:
     raise ConfigError(f"action kind '{kind}' is not a velocity; use one of {', '.join(VELOCITY_KINDS)}")
 
 
+def integrate_velocities(q_start: np.ndarray, arm: np.ndarray, kind: str, dt_s: float,
+                         dq_max: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Joint targets of consecutive velocity actions: each clamped to +-dq_max, held for dt_s, summed from q_start.
+
+    The one integration the simulator's DROID interface (one action) and the node's chunk executor (a chunk) share.
+
+    Args:
+        q_start: (J,) joint positions the first action starts from (rad).
+        arm: (H, J) arm part of H velocity actions.
+        kind: DROID_JOINT_VELOCITY or JOINT_VELOCITY.
+        dt_s: time each action lasts (s).
+        dq_max: (J,) velocity limits (rad/s).
+
+    Returns:
+        (H, J) targets (rad) and whether any velocity was clamped.
+    """
+    requested = arm_velocities_rad_s(np.atleast_2d(arm), kind, dt_s)
+    velocities = np.clip(requested, -np.asarray(dq_max), np.asarray(dq_max))
+    clamped = bool((velocities != requested).any())
+    return np.asarray(q_start, dtype=np.float64) + np.cumsum(velocities * dt_s, axis=0), clamped
+
+
 def rad_s_to_droid(velocities: np.ndarray, dt_s: float = DROID_DT_S) -> np.ndarray:
     """Joint velocities in rad/s -> DROID's normalised a (the inverse of `arm_velocities_rad_s` inside [-1, 1])."""
     return np.asarray(velocities, dtype=np.float64) * (dt_s / DROID_MAX_JOINT_DELTA_RAD)

@@ -16,10 +16,10 @@ class Topics:
     exterior_image: str = "/cameras/exterior/image_raw"
     wrist_image: str = "/cameras/wrist/image_raw"
     joint_states: str = "/joint_states"
-    gripper_states: str = "/fr3_gripper/joint_states"
+    gripper_states: str = "/franka_gripper/joint_states"  # franka_ros2's gripper node
     instruction: str = "/instruction"
     arm_command: str = "/fr3_arm_controller/joint_trajectory"
-    gripper_command: str = "/fr3_gripper/width_command"
+    gripper_command: str = "/franka_gripper/width_command"  # the simulator's stand-in for its actions
     droid_action: str = "/action"
 
 

@@ -43,7 +43,7 @@ def test_quick_demo_end_to_end(tmp_path):
     # the bag has both nodes' topics and one marker per episode
     counts = bag_counts(out / "bag")
     for topic in ("/cameras/exterior/image_raw", "/cameras/wrist/image_raw", "/joint_states", "/instruction",
-                  "/fr3_arm_controller/joint_trajectory", "/fr3_gripper/width_command",
+                  "/fr3_arm_controller/joint_trajectory", "/franka_gripper/width_command",
                   "/retain_policy/action_chunk", "/retain_policy/status", "/sim_robot/episode"):
         assert counts.get(topic, 0) > 0, (topic, counts)
     assert counts["/retain_demo/episode_start"] == 6

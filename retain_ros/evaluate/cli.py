@@ -43,6 +43,8 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generalist", help="generalist tasks (comma-separated; default: the whole suite)")
     p.add_argument("--seed", type=int, default=1000, help="first episode seed (away from the training seeds)")
     p.add_argument("--execute-steps", type=int, default=8, help="actions executed per chunk before re-querying")
+    p.add_argument("--execution", choices=("chunk", "stream"), default="chunk",
+                   help="the node's execution mode: one trajectory per chunk, or one re-anchored step per period")
     p.add_argument("--image-size", type=int, default=64, help="rendered camera image side")
     p.add_argument("--workers", type=int, default=1, help="worker processes (one torch thread each)")
     p.add_argument("--max-steps", type=int, help="cap on episode length (default: each task's own limit)")
@@ -58,7 +60,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     alphas = parse_alpha(args.alpha, "--alpha")
     cfg = EvalConfig(base=args.base, task_ft=args.task_ft, co_ft=args.co_ft, target=args.target, out=args.out,
                      episodes=args.episodes, generalist_episodes=args.generalist_episodes, seed=args.seed,
-                     execute_steps=args.execute_steps, image_size=args.image_size,
+                     execute_steps=args.execute_steps, execution=args.execution, image_size=args.image_size,
                      variants=default_variants(alphas, args.language_alpha),
                      ood=tuple(v for v in args.ood.split(",") if v),
                      generalist=tuple(t for t in args.generalist.split(",") if t) if args.generalist else None,

@@ -112,6 +112,8 @@ class EvalConfig:
         generalist_episodes: episodes per generalist task.
         seed: first episode seed (episode i uses seed + i); keep it away from the training seeds.
         execute_steps: actions executed per chunk before re-querying.
+        execution: the node's execution mode: 'chunk' (one trajectory per chunk) or 'stream' (one step per period,
+            re-anchored on the measured state, as DROID does).
         image_size: camera image side rendered by the simulator.
         variants: rows to evaluate (default: `default_variants()`).
         ood: OOD variation families (columns).
@@ -129,6 +131,7 @@ class EvalConfig:
     generalist_episodes: int = 5
     seed: int = 1000
     execute_steps: int = 8
+    execution: str = "chunk"
     image_size: int = 64
     variants: list[Variant] = field(default_factory=default_variants)
     ood: tuple[str, ...] = OOD_VARIATIONS
@@ -165,19 +168,24 @@ def observation_from_sim(obs: dict[str, np.ndarray], instruction: str, stamp_ns:
 
 def plan_to_trajectory(plan: PlannedCommand, joint_names: Sequence[str]) -> JointTrajectory:
     """The JointTrajectory the node would publish for a planned command (header stamp 0: start now)."""
-    points = tuple(TrajectoryPoint(q, float(t), v) for q, t, v in zip(plan.positions, plan.times_s, plan.velocities))
+    velocities = [None] * len(plan.times_s) if plan.velocities is None else plan.velocities
+    points = tuple(TrajectoryPoint(q, float(t), v) for q, t, v in zip(plan.positions, plan.times_s, velocities))
     return JointTrajectory(tuple(joint_names), points)
 
 
-def rollout(policy: Policy, env: TabletopEnv, seed: int, execute_steps: int = 8) -> dict[str, object]:
+def rollout(policy: Policy, env: TabletopEnv, seed: int, execute_steps: int = 8,
+            execution: str = "chunk") -> dict[str, object]:
     """Run one closed-loop episode, executing every chunk through the node's ChunkExecutor.
+
+    Chunk mode: one trajectory per chunk, followed to its end, then the next query. Stream mode: one step per control
+    period, each re-anchored on the measured joint positions, `execute_steps` of them per chunk.
 
     Returns:
         A record: seed, success, steps, final reward, mean inference time (ms), chunks queried, chunks rejected by
         the executor.
     """
     obs = env.reset(seed)
-    executor = ChunkExecutor(ExecutorConfig(execute_steps=execute_steps))
+    executor = ChunkExecutor(ExecutorConfig(execute_steps=execute_steps, mode=execution))
     period_ns = round(env.config.physics.control_dt_s * 1e9)
     infer_s, queries, rejected, result = 0.0, 0, 0, None
     while True:
@@ -186,25 +194,44 @@ def rollout(policy: Policy, env: TabletopEnv, seed: int, execute_steps: int = 8)
         chunk = policy.predict(observation_from_sim(obs, env.instruction, now_ns))
         infer_s += time.perf_counter() - started
         queries += 1
-        space = chunk.space
-        q = obs["joint_positions"]
-        ticks = 1  # a rejected chunk: the node keeps holding, so does the simulated controller, for one period
-        try:
-            plan = executor.plan(chunk.actions, chunk.dt_s, space.kind, space.gripper_index, q, q, now_ns, now_ns)
-        except ConfigError:
-            rejected += 1
-        else:
-            env.command_trajectory(plan_to_trajectory(plan, space.joint_names))
-            if plan.gripper is not None:
-                env.command_gripper_width(gripper_position_to_width(plan.gripper))
-            ticks = max(1, round(plan.duration_s * 1e9 / period_ns))
-        for _ in range(ticks):
-            result = env.tick()
+        steps = [chunk.actions] if execution == "chunk" else list(chunk.actions[:execute_steps])
+        for action in steps:
+            result, refused = _execute(executor, chunk, action, obs["joint_positions"], env, period_ns)
+            rejected += refused
             if result.done:
                 return {"seed": int(seed), "success": bool(result.success), "steps": env.num_steps,
                         "reward": float(result.reward), "infer_ms": 1e3 * infer_s / queries, "queries": queries,
                         "rejected": rejected}
-        obs = result.observation
+            obs = result.observation
+
+
+def _execute(executor: ChunkExecutor, chunk, actions: np.ndarray, q: np.ndarray, env: TabletopEnv,
+             period_ns: int) -> tuple[object, bool]:
+    """Plan a whole chunk (chunk mode: `actions` is (H, D)) or one step (stream mode: (D,)) and tick until it ends.
+
+    Returns the last tick's result and whether the executor refused the plan (the node then keeps holding, and so does
+    the simulated controller, for one period).
+    """
+    now_ns = env.num_steps * period_ns
+    space = chunk.space
+    ticks, refused = 1, False
+    try:
+        if actions.ndim == 2:
+            plan = executor.plan(actions, chunk.dt_s, space.kind, space.gripper_index, q, q, now_ns, now_ns)
+        else:
+            plan = executor.plan_step(actions, chunk.dt_s, space.kind, space.gripper_index, q, now_ns)
+    except ConfigError:
+        refused = True
+    else:
+        env.command_trajectory(plan_to_trajectory(plan, space.joint_names))
+        if plan.gripper is not None:
+            env.command_gripper_width(gripper_position_to_width(plan.gripper))
+        ticks = 1 if actions.ndim == 1 else max(1, round(plan.duration_s * 1e9 / period_ns))
+    for _ in range(ticks):
+        result = env.tick()
+        if result.done:
+            break
+    return result, refused
 
 
 class VariantPolicies:
@@ -245,7 +272,7 @@ def _run_job(job: tuple[EvalConfig, Variant, Cell, list[int]]) -> list[dict[str,
     records = []
     with TabletopEnv(cell.task, cell.variation, cfg.env_config()) as env:
         for seed in seeds:
-            record = rollout(policy, env, seed, cfg.execute_steps)
+            record = rollout(policy, env, seed, cfg.execute_steps, cfg.execution)
             records.append({"variant": variant.name, "column": cell.column, "task": cell.task,
                             "variation": cell.variation, **record})
     return records

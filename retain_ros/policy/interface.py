@@ -160,6 +160,8 @@ class Policy(Protocol):
 
     A backend whose model is too large to hold twice sets `swaps_in_place = True`: the node then keeps one copy and
     calls `load_merged` between two chunks on the control thread, instead of loading a standby copy off-thread.
+    A backend may set `execution_mode` ('chunk' or 'stream'): how the node executes its chunks when its
+    `execution_mode` parameter is 'auto' (absent: 'chunk').
     """
 
     spec: PolicySpec

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from retain_ros.errors import ConfigError
-from retain_ros.policy.interface import (JOINT_POSITION, ActionChunk, ActionSpace, Observation, PolicySpec,
-                                         validate_observation)
+from retain_ros.policy.interface import (DROID_JOINT_VELOCITY, JOINT_POSITION, ActionChunk, ActionSpace, Observation,
+                                         PolicySpec, validate_observation)
 from retain_ros.policy.lerobot_io import DROID_FR3_IO, LeRobotIO, check_features
 from retain_ros.policy.registry import read_config
 
@@ -177,6 +177,9 @@ class LeRobotPolicy:
         kind = io_mapping.action
         space = ActionSpace(kind=kind) if kind != JOINT_POSITION else ActionSpace(
             kind=kind, arm_low=-2 * math.pi, arm_high=2 * math.pi)  # a sanity clip; the executor clamps to limits
+        # DROID-trained checkpoints are executed as DROID and openpi do: one re-anchored step per period (node
+        # parameter execution_mode 'auto'); other kinds as one trajectory per chunk
+        self.execution_mode = "stream" if kind == DROID_JOINT_VELOCITY else "chunk"
         self.spec = PolicySpec(camera_names=io_mapping.camera_names,
                                image_size=_image_size(config, list(config.image_features)),
                                action_space=space, horizon=int(config.chunk_size), dt_s=1.0 / io_mapping.rate_hz)

@@ -1,15 +1,24 @@
 """Action chunk -> safe joint trajectory for a joint_trajectory_controller (plain logic, no ROS).
 
-Per chunk (H actions, `dt_s` apart, computed from the observation taken at `observation_ns`):
-1. reject anything non-finite (the chunk is dropped; the controller keeps holding);
-2. arm part -> absolute joint targets: joint velocities (DROID's normalised a, converted as DROID does, or rad/s) are
-   clamped to the velocity limits and integrated from the joint positions the policy saw (action k reaches its target
-   at (k + 1) dt after the observation), or absolute positions are taken as they are;
-3. drop the actions whose target time passed while the model ran (latency compensation);
-4. keep `execute_steps` actions, optionally blended with the remainder of the previous chunk;
-5. clamp to the position limits, stretch any segment (also the first one, from the measured state) that would exceed a
-   velocity limit, add finite-difference velocities with a zero final velocity (Jazzy rejects others);
-6. check the result once more: strictly increasing times, finite, within limits, final velocity zero.
+Two execution modes (`ExecutorConfig.mode`):
+- 'chunk': one trajectory per chunk (`plan`):
+  1. reject anything non-finite (the chunk is dropped; the controller keeps holding);
+  2. arm part -> absolute joint targets: joint velocities (DROID's normalised a, converted as DROID does, or rad/s)
+     are clamped to the velocity limits and integrated from the joint positions the policy saw (action k reaches its
+     target at (k + 1) dt after the observation), or absolute positions are taken as they are;
+  3. drop the actions whose target time passed while the model ran (latency compensation);
+  4. keep `execute_steps` actions, optionally blended with the remainder of the previous chunk;
+  5. clamp to the position limits; give the first point at least `min_lead_time_s`; stretch any segment (also the first
+     one, from the measured state) whose speed would exceed the scaled velocity limit or whose change of speed from the
+     segment before (from the commanded velocity for the first) would exceed the scaled acceleration limit; add
+     finite-difference velocities with a zero final velocity (Jazzy rejects others);
+  6. check the result once more: strictly increasing times, finite, within limits, final velocity zero.
+- 'stream': one single-point trajectory per control period (`plan_step`), as DROID and openpi's DROID client execute:
+  the action's step is re-anchored on the LATEST measured joint positions (target = q_now + v dt, v clamped to the
+  scaled velocity limit and to the scaled acceleration limit from the previous step's velocity), positions only, so the
+  controller moves at constant speed to it.
+`speed_scale` scales the velocity and acceleration limits (low for first runs on a robot); paths are kept, only time
+stretches (chunk mode) or steps shrink (stream mode).
 """
 
 from __future__ import annotations
@@ -18,9 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retain_ros.droid_action import ACTION_KINDS, JOINT_POSITION, VELOCITY_KINDS, arm_velocities_rad_s
+from retain_ros.droid_action import (ACTION_KINDS, JOINT_POSITION, VELOCITY_KINDS, arm_velocities_rad_s,
+                                     integrate_velocities)
 from retain_ros.errors import ConfigError
-from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
+from retain_ros.fr3 import FR3_DDQ_MAX, FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
+
+EXECUTION_MODES = ("chunk", "stream")
 
 
 class UnsafeChunk(ConfigError):
@@ -29,27 +41,35 @@ class UnsafeChunk(ConfigError):
 
 @dataclass(frozen=True)
 class JointLimits:
-    """Position and velocity limits in the executor's joint order.
+    """Position, velocity and acceleration limits in the executor's joint order.
 
     Attributes:
         q_min: lower position limits (rad).
         q_max: upper position limits (rad).
         dq_max: velocity limits (rad/s, > 0).
+        ddq_max: acceleration limits (rad/s^2, > 0).
     """
 
     q_min: tuple[float, ...] = FR3_Q_MIN
     q_max: tuple[float, ...] = FR3_Q_MAX
     dq_max: tuple[float, ...] = FR3_DQ_MAX
+    ddq_max: tuple[float, ...] = FR3_DDQ_MAX
 
     def __post_init__(self) -> None:
         n = len(self.q_min)
-        if not (len(self.q_max) == len(self.dq_max) == n):
+        if not (len(self.q_max) == len(self.dq_max) == len(self.ddq_max) == n):
             raise ConfigError(f"joint limits have different lengths: position_min {len(self.q_min)}, position_max "
-                              f"{len(self.q_max)}, velocity_max {len(self.dq_max)}; give one value per joint")
-        values = np.array([self.q_min, self.q_max, self.dq_max], dtype=float)
-        if not np.all(np.isfinite(values)) or np.any(values[0] >= values[1]) or np.any(values[2] <= 0):
-            raise ConfigError(f"joint limits must be finite with position_min < position_max and velocity_max > 0, "
-                              f"got {values.tolist()}")
+                              f"{len(self.q_max)}, velocity_max {len(self.dq_max)}, acceleration_max "
+                              f"{len(self.ddq_max)}; give one value per joint")
+        values = np.array([self.q_min, self.q_max, self.dq_max, self.ddq_max], dtype=float)
+        if not np.all(np.isfinite(values)) or np.any(values[0] >= values[1]) or np.any(values[2:] <= 0):
+            raise ConfigError(f"joint limits must be finite with position_min < position_max and velocity_max, "
+                              f"acceleration_max > 0, got {values.tolist()}")
+
+    def scaled(self, speed_scale: float) -> JointLimits:
+        """The same position limits with velocities and accelerations times `speed_scale`."""
+        return JointLimits(self.q_min, self.q_max, tuple(v * speed_scale for v in self.dq_max),
+                           tuple(a * speed_scale for a in self.ddq_max))
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,10 @@ class ExecutorConfig:
         max_start_jump_rad: a first target farther than this from the measured state rejects the chunk.
         position_margin_rad: targets are kept this far inside the position limits.
         stop_decel_rad_s2: deceleration of the stop command sent when commanding stops mid-chunk (Franka: 10 max).
+        speed_scale: factor (0, 1] on the velocity and acceleration limits.
+        min_lead_time_s: the first point is reached no sooner than this after the command is sent, so a small
+            mismatch between the measured state and the first target is not crossed at full speed.
+        mode: 'chunk' (one trajectory per chunk) or 'stream' (one re-anchored step per control period).
     """
 
     limits: JointLimits = JointLimits()
@@ -71,6 +95,9 @@ class ExecutorConfig:
     max_start_jump_rad: float = 0.5
     position_margin_rad: float = 0.01
     stop_decel_rad_s2: float = 5.0
+    speed_scale: float = 1.0
+    min_lead_time_s: float = 0.05
+    mode: str = "chunk"
 
     def __post_init__(self) -> None:
         if self.execute_steps < 1:
@@ -86,6 +113,13 @@ class ExecutorConfig:
         if not 0.0 <= self.position_margin_rad < span / 2:
             raise ConfigError(f"position_margin_rad={self.position_margin_rad} must be >= 0 and leave room inside "
                               f"the narrowest joint range ({span:.3f} rad); default 0.01")
+        if not 0.0 < self.speed_scale <= 1.0:
+            raise ConfigError(f"speed_scale={self.speed_scale} must be in (0, 1] (a fraction of the joint velocity and "
+                              "acceleration limits; start low, e.g. 0.2, on a robot)")
+        if not 0.0 <= self.min_lead_time_s <= 1.0:
+            raise ConfigError(f"min_lead_time_s={self.min_lead_time_s} must be in [0, 1] s (default 0.05)")
+        if self.mode not in EXECUTION_MODES:
+            raise ConfigError(f"execution mode '{self.mode}' is unknown; use one of {', '.join(EXECUTION_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -95,20 +129,38 @@ class PlannedCommand:
     Attributes:
         times_s: (N,) strictly increasing time_from_start (s), first > 0.
         positions: (N, J) joint targets (rad), within limits.
-        velocities: (N, J) joint velocities (rad/s), last row zero.
+        velocities: (N, J) joint velocities (rad/s), last row zero; None = positions only (linear interpolation,
+            the stream mode's single point).
         gripper: gripper position of the first executed action (0 open .. 1 closed), or None.
         skipped: actions dropped because their time had passed.
         clamped: some value was clamped to a limit (or a segment slowed down).
         sent_ns: the clock time the plan was made for.
+        start: (J,) the measured joint positions the controller starts from.
     """
 
     times_s: np.ndarray
     positions: np.ndarray
-    velocities: np.ndarray
+    velocities: np.ndarray | None
     gripper: float | None
     skipped: int
     clamped: bool
     sent_ns: int
+    start: np.ndarray
+
+    def state_at(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, velocities) the command asks for `t_s` after it was sent (piecewise linear between points)."""
+        times = np.concatenate([[0.0], self.times_s])
+        points = np.vstack([self.start, self.positions])
+        t = float(np.clip(t_s, 0.0, times[-1]))
+        k = min(int(np.searchsorted(times, t, side="right")) - 1, len(times) - 2)
+        h = times[k + 1] - times[k]
+        q = points[k] + (points[k + 1] - points[k]) * (t - times[k]) / h
+        if t >= times[-1]:
+            return q, np.zeros_like(q)
+        if self.velocities is None:
+            return q, (points[k + 1] - points[k]) / h
+        v_start = (points[1] - points[0]) / times[1] if k == 0 else self.velocities[k - 1]
+        return q, v_start + (self.velocities[k] - v_start) * (t - times[k]) / h
 
     @property
     def duration_s(self) -> float:
@@ -117,18 +169,29 @@ class PlannedCommand:
 
 
 class ChunkExecutor:
-    """Turns action chunks into `PlannedCommand`s; remembers the last plan for blending.
+    """Turns action chunks into `PlannedCommand`s; remembers the last plan for blending and stopping.
 
     Args:
         config: execution settings.
     """
 
     def __init__(self, config: ExecutorConfig) -> None:
+        self._previous: PlannedCommand | None = None
         self.config = config
+
+    @property
+    def config(self) -> ExecutorConfig:
+        """The execution settings; assigning new ones takes effect with the next chunk."""
+        return self._config
+
+    @config.setter
+    def config(self, config: ExecutorConfig) -> None:
+        self._config = config
+        self.limits = config.limits.scaled(config.speed_scale)
         self._q_min = np.asarray(config.limits.q_min, float) + config.position_margin_rad
         self._q_max = np.asarray(config.limits.q_max, float) - config.position_margin_rad
-        self._dq_max = np.asarray(config.limits.dq_max, float)
-        self._previous: PlannedCommand | None = None
+        self._dq_max = np.asarray(self.limits.dq_max, float)
+        self._ddq_max = np.asarray(self.limits.ddq_max, float)
 
     @property
     def num_joints(self) -> int:
@@ -138,10 +201,10 @@ class ChunkExecutor:
     def stop(self, now_ns: int, min_time_s: float = 0.1) -> PlannedCommand | None:
         """A command that brings the arm to rest from where the last plan has it now; None when it is at rest.
 
-        Sent when commanding stops (stale stream, pause, rejected chunk) so the arm does not finish a chunk computed
-        from inputs that are no longer trusted. The stop point is the commanded position plus the distance covered
-        while decelerating at `stop_decel_rad_s2` (no reversal, no acceleration spike), inside the position limits.
-        Forgets the last plan.
+        Sent when commanding stops (stale stream, pause, rejected chunk, deactivate, shutdown) so the arm does not
+        finish a chunk computed from inputs that are no longer trusted. The stop point is the commanded position plus
+        the distance covered while decelerating at `stop_decel_rad_s2` (no reversal, no acceleration spike), inside the
+        position limits. Forgets the last plan.
         """
         prev, self._previous = self._previous, None
         if prev is None:
@@ -149,23 +212,22 @@ class ChunkExecutor:
         t = (int(now_ns) - prev.sent_ns) * 1e-9
         if t >= prev.duration_s:
             return None  # the last trajectory has ended: the controller already holds its final point
-        q = np.array([np.interp(t, prev.times_s, prev.positions[:, j]) for j in range(self.num_joints)])
-        v = np.array([np.interp(t, prev.times_s, prev.velocities[:, j]) for j in range(self.num_joints)])
+        q, v = prev.state_at(t)
         duration = max(min_time_s, float(np.max(np.abs(v))) / self.config.stop_decel_rad_s2)
         target = np.clip(q + v * duration / 2.0, self._q_min, self._q_max)
         plan = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0, False,
-                              int(now_ns))
+                              int(now_ns), q)
         check_plan(plan, self.config.limits)
         return plan
 
     def plan(self, actions: np.ndarray, dt_s: float, kind: str, gripper_index: int | None,
              q_observed: np.ndarray, q_now: np.ndarray, observation_ns: int, now_ns: int) -> PlannedCommand:
-        """Plan the command for one chunk.
+        """Plan the command for one chunk (chunk mode).
 
         Args:
             actions: (H, D) chunk in the policy's action space.
             dt_s: time between actions (s).
-            kind: 'joint_velocity' (rad/s, integrated) or 'joint_position' (rad, absolute).
+            kind: an action kind of `retain_ros.droid_action` (velocities are integrated, positions taken as given).
             gripper_index: column of the gripper position, or None.
             q_observed: (J,) joint positions in the observation the chunk was computed from.
             q_now: (J,) latest measured joint positions (where the controller will anchor).
@@ -180,8 +242,7 @@ class ChunkExecutor:
         """
         arm = self._arm_part(actions, gripper_index)
         q_observed, q_now = self._check_state(q_observed, "q_observed"), self._check_state(q_now, "q_now")
-        if not (np.isfinite(dt_s) and dt_s > 0):
-            raise UnsafeChunk(f"chunk dt_s={dt_s} must be a positive number")
+        self._check_dt(dt_s)
         targets, clamped = self._targets(arm, dt_s, kind, q_observed)
         elapsed_s = max(0.0, (now_ns - observation_ns) * 1e-9)
         skipped = int(np.floor(elapsed_s / dt_s + 1e-9))
@@ -192,20 +253,57 @@ class ChunkExecutor:
         positions = targets[keep]
         times = (np.arange(keep.start, keep.stop) + 1) * dt_s - elapsed_s
         positions = self._blend(positions, times, now_ns)
-        lo, hi = self._q_min, self._q_max
-        clamped |= bool(((positions < lo) | (positions > hi)).any())
-        positions = np.clip(positions, lo, hi)
-        jump = float(np.max(np.abs(positions[0] - q_now)))
-        if jump > self.config.max_start_jump_rad:
-            raise UnsafeChunk(f"the first target is {jump:.3f} rad from the measured state (limit "
-                              f"max_start_jump_rad={self.config.max_start_jump_rad}); chunk rejected")
-        times, slowed = self._respect_velocity(positions, times, q_now)
+        clamped |= bool(((positions < self._q_min) | (positions > self._q_max)).any())
+        positions = np.clip(positions, self._q_min, self._q_max)
+        self._check_jump(positions[0], q_now)
+        times = times + max(0.0, self.config.min_lead_time_s - times[0])
+        times, slowed = self._respect_limits(positions, times, q_now, self._commanded_velocity(now_ns))
         velocities = self._velocities(positions, times, q_now)
         gripper = None
         if gripper_index is not None:
             gripper = float(np.clip(actions[keep.start, gripper_index], 0.0, 1.0))
-        plan = PlannedCommand(times, positions, velocities, gripper, skipped, clamped or slowed, int(now_ns))
-        check_plan(plan, self.config.limits)
+        plan = PlannedCommand(times, positions, velocities, gripper, skipped, clamped or slowed, int(now_ns), q_now)
+        check_plan(plan, self.limits)
+        self._previous = plan
+        return plan
+
+    def plan_step(self, action: np.ndarray, dt_s: float, kind: str, gripper_index: int | None,
+                  q_now: np.ndarray, now_ns: int) -> PlannedCommand:
+        """Plan one streamed step (stream mode): the action re-anchored on the latest measured joint positions.
+
+        Velocity kinds: target = q_now + v dt_s with v in rad/s (DROID: 0.2 rad x the scaled a per step), clamped to
+        the velocity limit and to the acceleration limit from the velocity the previous step commanded; positions:
+        the action itself, reached no faster than the velocity limit. The single point is reached after
+        max(dt_s, min_lead_time_s), positions only.
+
+        Raises:
+            UnsafeChunk: non-finite or mis-shaped input, or a target farther than max_start_jump_rad.
+        """
+        arm = self._arm_part(np.asarray(action, dtype=np.float64).reshape(1, -1), gripper_index)[0]
+        q_now = self._check_state(q_now, "q_now")
+        self._check_dt(dt_s)
+        lead = max(dt_s, self.config.min_lead_time_s)
+        if kind in VELOCITY_KINDS:
+            requested = arm_velocities_rad_s(arm, kind, dt_s)
+            previous = self._previous_step_velocity(now_ns, lead)
+            reach = self._ddq_max * lead
+            velocity = np.clip(np.clip(requested, -self._dq_max, self._dq_max), previous - reach, previous + reach)
+            clamped = bool((velocity != requested).any())
+            target = q_now + velocity * lead
+        elif kind == JOINT_POSITION:
+            target, clamped = arm, False
+        else:
+            raise UnsafeChunk(f"action kind '{kind}' is unknown; use one of {', '.join(ACTION_KINDS)}")
+        clamped |= bool(((target < self._q_min) | (target > self._q_max)).any())
+        target = np.clip(target, self._q_min, self._q_max)
+        self._check_jump(target, q_now)
+        needed = float(np.max(np.abs(target - q_now) / self._dq_max))
+        too_far = needed > lead * (1.0 + 1e-9)  # positions too far for one period: slowed down
+        duration = needed * 1.001 if too_far else lead
+        clamped |= too_far
+        gripper = None if gripper_index is None else float(np.clip(action[gripper_index], 0.0, 1.0))
+        plan = PlannedCommand(np.array([duration]), target[None, :], None, gripper, 0, clamped, int(now_ns), q_now)
+        check_plan(plan, self.limits)
         self._previous = plan
         return plan
 
@@ -230,12 +328,37 @@ class ChunkExecutor:
             raise UnsafeChunk(f"{what} must be {self.num_joints} finite joint positions, got {q.tolist()}")
         return q
 
+    @staticmethod
+    def _check_dt(dt_s: float) -> None:
+        if not (np.isfinite(dt_s) and dt_s > 0):
+            raise UnsafeChunk(f"chunk dt_s={dt_s} must be a positive number")
+
+    def _check_jump(self, first: np.ndarray, q_now: np.ndarray) -> None:
+        jump = float(np.max(np.abs(first - q_now)))
+        if jump > self.config.max_start_jump_rad:
+            raise UnsafeChunk(f"the first target is {jump:.3f} rad from the measured state (limit "
+                              f"max_start_jump_rad={self.config.max_start_jump_rad}); chunk rejected")
+
+    def _commanded_velocity(self, now_ns: int) -> np.ndarray:
+        """The velocity the running command asks for now (zero when none runs): where the next one starts from."""
+        prev = self._previous
+        if prev is None:
+            return np.zeros(self.num_joints)
+        return prev.state_at((int(now_ns) - prev.sent_ns) * 1e-9)[1]
+
+    def _previous_step_velocity(self, now_ns: int, lead_s: float) -> np.ndarray:
+        """The speed the stream was commanding: the last step's while the next follows within a period of its end.
+
+        A step ends as the next tick comes, with the arm still moving; later, the running command's speed, or zero.
+        """
+        prev = self._previous
+        if prev is not None and prev.velocities is None and (now_ns - prev.sent_ns) * 1e-9 <= prev.duration_s + lead_s:
+            return (prev.positions[0] - prev.start) / prev.times_s[0]
+        return self._commanded_velocity(now_ns)
+
     def _targets(self, arm: np.ndarray, dt_s: float, kind: str, q_observed: np.ndarray) -> tuple[np.ndarray, bool]:
-        if kind in VELOCITY_KINDS:
-            requested = arm_velocities_rad_s(arm, kind, dt_s)
-            velocities = np.clip(requested, -self._dq_max, self._dq_max)
-            clamped = bool((velocities != requested).any())
-            return q_observed + np.cumsum(velocities * dt_s, axis=0), clamped
+        if kind in VELOCITY_KINDS:  # the path at full speed; speed_scale stretches time, not the path
+            return integrate_velocities(q_observed, arm, kind, dt_s, self.config.limits.dq_max)
         if kind == JOINT_POSITION:
             return arm.copy(), False
         raise UnsafeChunk(f"action kind '{kind}' is unknown; use one of {', '.join(ACTION_KINDS)}")
@@ -255,14 +378,31 @@ class ChunkExecutor:
             out[overlap, j] = w * old + (1.0 - w) * positions[overlap, j]
         return out
 
-    def _respect_velocity(self, positions: np.ndarray, times: np.ndarray,
-                          q_now: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Stretch segments that would need more than the velocity limit (from q_now to the first point too)."""
-        starts = np.vstack([q_now, positions[:-1]])
+    def _respect_limits(self, positions: np.ndarray, times: np.ndarray, q_now: np.ndarray,
+                        v_start: np.ndarray, max_rounds: int = 60) -> tuple[np.ndarray, bool]:
+        """Stretch segments until their speeds and changes of speed are within the velocity and acceleration limits.
+
+        The first segment runs from q_now, and its change of speed is counted from `v_start`. The final point's stop is
+        not counted: it is a hold for when no next command comes, and a stop that is really wanted is commanded by
+        `stop` at `stop_decel_rad_s2`.
+
+        Raises:
+            UnsafeChunk: no stretch found within `max_rounds` (not seen in practice; nothing is commanded).
+        """
+        delta = positions - np.vstack([q_now, positions[:-1]])
         steps = np.diff(np.concatenate([[0.0], times]))
-        needed = np.max(np.abs(positions - starts) / self._dq_max, axis=1)
-        stretched = np.maximum(steps, needed * 1.001)
-        return np.cumsum(stretched), bool((stretched > steps).any())
+        stretched = np.maximum(steps, np.max(np.abs(delta) / self._dq_max, axis=1) * 1.001)
+        for _ in range(max_rounds):
+            speeds = delta / stretched[:, None]
+            change = speeds - np.vstack([v_start, speeds[:-1]])
+            over = stretched.copy()
+            over[1:] = (stretched[1:] + stretched[:-1]) / 2.0  # the time the change of speed is spread over
+            ratio = np.max(np.abs(change) / over[:, None] / self._ddq_max, axis=1)
+            if np.all(ratio <= 1.0 + 1e-9):
+                return np.cumsum(stretched), bool((stretched > steps).any())
+            bad = ratio > 1.0
+            stretched[bad] *= np.minimum(np.sqrt(ratio[bad]), 2.0) * 1.001
+        raise UnsafeChunk("no timing of the chunk keeps its speed changes within acceleration_max; chunk rejected")
 
     def _velocities(self, positions: np.ndarray, times: np.ndarray, q_now: np.ndarray) -> np.ndarray:
         """Central-difference velocities, clipped to the limits; the last point at rest."""
@@ -279,14 +419,19 @@ def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
 
     Raises:
         UnsafeChunk: non-finite values, non-increasing or non-positive times, a position outside the limits, a velocity
-            over the limits, or a nonzero final velocity.
+            or a segment's speed (from the start state too) over the limits, or a nonzero final velocity.
     """
-    arrays = (plan.times_s, plan.positions, plan.velocities)
+    arrays = [plan.times_s, plan.positions, plan.start] + ([] if plan.velocities is None else [plan.velocities])
     if not all(np.isfinite(a).all() for a in arrays):
         raise UnsafeChunk("planned command contains non-finite values")
     if plan.times_s[0] <= 0 or (np.diff(plan.times_s) <= 0).any():
         raise UnsafeChunk(f"time_from_start must be positive and strictly increase, got {plan.times_s.tolist()}")
     if (plan.positions < np.asarray(limits.q_min)).any() or (plan.positions > np.asarray(limits.q_max)).any():
         raise UnsafeChunk("planned positions leave the joint limits")
-    if (np.abs(plan.velocities) > np.asarray(limits.dq_max) + 1e-9).any() or (plan.velocities[-1] != 0.0).any():
+    dq_max = np.asarray(limits.dq_max) * (1.0 + 1e-6)
+    durations = np.diff(np.concatenate([[0.0], plan.times_s]))
+    segments = np.diff(np.vstack([plan.start, plan.positions]), axis=0) / durations[:, None]
+    if (np.abs(segments) > dq_max).any():
+        raise UnsafeChunk("a planned segment is faster than the velocity limits")
+    if plan.velocities is not None and ((np.abs(plan.velocities) > dq_max).any() or (plan.velocities[-1] != 0.0).any()):
         raise UnsafeChunk("planned velocities exceed the limits or do not end at zero")

@@ -4,8 +4,10 @@ Runs on its own thread (never in an executor callback), woken every control peri
 1. between chunks: let a ready re-merged model serve (`ModelManager.take_swap`), so a chunk never mixes models;
 2. paused or any stream not fresh -> publish nothing (the controller holds at the end of its short trajectory);
    commanding resumes by itself once every stream is fresh again;
-3. when the running command is about to end (its duration minus the expected inference time), build the
-   observation, run the policy, plan the command with the chunk executor and hand it to `publish`.
+3. chunk mode: when the running command is about to end (its duration minus the expected inference time), build the
+   observation, run the policy, plan the command with the chunk executor and hand it to `publish`;
+   stream mode: every tick, send the chunk's action for this moment (the step re-anchored on the latest measured
+   joint positions); when the chunk's `execute_steps` actions are used up, infer the next chunk first.
 The observation time is the node-clock time the observation was assembled; it travels with the chunk so that the
 executor drops actions whose time passed during inference.
 """
@@ -16,13 +18,13 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import ActionChunk, Observation
-from retain_ros.ros.chunk_executor import ChunkExecutor, PlannedCommand
+from retain_ros.ros.chunk_executor import ChunkExecutor, PlannedCommand, UnsafeChunk
 from retain_ros.ros.live_merge import ModelManager, ServingModel
 from retain_ros.ros.streams import StreamSet
 from retain_ros.ros.worker_thread import WorkerThread
@@ -41,6 +43,7 @@ class Executed:
         inference_s: wall time of `predict`.
         image_stamp_ns: newest camera header stamp in the observation.
         sequence: chunk counter.
+        new_chunk: the command is the first from this chunk (stream mode sends several per chunk).
     """
 
     chunk: ActionChunk
@@ -49,6 +52,7 @@ class Executed:
     inference_s: float
     image_stamp_ns: int
     sequence: int
+    new_chunk: bool = True
 
 
 @dataclass
@@ -58,12 +62,14 @@ class LoopState:
     Attributes:
         state: 'waiting', 'commanding', 'paused' or 'stopped'.
         reason: why it is not commanding (stream problems, rejected chunk).
-        chunks: chunks published; rejected: chunks refused by the executor; inference_s: last predict time.
+        chunks: chunks published; commands: trajectories sent (more than chunks in stream mode); rejected: chunks
+        refused by the executor; inference_s: last predict time.
     """
 
     state: str = "waiting"
     reason: str = "starting"
     chunks: int = 0
+    commands: int = 0
     rejected: int = 0
     inference_s: float = 0.0
     inference_ema_s: float = 0.0
@@ -86,21 +92,34 @@ class ControlLoop:
         gripper_max_width_m: to turn finger positions into a DROID gripper position.
         on_event: (level, message) for log lines worth a human's attention.
         send_stop: called with the stop command when commanding stops mid-chunk (`ChunkExecutor.stop`).
+        blocked: returns why commands would not be executed now (the controller is inactive), or None.
     """
 
     def __init__(self, streams: StreamSet, cameras: tuple[str, ...], manager: ModelManager, executor: ChunkExecutor,
                  clock_ns: Callable[[], int], publish: Callable[[Executed], None], period_s: float,
                  instruction: Callable[[], str], on_event: Callable[[str, str], None],
-                 send_stop: Callable[[PlannedCommand], None] | None = None) -> None:
+                 send_stop: Callable[[PlannedCommand], None] | None = None,
+                 blocked: Callable[[], str | None] = lambda: None) -> None:
         self.streams, self.cameras, self.manager, self.executor = streams, cameras, manager, executor
         self.clock_ns, self.publish, self.period_s = clock_ns, publish, period_s
-        self.instruction, self.on_event, self.send_stop = instruction, on_event, send_stop
+        self.instruction, self.on_event, self.send_stop, self.blocked = instruction, on_event, send_stop, blocked
         self.state = LoopState()
         self.paused = threading.Event()
+        self.pause_reason = "paused by ~/pause"
         self._worker = WorkerThread("retain_control", self._run)
         self._stop = self._worker.stop_event
         self._next_ns = 0
         self._sequence = 0
+        self._streaming: Executed | None = None  # stream mode: the chunk whose actions are being sent
+
+    def pause(self, reason: str) -> None:
+        """Stop commanding (the running motion is stopped) until `resume`; `reason` shows in the status."""
+        self.pause_reason = reason
+        self.paused.set()
+
+    def resume(self) -> None:
+        """Command again from the next tick (once every stream is fresh)."""
+        self.paused.clear()
 
     def start(self) -> None:
         """Start the thread.
@@ -141,16 +160,51 @@ class ControlLoop:
             self.on_event("info", f"now serving generation {swapped.generation}, alphas {swapped.alphas}, "
                                   f"fingerprint {swapped.fingerprint[:12]}")
         if self.paused.is_set():
-            self._not_commanding("paused", "paused by ~/pause")
+            self._not_commanding("paused", self.pause_reason)
+            return None
+        reason = self.blocked()
+        if reason:
+            self._not_commanding("waiting", reason)
             return None
         now = self.clock_ns()
         samples, problems = self.streams.fresh(now)
         if problems:
             self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())), problems)
             return None
+        if self.executor.config.mode == "stream":
+            return self._stream_step(now, samples)
         if now < self._next_ns:
             return None
         return self._infer_and_publish(now, samples)
+
+    def _stream_step(self, now: int, samples: dict) -> Executed | None:
+        """Stream mode: the action for this moment of the current chunk (a new chunk first when it is used up)."""
+        current = self._streaming
+        index = self._stream_index(current.chunk, now) if current is not None else None
+        if index is None:
+            current = self._infer_and_publish(now, samples)
+            if current is None:
+                return None
+            self._streaming = current
+            return current
+        latest, late = self.streams.fresh(now)
+        if late:
+            self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(late.items())), late)
+            return None
+        chunk, space = current.chunk, current.chunk.space
+        try:
+            plan = self.executor.plan_step(chunk.actions[index], chunk.dt_s, space.kind, space.gripper_index,
+                                           latest[JOINTS].value, now)
+        except ConfigError as exc:
+            return self._reject(exc)
+        done = replace(current, plan=plan, new_chunk=False)
+        self._send(done)
+        return done
+
+    def _stream_index(self, chunk: ActionChunk, now: int) -> int | None:
+        """The action of `chunk` whose period contains `now` (nearest tick), None when its actions are used up."""
+        index = int(round((now - chunk.observation_stamp_ns) * 1e-9 / chunk.dt_s))
+        return index if index < min(len(chunk.actions), self.executor.config.execute_steps) else None
 
     def _infer_and_publish(self, observed_ns: int, samples: dict) -> Executed | None:
         model = self.manager.serving
@@ -174,32 +228,57 @@ class ControlLoop:
         if late:  # a stream went stale while the model ran: its output must not move the arm
             self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(late.items())), late)
             return None
+        if self._stop.is_set():  # stopped while the model ran: nothing more is sent
+            return None
         q_now = latest[JOINTS].value
         space = chunk.space
         try:
-            plan = self.executor.plan(chunk.actions, chunk.dt_s, space.kind, space.gripper_index,
-                                      obs.joint_positions, q_now, observed_ns, now)
+            if self.executor.config.mode == "stream":
+                index = self._stream_index(chunk, now)
+                if index is None:
+                    raise UnsafeChunk(f"the chunk is {(now - observed_ns) * 1e-9:.3f} s old, past the actions it "
+                                      "may execute; inference is too slow for this horizon")
+                plan = self.executor.plan_step(chunk.actions[index], chunk.dt_s, space.kind, space.gripper_index,
+                                               q_now, now)
+            else:
+                plan = self.executor.plan(chunk.actions, chunk.dt_s, space.kind, space.gripper_index,
+                                          obs.joint_positions, q_now, observed_ns, now)
         except ConfigError as exc:
-            self.state.rejected += 1
-            self.state.last_rejection = str(exc)
-            self._not_commanding("waiting", f"chunk rejected: {exc}")
-            self.on_event("warn", f"chunk rejected, controller keeps holding: {exc}")
-            return None
+            return self._reject(exc)
         self._sequence += 1
         done = Executed(chunk, plan, model, inference_s, image_stamp, self._sequence)
-        self.publish(done)
+        self._send(done)
         st = self.state
         st.inference_s = inference_s
         st.inference_ema_s = inference_s if st.chunks == 0 else 0.8 * st.inference_ema_s + 0.2 * inference_s
         st.chunks += 1
-        if st.state != "commanding":
-            self.on_event("info", "all streams fresh: commanding")
-        st.state, st.reason, st.problems = "commanding", "", {}
         # Ask for the next chunk so that it arrives as this command ends (expected inference time ahead of it), at
         # most once per tick: the floor counts from this tick's start, so a slow inference does not skip the next one.
         lead_ns = int((st.inference_ema_s + self.period_s) * 1e9)
         self._next_ns = max(now + int(plan.duration_s * 1e9) - lead_ns, observed_ns + int(self.period_s * 1e9) // 2)
         return done
+
+    def _send(self, done: Executed) -> None:
+        self.publish(done)
+        st = self.state
+        st.commands += 1
+        if st.state != "commanding":
+            self.on_event("info", "all streams fresh: commanding")
+        st.state, st.reason, st.problems = "commanding", "", {}
+
+    def _reject(self, exc: Exception) -> None:
+        self.state.rejected += 1
+        self.state.last_rejection = str(exc)
+        self._not_commanding("waiting", f"chunk rejected: {exc}")
+        self.on_event("warn", f"chunk rejected, controller keeps holding: {exc}")
+        return None
+
+    def halt(self, reason: str) -> PlannedCommand | None:
+        """After the thread has ended (deactivate, shutdown): the stop command for a motion still running, if any."""
+        was = self.state.state
+        self.state.state = "stopped"  # so that _not_commanding does not send it a second time
+        self.state.reason, self._next_ns, self._streaming = reason, 0, None
+        return self.executor.stop(self.clock_ns()) if was == "commanding" else None
 
     def observation(self, samples: dict, observed_ns: int) -> tuple[Observation, int]:
         """Assemble the policy's Observation from the freshest stream samples.
@@ -232,3 +311,4 @@ class ControlLoop:
                 self.send_stop(stop)
         st.state, st.reason, st.problems = state, reason, dict(problems or {})
         self._next_ns = 0
+        self._streaming = None

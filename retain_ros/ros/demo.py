@@ -136,8 +136,9 @@ class LiveSession:
 
     def _policy_args(self) -> list[str]:
         from retain_ros.evaluate.observations import DEFAULT_PARAMS
+        from retain_ros.ros.policy_params import SIM_OVERRIDES
 
-        params = {"checkpoint_root": MODELS, "base_checkpoint": MODELS / "base",
+        params = {**SIM_OVERRIDES, "checkpoint_root": MODELS, "base_checkpoint": MODELS / "base",
                   "finetuned_checkpoints": f"['{MODELS / 'task_ft'}']", "alpha": self.plan.live_alphas[0],
                   "image_max_age_s": 1.0, "joint_states_max_age_s": 1.0, "gripper_max_age_s": 1.0}
         args = ["--ros-args", "--params-file", str(DEFAULT_PARAMS)]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import signal
 import traceback
 
 from rcl_interfaces.msg import ParameterDescriptor
@@ -133,8 +134,13 @@ def spin_managed(node_factory, args: list[str] | None = None) -> int:
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=args)
+    # rclpy's own handlers would shut the context down on Ctrl-C, and a node could then publish nothing more: no stop
+    # trajectory. Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt here instead; the node leaves its lifecycle
+    # (deactivate first) while the context still works, then the context is shut down.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     node = None
     code = 0
     try:
@@ -142,7 +148,8 @@ def spin_managed(node_factory, args: list[str] | None = None) -> int:
         node.autostart()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)  # back in Python often enough to see a signal
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:  # noqa: BLE001
@@ -153,4 +160,9 @@ def spin_managed(node_factory, args: list[str] | None = None) -> int:
             node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
+        signal.signal(signal.SIGTERM, previous_sigterm)
     return code
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -1,24 +1,28 @@
 """`policy_node` (node name `retain_policy`): a RETAIN-merged policy driving a Franka through its trajectory controller.
 
 A thin shell: it declares parameters (`policy_params.py`), converts messages (`conversions.py`) into a `StreamSet`,
-and delegates the control thread to `ControlLoop`, chunk execution to `ChunkExecutor` and live re-merging to
-`ModelManager`. Threads: the executor thread runs subscriptions, services, parameter callbacks and the status timer;
-the control thread runs inference and publishes commands; the merge worker builds new models.
+and delegates the control thread to `ControlLoop`, chunk execution to `ChunkExecutor`, live re-merging to
+`ModelManager`, gripper goals to `GripperCommander` and the controller check to `controller_state`. Threads: the
+executor thread runs subscriptions, services, parameter callbacks, action and service responses and the timers; the
+control thread runs inference and publishes commands; the merge worker builds new models.
 
-Outputs: JointTrajectory on `command_topic`, gripper width (std_msgs/Float64) on `gripper_command_topic`,
-`~/action_chunk` (retain_ros_msgs/ActionChunk: the raw chunk with its observation stamp, weights fingerprint and
-alphas),
-`~/status` (std_msgs/String, JSON) and `/diagnostics`. Services `~/reload`, `~/pause`, `~/resume` (std_srvs/Trigger).
+Outputs: JointTrajectory on `command_topic`; the gripper as franka_gripper move / grasp goals (`gripper_node`) or a
+width (std_msgs/Float64) on `gripper_command_topic`; `~/action_chunk` (retain_ros_msgs/ActionChunk: the raw chunk with
+its observation stamp, weights fingerprint and alphas), `~/status` (std_msgs/String, JSON) and `/diagnostics`.
+Services `~/reload`, `~/pause`, `~/resume` (std_srvs/Trigger). With `start_paused` (the default) nothing is commanded
+until `~/resume`; deactivate, shutdown and Ctrl-C send the stop trajectory for a motion still running.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 from dataclasses import replace
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.duration import Duration
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from retain_ros_msgs.msg import ActionChunk as ActionChunkMsg
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -33,6 +37,8 @@ from retain_ros.gripper import gripper_position, gripper_width
 from retain_ros.policy.lerobot_io import LeRobotIO
 from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits, PlannedCommand
 from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION, JOINTS, ControlLoop, Executed
+from retain_ros.ros.controller_state import UNKNOWN, ControllerStatus, status_from_list
+from retain_ros.ros.gripper_commands import GripperCommander, GripperGoal, GripperSettings, fill
 from retain_ros.ros.lifecycle import ManagedNode, spin_managed
 from retain_ros.ros.live_merge import MergeRequest, ModelManager, resolve_checkpoint
 from retain_ros.ros.status import diagnostics_message, status_dict
@@ -40,10 +46,14 @@ from retain_ros.ros.streams import StreamSet
 
 NODE_NAME = "retain_policy"
 
-try:  # the franka_gripper action backend exists only where franka_ros2 is installed (not on PyPI)
-    from franka_msgs.action import Move as FrankaMove
+try:  # the franka_gripper backend exists only where franka_ros2 is installed (not on PyPI)
+    from franka_msgs.action import Grasp as FrankaGrasp, Move as FrankaMove
 except ImportError:  # pragma: no cover - depends on the robot PC
-    FrankaMove = None
+    FrankaGrasp = FrankaMove = None
+try:  # controller_manager_msgs comes with ros2_control (a ROS install), not with PyPI
+    from controller_manager_msgs.srv import ListControllers
+except ImportError:  # pragma: no cover - depends on the robot PC
+    ListControllers = None
 
 
 class PolicyNode(ManagedNode):
@@ -56,7 +66,11 @@ class PolicyNode(ManagedNode):
         self.loop: ControlLoop | None = None
         self.streams: StreamSet | None = None
         self._entities: list = []
-        self._gripper_client = None
+        self._gripper_clients: dict = {}
+        self._gripper = GripperCommander()
+        self._gripper_lock = threading.Lock()
+        self._controllers_client = None
+        self.controller = UNKNOWN
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def p(self, name: str):
@@ -65,6 +79,10 @@ class PolicyNode(ManagedNode):
 
     # ------------------------------------------------------------------------------------------- lifecycle
     def _setup(self) -> None:
+        for param in pp.PARAMS:  # values from a params file never pass the on-set callback
+            reason = pp.check_change(param.name, self.p(param.name), self.p("checkpoint_root"))
+            if reason is not None:
+                raise ConfigError(reason)
         names = list(self.p("camera_names"))
         topics = list(self.p("camera_topics"))
         if len(names) != len(topics):
@@ -84,21 +102,33 @@ class PolicyNode(ManagedNode):
         if self.p("gripper_states_topic"):
             max_age[GRIPPER] = self.p("gripper_max_age_s")
         self.streams = StreamSet(max_age)
-        self._executor_config = self._executor_settings()
+        mode = self.p("execution_mode")
+        if mode == "auto":
+            mode = getattr(model.policy, "execution_mode", "chunk")
+        self._executor_config = self._executor_settings(mode)
+        self.get_logger().info(f"execution mode {mode}, speed_scale {self.p('speed_scale')}")
+        self._gripper = GripperCommander(GripperSettings(open_width_m=self.p("gripper_max_width_m"),
+                                                         speed_m_s=self.p("gripper_speed_m_s"),
+                                                         force_n=self.p("gripper_force_n")))
         self._create_interfaces(dict(zip(names, topics)), model.policy.spec.camera_names)
         self.loop = ControlLoop(self.streams, tuple(model.policy.spec.camera_names), self.manager,
                                 ChunkExecutor(self._executor_config), self._now_ns, self._publish,
                                 1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event,
-                                send_stop=self._send_command)
+                                send_stop=self._send_command, blocked=self._controller_blocks)
+        if self.p("start_paused"):
+            self.loop.pause("started paused (start_paused): call ~/resume to command the robot")
+            resume = f"ros2 service call {self.get_fully_qualified_name()}/resume std_srvs/srv/Trigger"
+            self.get_logger().warning(f"started paused (start_paused is true): nothing is commanded until `{resume}`")
         self.manager.start()
 
-    def _executor_settings(self) -> ExecutorConfig:
+    def _executor_settings(self, mode: str) -> ExecutorConfig:
         limits = JointLimits(tuple(self.p("position_min")), tuple(self.p("position_max")),
-                             tuple(self.p("velocity_max")))
+                             tuple(self.p("velocity_max")), tuple(self.p("acceleration_max")))
         if len(limits.q_min) != len(self.p("joint_names")):
             raise ConfigError(f"joint limits have {len(limits.q_min)} entries for {len(self.p('joint_names'))} "
                               "joint_names; give one per joint")
-        return ExecutorConfig(limits, self.p("execute_steps"), self.p("blend_weight"), self.p("max_start_jump_rad"))
+        return ExecutorConfig(limits, self.p("execute_steps"), self.p("blend_weight"), self.p("max_start_jump_rad"),
+                              speed_scale=self.p("speed_scale"), min_lead_time_s=self.p("min_lead_time_s"), mode=mode)
 
     def _create_interfaces(self, camera_topics: dict[str, str], cameras: tuple[str, ...]) -> None:
         image_type = CompressedImage if self.p("compressed_images") else Image
@@ -122,13 +152,21 @@ class PolicyNode(ManagedNode):
         backend = self.p("gripper_backend")
         if backend == "topic":
             self.gripper_pub = self.create_publisher(Float64, self.p("gripper_command_topic"), 10)
-        elif backend == "franka_action":
+        elif backend == "franka_gripper":
             if FrankaMove is None:
-                raise ConfigError("gripper_backend 'franka_action' needs franka_msgs (franka_ros2), which is not "
-                                  "installed here; use gripper_backend 'topic' or 'none'")
+                raise ConfigError("gripper_backend 'franka_gripper' needs franka_msgs (installed with franka_ros2), "
+                                  "which is not importable here; source the franka_ros2 workspace, or set "
+                                  "gripper_backend to 'topic' (simulator) or 'none'")
             from rclpy.action import ActionClient
 
-            self._gripper_client = ActionClient(self, FrankaMove, self.p("gripper_action"))
+            node = self.p("gripper_node").rstrip("/")
+            self._gripper_clients = {name: (ActionClient(self, kind, f"{node}/{name}"), kind, f"{node}/{name}")
+                                     for name, kind in (("move", FrankaMove), ("grasp", FrankaGrasp))}
+        if self.p("controller_manager") and ListControllers is not None:
+            self._controllers_client = self.create_client(
+                ListControllers, f"{self.p('controller_manager').rstrip('/')}/list_controllers")
+            self._entities.append(self._controllers_client)
+            self._entities.append(self.create_timer(1.0, self._ask_controller_manager))
         self.chunk_pub = self.create_publisher(ActionChunkMsg, "~/action_chunk", 10)
         self.status_pub = self.create_publisher(String, "~/status", latched)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -141,9 +179,16 @@ class PolicyNode(ManagedNode):
         self.loop.start()
 
     def _deactivate(self) -> None:
-        if self.loop is not None and not self.loop.stop():
+        if self.loop is None:
+            return
+        if not self.loop.stop():
             self.get_logger().error("the control thread did not stop within 30 s (a hung inference?); activate will "
                                     "refuse to start a second one until it ends")
+        stop = self.loop.halt("inactive")
+        if stop is not None:  # the arm was moving: bring it to rest instead of finishing a chunk
+            self._send_command(stop)
+            self.command_pub.wait_for_all_acked(Duration(seconds=1))
+            self.get_logger().info(f"sent the stop trajectory ({stop.duration_s:.2f} s to rest)")
 
     def _teardown(self) -> None:
         if self.loop is not None:
@@ -155,12 +200,13 @@ class PolicyNode(ManagedNode):
         for entity in self._entities:
             self._destroy(entity)
         self._entities = []
-        if self._gripper_client is not None:
-            self._gripper_client.destroy()
-            self._gripper_client = None
+        for client, _, _ in self._gripper_clients.values():
+            client.destroy()
+        self._gripper_clients = {}
+        self._controllers_client = None
 
     def _destroy(self, entity) -> None:
-        for kind in ("subscription", "publisher", "service", "timer"):
+        for kind in ("subscription", "publisher", "service", "timer", "client"):
             if type(entity).__name__.lower() == kind:
                 getattr(self, f"destroy_{kind}")(entity)
                 return
@@ -204,12 +250,62 @@ class PolicyNode(ManagedNode):
         plan = done.plan
         self._send_command(plan)
         if plan.gripper is not None:
-            width = gripper_width(plan.gripper, self.p("gripper_max_width_m"))
             if self.gripper_pub is not None:
-                self.gripper_pub.publish(Float64(data=width))
-            elif self._gripper_client is not None and self._gripper_client.server_is_ready():
-                self._gripper_client.send_goal_async(FrankaMove.Goal(width=width, speed=0.1))
-        self.chunk_pub.publish(conv.action_chunk_message(done, self._now_ns()))
+                self.gripper_pub.publish(Float64(data=gripper_width(plan.gripper, self.p("gripper_max_width_m"))))
+            elif self._gripper_clients:
+                with self._gripper_lock:
+                    goal = self._gripper.update(plan.gripper)
+                self._send_gripper_goal(goal)
+        if done.new_chunk:
+            self.chunk_pub.publish(conv.action_chunk_message(done, self._now_ns()))
+
+    def _send_gripper_goal(self, goal: GripperGoal | None) -> None:
+        """One franka_gripper goal at a time: the next one is decided when this one's result (or refusal) is in."""
+        if goal is None:
+            return
+        client, kind, name = self._gripper_clients[goal.action]
+        if not client.server_is_ready():
+            with self._gripper_lock:
+                self._gripper.lost()  # tried again with the next action
+            self.get_logger().warning(f"gripper action {name} is not available; is franka_gripper running "
+                                      "(parameter gripper_node)?", throttle_duration_sec=5.0)
+            return
+        message = fill(kind.Goal(), goal.fields)
+        client.send_goal_async(message).add_done_callback(self._on_gripper_goal_response)
+
+    def _on_gripper_goal_response(self, future) -> None:
+        handle = future.result()
+        if handle is None or not handle.accepted:
+            self._on_gripper_result(None)
+            return
+        handle.get_result_async().add_done_callback(self._on_gripper_result)
+
+    def _on_gripper_result(self, future) -> None:
+        with self._gripper_lock:
+            goal = self._gripper.finished()
+        self._send_gripper_goal(goal)
+
+    def _ask_controller_manager(self) -> None:
+        """Timer: ask controller_manager whether controller_name is active (answered on the executor thread)."""
+        client = self._controllers_client
+        if client is None:
+            return
+        if not client.service_is_ready():
+            self.controller = ControllerStatus(False, False, f"{client.srv_name} is not available: cannot tell "
+                                                             "whether the controller is active")
+            return
+        client.call_async(ListControllers.Request()).add_done_callback(
+            lambda future: self._on_controllers(future.result()))
+
+    def _on_controllers(self, response) -> None:
+        status = status_from_list(response, self.p("controller_name"))
+        if status.detail != self.controller.detail and status.blocks_commands:
+            self.get_logger().warning(status.detail)
+        self.controller = status
+
+    def _controller_blocks(self) -> str | None:
+        """Control thread: why commands would be dropped by the controller, if controller_manager says so."""
+        return self.controller.detail if self.controller.blocks_commands else None
 
     def _send_command(self, plan: PlannedCommand) -> None:
         """Control thread: a chunk's command, or the stop when commanding stops mid-chunk (gripper unchanged)."""
@@ -219,6 +315,10 @@ class PolicyNode(ManagedNode):
         if self.manager is None or self.loop is None:
             return
         status = status_dict(self.manager, self.loop, self.streams, self._now_ns(), self.active)
+        status["controller"] = {"name": self.p("controller_name"), "known": self.controller.known,
+                                "active": self.controller.active, "detail": self.controller.detail}
+        status["execution_mode"] = self.loop.executor.config.mode
+        status["speed_scale"] = self.loop.executor.config.speed_scale
         self.status_pub.publish(String(data=json.dumps(status)))
         self.diag_pub.publish(diagnostics_message(f"{self.get_name()}: policy", status, self.get_clock().now()))
 
@@ -243,13 +343,13 @@ class PolicyNode(ManagedNode):
 
     def _srv_pause(self, request, response):
         if self.loop is not None:
-            self.loop.paused.set()
+            self.loop.pause("paused by ~/pause: call ~/resume to command again")
         response.success, response.message = self.loop is not None, "paused: no commands until ~/resume"
         return response
 
     def _srv_resume(self, request, response):
         if self.loop is not None:
-            self.loop.paused.clear()
+            self.loop.resume()
         response.success, response.message = self.loop is not None, "resumed"
         return response
 
@@ -286,8 +386,8 @@ class PolicyNode(ManagedNode):
         """Execution settings and stream ages take effect with the next chunk (one attribute assignment each)."""
         if self.loop is None:
             return
-        executor_fields = {"execute_steps": "execute_steps", "blend_weight": "blend_weight",
-                           "max_start_jump_rad": "max_start_jump_rad"}
+        executor_fields = {name: name for name in ("execute_steps", "blend_weight", "max_start_jump_rad",
+                                                   "speed_scale", "min_lead_time_s")}
         updates = {executor_fields[k]: v for k, v in changes.items() if k in executor_fields}
         if updates:
             self.loop.executor.config = replace(self.loop.executor.config, **updates)

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from retain_ros.policy.lerobot_io import DROID_FR3_IO
-from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
+from retain_ros.fr3 import FR3_DDQ_MAX, FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics
 
 GROUP_ALPHAS = {"alpha_vision": "vision", "alpha_language": "language", "alpha_action": "action"}
 CHECKPOINT_PARAMS = ("base_checkpoint", "finetuned_checkpoints", "group_preset")
 MERGE_PARAMS = ("alpha", *GROUP_ALPHAS, *CHECKPOINT_PARAMS)
-GRIPPER_BACKENDS = ("topic", "franka_action", "none")
+GRIPPER_BACKENDS = ("franka_gripper", "topic", "none")
+EXECUTION_MODES = ("auto", "chunk", "stream")
 _T = Topics()
 
 
@@ -83,16 +84,28 @@ PARAMS: tuple[Param, ...] = (
     Param("lerobot_rate_hz", float(DROID_FR3_IO.rate_hz), "rate of the policy's actions (DROID: 15 Hz)",
           read_only=True, low=0.1, high=1000.0),
     # --- execution ---
-    Param("control_rate_hz", 15.0, "rate of the control loop (stream checks, model swaps, chunk scheduling), Hz",
-          read_only=True, low=1.0, high=1000.0),
+    Param("start_paused", True, "start without commanding until ~/resume is called (a robot's first run); the "
+          "simulator and the demo start armed", read_only=True),
+    Param("execution_mode", "auto", "chunk (one trajectory per chunk), stream (one step per control period, "
+          "re-anchored on the measured joints, as DROID / openpi) or auto (the backend's choice: stream for "
+          "DROID-trained LeRobot checkpoints, chunk otherwise)", read_only=True),
+    Param("speed_scale", 0.3, "fraction (0, 1] of the velocity and acceleration limits; paths are kept, time "
+          "stretches. Low for first runs, raise once the set-up is trusted", low=0.01, high=1.0),
+    Param("min_lead_time_s", 0.05, "the first point of a command is reached no sooner than this after it is sent, so "
+          "a small mismatch is not crossed at full speed (s)", low=0.0, high=1.0),
+    Param("control_rate_hz", 15.0, "rate of the control loop (stream checks, model swaps, chunk scheduling, streamed "
+          "steps), Hz", read_only=True, low=1.0, high=1000.0),
     Param("execute_steps", 8, "actions executed from each chunk before the next one replaces it", low=1, high=1000),
     Param("blend_weight", 0.0, "weight of the previous chunk's remainder where chunks overlap (0 = no blending)",
           low=0.0, high=0.95),
     Param("max_start_jump_rad", 0.5, "a chunk whose first target is farther than this from the measured state is "
           "rejected (rad)", low=0.001, high=6.0),
-    Param("position_min", list(FR3_Q_MIN), "lower joint position limits (rad), joint_names order", read_only=True),
+    Param("position_min", list(FR3_Q_MIN), "lower joint position limits (rad), joint_names order (FR3: "
+          "franka_description's joint_limits.yaml)", read_only=True),
     Param("position_max", list(FR3_Q_MAX), "upper joint position limits (rad), joint_names order", read_only=True),
     Param("velocity_max", list(FR3_DQ_MAX), "joint velocity limits (rad/s), joint_names order", read_only=True),
+    Param("acceleration_max", list(FR3_DDQ_MAX), "joint acceleration limits (rad/s^2), joint_names order",
+          read_only=True),
     # --- inputs ---
     Param("camera_names", ["exterior", "wrist"], "camera names the policy reads, one per camera_topics entry",
           read_only=True),
@@ -119,11 +132,20 @@ PARAMS: tuple[Param, ...] = (
     # --- outputs ---
     Param("command_topic", _T.arm_command, "trajectory_msgs/JointTrajectory for the joint_trajectory_controller",
           read_only=True),
-    Param("gripper_backend", "topic", "topic (std_msgs/Float64 width on gripper_command_topic), franka_action "
-          "(franka_gripper move action; needs franka_msgs) or none", read_only=True),
+    Param("gripper_backend", "franka_gripper", "franka_gripper (its move / grasp actions, franka_msgs: open = move, "
+          "close = grasp, only on changes), topic (std_msgs/Float64 width on gripper_command_topic: the simulator) or "
+          "none", read_only=True),
+    Param("gripper_node", "/franka_gripper", "the franka_gripper node whose ~/move and ~/grasp actions are used "
+          "(older set-ups: /fr3_gripper or /panda_gripper)", read_only=True),
+    Param("gripper_force_n", 20.0, "grasp force (N) of the franka_gripper backend", read_only=True, low=1.0,
+          high=70.0),
+    Param("gripper_speed_m_s", 0.1, "finger speed (m/s) of the franka_gripper backend", read_only=True, low=0.01,
+          high=0.2),
     Param("gripper_command_topic", _T.gripper_command, "std_msgs/Float64 finger opening (m) for the topic backend",
           read_only=True),
-    Param("gripper_action", "/fr3_gripper/move", "franka_gripper move action for the franka_action backend",
+    Param("controller_manager", "/controller_manager", "controller_manager whose ~/list_controllers tells whether "
+          "controller_name is active ('' = do not ask)", read_only=True),
+    Param("controller_name", "fr3_arm_controller", "the joint_trajectory_controller command_topic belongs to",
           read_only=True),
     Param("status_rate_hz", 1.0, "rate of ~/status and /diagnostics (Hz)", read_only=True, low=0.1, high=100.0),
 )
@@ -165,4 +187,11 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
                 return f"{name}: {exc}"
     elif name == "gripper_backend" and value not in GRIPPER_BACKENDS:
         return f"gripper_backend='{value}' is unknown; use one of {', '.join(GRIPPER_BACKENDS)}"
+    elif name == "execution_mode" and value not in EXECUTION_MODES:
+        return f"execution_mode='{value}' is unknown; use one of {', '.join(EXECUTION_MODES)}"
     return None
+
+
+# What differs for the simulated arm (sim.launch.py, the demo, the tests): it starts armed at full speed, and its
+# gripper takes a width on a topic.
+SIM_OVERRIDES = {"start_paused": False, "speed_scale": 1.0, "gripper_backend": "topic"}

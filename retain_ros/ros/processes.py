@@ -71,8 +71,9 @@ class NodeProcess:
                                      stderr=subprocess.STDOUT, cwd=None if cwd is None else str(cwd))
 
     def output(self) -> str:
-        """Everything the process printed so far."""
-        self._log.flush()
+        """Everything the process printed so far (also after `stop`)."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
@@ -155,11 +156,15 @@ class Observer:
         """Call a std_srvs/Trigger service and return its response."""
         from std_srvs.srv import Trigger
 
-        client = self.node.create_client(Trigger, service)
+        return self.call(Trigger, service, Trigger.Request(), timeout_s)
+
+    def call(self, srv_type, service: str, request, timeout_s: float = 20.0):
+        """Call a service of type `srv_type` with `request` and return its response."""
+        client = self.node.create_client(srv_type, service)
         try:
             if not client.wait_for_service(timeout_sec=timeout_s):
                 raise AssertionError(f"service {service} not available after {timeout_s} s")
-            future = client.call_async(Trigger.Request())
+            future = client.call_async(request)
             wait_until(future.done, timeout_s, f"response of {service}")
             return future.result()
         finally:

@@ -33,6 +33,7 @@ def status_dict(manager: ModelManager, loop: ControlLoop, streams: StreamSet, no
         "last_error": manager.last_error,
         "last_event": manager.last_event,
         "chunks": st.chunks,
+        "commands": st.commands,
         "rejected_chunks": st.rejected,
         "last_rejection": st.last_rejection,
         "inference_s": st.inference_s,

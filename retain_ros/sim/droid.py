@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retain_ros.droid_action import DROID_JOINT_VELOCITY, arm_velocities_rad_s, droid_scale
+from retain_ros.droid_action import DROID_JOINT_VELOCITY, droid_scale, integrate_velocities
 from retain_ros.errors import ConfigError
 from retain_ros.gripper import gripper_width, width_to_position
 from retain_ros.sim.controller import JointTrajectory, TrajectoryPoint
@@ -63,8 +63,8 @@ def action_to_trajectory(action: np.ndarray, q_measured: np.ndarray,
     Returns:
         A JointTrajectory for fr3_joint1..7 that starts now (positions only -> linear interpolation).
     """
-    velocities = np.clip(arm_velocities_rad_s(action[:ARM_DOF], DROID_JOINT_VELOCITY, period_s), -DQ_MAX, DQ_MAX)
-    target = np.clip(np.asarray(q_measured) + velocities * period_s, Q_MIN, Q_MAX)
+    targets, _ = integrate_velocities(q_measured, action[None, :ARM_DOF], DROID_JOINT_VELOCITY, period_s, DQ_MAX)
+    target = np.clip(targets[0], Q_MIN, Q_MAX)
     return JointTrajectory(FR3_ARM_JOINTS, (TrajectoryPoint(target, period_s),))
 
 

@@ -42,7 +42,7 @@ def std_messages(k: int, stamp_ns: int, rgb: dict, q: np.ndarray, fingers: np.nd
         ("/joint_states", "sensor_msgs/msg/JointState", types["sensor_msgs/msg/JointState"](
             header=_header(stamp_ns), name=names, position=np.array([*q[order], 9.0]),
             velocity=np.zeros(8), effort=np.zeros(0))),
-        ("/fr3_gripper/joint_states", "sensor_msgs/msg/JointState", types["sensor_msgs/msg/JointState"](
+        ("/franka_gripper/joint_states", "sensor_msgs/msg/JointState", types["sensor_msgs/msg/JointState"](
             header=_header(stamp_ns), name=list(FINGERS), position=fingers, velocity=np.zeros(2),
             effort=np.zeros(0))),
         ("/action", "std_msgs/msg/Float64MultiArray", types["std_msgs/msg/Float64MultiArray"](
@@ -55,7 +55,7 @@ def std_messages(k: int, stamp_ns: int, rgb: dict, q: np.ndarray, fingers: np.nd
     out.append(("/fr3_arm_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory",
                 types["trajectory_msgs/msg/JointTrajectory"](header=_header(stamp_ns), joint_names=list(joint_names),
                                                              points=[point])))
-    out.append(("/fr3_gripper/width_command", "std_msgs/msg/Float64",
+    out.append(("/franka_gripper/width_command", "std_msgs/msg/Float64",
                 types["std_msgs/msg/Float64"](data=float(0.08 * (1 - action[7])))))
     if k == 0:
         out.insert(0, ("/instruction", "std_msgs/msg/String", types["std_msgs/msg/String"](data="pick up the cube")))

@@ -65,7 +65,7 @@ def test_replay_round_trip_through_a_running_node(eval_checkpoints, tmp_path):
     assert "no subscriber" not in replay.stdout, log
     sent, got = read_all(bag), read_all(tmp_path / "out")
     # messages in = messages out, byte for byte and in order
-    played = [t for t in sent if t not in ("/fr3_arm_controller/joint_trajectory", "/fr3_gripper/width_command")]
+    played = [t for t in sent if t not in ("/fr3_arm_controller/joint_trajectory", "/franka_gripper/width_command")]
     assert "/cameras/exterior/image_raw" in played and "/action" in played
     for topic in played:
         messages = sent[topic]

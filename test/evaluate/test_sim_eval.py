@@ -60,7 +60,8 @@ def test_variants_swap_the_serving_weights(tiny_models):
 
 
 def test_rollout_executes_each_chunk_as_the_node_does(tiny_models):
-    """Issue 15: one trajectory per chunk from the node's ChunkExecutor, `execute_steps` periods long, accepted."""
+    """Issue 15: one trajectory per chunk from the node's ChunkExecutor, at least `execute_steps` periods long (the
+    acceleration limit may stretch it), accepted; stream mode: `execute_steps` one-period steps per chunk."""
     from retain_ros.evaluate.sim_eval import plan_to_trajectory, rollout
     from retain_ros.policy.reference_policy import ReferencePolicy
     from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig
@@ -69,7 +70,9 @@ def test_rollout_executes_each_chunk_as_the_node_does(tiny_models):
     policy = ReferencePolicy.from_pretrained(tiny_models["task_ft"])
     with TabletopEnv("pick_red", "id", EnvConfig(image_size=16, max_steps=12)) as env:
         record = rollout(policy, env, seed=1000, execute_steps=3)
-        assert record["steps"] == 12 and record["queries"] == 4 and record["rejected"] == 0
+        assert record["steps"] == 12 and 1 <= record["queries"] <= 4 and record["rejected"] == 0
+        streamed = rollout(policy, env, seed=1000, execute_steps=3, execution="stream")
+        assert streamed["steps"] == 12 and streamed["queries"] == 4 and streamed["rejected"] == 0
         obs = env.reset(1000)
         chunk = policy.predict(example_observation(policy.spec))
         q = obs["joint_positions"]

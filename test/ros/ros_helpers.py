@@ -34,11 +34,14 @@ def make_checkpoints(root: Path, num_finetuned: int = 1, horizon: int = 6) -> tu
 
 
 def policy_node_args(base: Path, finetuned: list[Path], root: Path, **params: object) -> list[str]:
-    """`--ros-args --params-file config/fr3_droid.yaml -p ...` for the policy node (as the launch file passes)."""
+    """`--ros-args --params-file config/fr3_droid.yaml -p ...` for the policy node (as sim.launch.py passes: the
+    simulator's overrides, armed at full speed with the topic gripper, unless `params` says otherwise)."""
+    from retain_ros.ros.policy_params import SIM_OVERRIDES
+
     args = ["--ros-args", "--params-file", str(CONFIG), "-p", f"checkpoint_root:={root}",
             "-p", f"base_checkpoint:={base}",
             "-p", "finetuned_checkpoints:=[" + ",".join(f"'{f}'" for f in finetuned) + "]"]
-    for name, value in params.items():
+    for name, value in {**SIM_OVERRIDES, **params}.items():
         args += ["-p", f"{name}:={json.dumps(value) if not isinstance(value, str) else value}"]
     return args
 

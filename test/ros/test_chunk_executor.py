@@ -1,4 +1,8 @@
-"""Chunk execution logic: latency compensation, limits, NaN rejection, JTC-valid output (no ROS)."""
+"""Chunk execution logic: latency compensation, limits, NaN rejection, JTC-valid output, streamed steps (no ROS).
+
+Numbers are worked by hand in the comments. Tests about something else than acceleration use FAST (an acceleration
+limit too high to matter), so their timing stays the chunk's own.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, JointLi
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 DT = 1.0 / 15.0
 MS = 1_000_000
+FAST = JointLimits(ddq_max=(1e4,) * 7)
 
 
 def chunk(h=10, velocity=0.3, gripper=1.0):
@@ -41,13 +46,13 @@ def test_droid_actions_move_0_2_rad_times_a_per_step_after_scaling_the_vector():
     np.testing.assert_allclose(p.positions[-1], HOME + 4 * 0.2 * 0.3)
     big = chunk(velocity=0.0)
     big[:, 4], big[:, 0] = 2.0, 1.0  # scaled as a whole to (1.0, 0.5): direction kept, 3 rad/s on joint 5
-    p = plan(ChunkExecutor(ExecutorConfig(execute_steps=1)), big, kind="droid_joint_velocity")
+    p = plan(ChunkExecutor(ExecutorConfig(FAST, execute_steps=1)), big, kind="droid_joint_velocity")
     np.testing.assert_allclose(p.positions[0][[4, 0]], HOME[[4, 0]] + 0.2 * np.array([1.0, 0.5]))
     assert not p.clamped
 
 
 def test_actions_whose_time_passed_are_dropped():
-    p = plan(ChunkExecutor(ExecutorConfig(execute_steps=4)), chunk(), elapsed_ms=150)  # 2.25 steps
+    p = plan(ChunkExecutor(ExecutorConfig(FAST, execute_steps=4)), chunk(), elapsed_ms=150)  # 2.25 steps
     assert p.skipped == 2
     np.testing.assert_allclose(p.positions[0], HOME + 3 * 0.3 * DT)
     assert p.times_s[0] == pytest.approx(3 * DT - 0.15)
@@ -113,7 +118,7 @@ def test_config_errors_name_the_field():
 
 
 def test_stopping_mid_chunk_decelerates_from_the_commanded_state_without_reversing():
-    executor = ChunkExecutor(ExecutorConfig(execute_steps=8, stop_decel_rad_s2=5.0))
+    executor = ChunkExecutor(ExecutorConfig(FAST, execute_steps=8, stop_decel_rad_s2=5.0))
     moving = plan(executor, chunk(velocity=0.9))
     stop = executor.stop(now_ns=int(0.2e9))  # 3 of 8 steps in, moving at 0.9 rad/s
     check_plan(stop, JointLimits())
@@ -139,3 +144,110 @@ def test_a_stop_near_a_limit_stays_inside_it():
     stop = executor.stop(now_ns=int(0.45e9))
     check_plan(stop, JointLimits())
     assert np.all(stop.positions[0] <= np.array(FR3_Q_MAX) - 0.01 + 1e-12)
+
+
+def test_default_position_limits_are_the_urdf_ones_inside_the_mechanical_range():
+    """franka_description's FR3 joint_limits.yaml: joint 1 is 0.157 rad inside the datasheet's 2.9007."""
+    from retain_ros.fr3 import FR3_MECHANICAL_Q_MAX, FR3_MECHANICAL_Q_MIN
+
+    limits = JointLimits()
+    assert limits.q_max == (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159)
+    assert limits.q_min == (-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159)
+    assert np.all(np.array(limits.q_max) <= FR3_MECHANICAL_Q_MAX)
+    assert np.all(np.array(limits.q_min) >= FR3_MECHANICAL_Q_MIN)
+    q = np.array(limits.q_max) - 0.05  # 2.6937 on joint 1: a chunk towards 2.85 (legal for the datasheet) stops short
+    p = plan(ChunkExecutor(ExecutorConfig(FAST, execute_steps=8)), chunk(velocity=1.0), q=q, q_now=q)
+    assert p.clamped and p.positions[-1, 0] == pytest.approx(2.7437 - 0.01)
+
+
+def test_a_start_from_rest_is_stretched_to_the_acceleration_limit():
+    """1.5 rad/s for one step from rest: 0.1 rad; a speed change of 0.1 / h in h needs 0.1 / h^2 <= 10, h >= 0.1 s."""
+    a = chunk(h=1, velocity=1.5)
+    p = plan(ChunkExecutor(ExecutorConfig(execute_steps=1)), a)
+    np.testing.assert_allclose(p.positions[0], HOME + 0.1)  # the path is kept
+    assert p.clamped and 0.1 <= p.times_s[0] <= 0.1 * 1.01
+    steady = plan(ChunkExecutor(ExecutorConfig(execute_steps=1)), chunk(h=1, velocity=0.3))  # 4.5 rad/s^2: as asked
+    assert not steady.clamped and steady.times_s[0] == pytest.approx(DT)
+
+
+def test_speed_changes_inside_a_chunk_respect_the_acceleration_limit():
+    a = chunk(h=6, velocity=0.6)
+    a[3:, :7] = -0.6  # a reversal: 1.2 rad/s of change within one step would be 18 rad/s^2
+    p = plan(ChunkExecutor(ExecutorConfig(execute_steps=6)), a, q_now=HOME)
+    starts = np.vstack([HOME, p.positions[:-1]])
+    steps = np.diff(np.concatenate([[0.0], p.times_s]))
+    speeds = (p.positions - starts) / steps[:, None]
+    over = np.concatenate([[steps[0]], (steps[1:] + steps[:-1]) / 2])
+    changes = np.abs(np.diff(np.vstack([np.zeros(7), speeds]), axis=0)) / over[:, None]
+    assert np.all(changes <= 10.0 * (1 + 1e-6)) and p.clamped
+
+
+def test_speed_scale_stretches_time_and_keeps_the_path():
+    """speed_scale 0.5: joint 1's 2.62 rad/s becomes 1.31; a 2 rad/s step of 2/15 rad then takes 0.1018 s, not 1/15."""
+    a = chunk(h=4, velocity=0.0)
+    a[:, 0] = 2.0
+    full = plan(ChunkExecutor(ExecutorConfig(FAST, execute_steps=4)), a)
+    half = plan(ChunkExecutor(ExecutorConfig(FAST, execute_steps=4, speed_scale=0.5)), a)
+    np.testing.assert_allclose(half.positions, full.positions)
+    np.testing.assert_allclose(full.times_s, (np.arange(4) + 1) * DT)
+    np.testing.assert_allclose(np.diff(np.concatenate([[0.0], half.times_s])), 2 * DT / 1.31 * 1.001)
+    assert np.all(np.abs(half.velocities) <= 1.31 + 1e-9)
+    check_plan(half, JointLimits().scaled(0.5))
+    with pytest.raises(ValueError, match="speed_scale"):
+        ExecutorConfig(speed_scale=0.0)
+    with pytest.raises(ValueError, match="speed_scale"):
+        ExecutorConfig(speed_scale=1.5)
+
+
+def test_the_first_point_is_never_sooner_than_the_lead_time():
+    """60 ms of inference leaves 6.7 ms to the first target: it is moved to 50 ms, the rest keeps its spacing."""
+    p = plan(ChunkExecutor(ExecutorConfig(FAST, execute_steps=3)), chunk(velocity=0.1), elapsed_ms=60)
+    assert p.skipped == 0 and p.times_s[0] == pytest.approx(0.05)
+    np.testing.assert_allclose(np.diff(p.times_s), DT)
+    no_lead = plan(ChunkExecutor(ExecutorConfig(FAST, execute_steps=3, min_lead_time_s=0.0)), chunk(velocity=0.1),
+                   elapsed_ms=60)
+    assert no_lead.times_s[0] == pytest.approx(DT - 0.06)
+
+
+def test_a_streamed_droid_step_moves_0_2_rad_times_a_from_the_measured_state():
+    """Stream mode, DROID kind, limits wide enough: all-ones -> 0.2 rad per step on every joint, from q_now (not from
+    the state the chunk was computed from); a vector whose largest entry is 2 is halved first."""
+    wide = JointLimits(dq_max=(10.0,) * 7, ddq_max=(1e4,) * 7)
+    executor = ChunkExecutor(ExecutorConfig(wide, mode="stream"))
+    q_now = HOME + 0.05
+    step = executor.plan_step(np.ones(8), DT, "droid_joint_velocity", 7, q_now, now_ns=0)
+    np.testing.assert_allclose(step.positions[0], q_now + 0.2)
+    assert step.velocities is None and step.times_s[0] == pytest.approx(DT) and step.gripper == 1.0
+    a = np.zeros(8)
+    a[0], a[1] = 2.0, 1.0  # scaled to (1.0, 0.5)
+    step = executor.plan_step(a, DT, "droid_joint_velocity", 7, q_now, now_ns=int(DT * 1e9))
+    np.testing.assert_allclose(step.positions[0][:2], q_now[:2] + np.array([0.2, 0.1]))
+    np.testing.assert_allclose(step.positions[0][2:], q_now[2:])
+
+
+def test_streamed_steps_respect_the_velocity_and_acceleration_limits():
+    """FR3 joint 1: a = 1 asks 3 rad/s; from rest 10 rad/s^2 allows 10 / 15 = 0.667 rad/s in the first step, then
+    0.667 more per step, capped at 2.62 rad/s (x speed_scale)."""
+    executor = ChunkExecutor(ExecutorConfig(mode="stream"))
+    speeds = []
+    for k in range(6):
+        step = executor.plan_step(np.ones(8), DT, "droid_joint_velocity", 7, HOME, now_ns=int(k * DT * 1e9))
+        speeds.append((step.positions[0, 0] - HOME[0]) / DT)
+        assert step.clamped
+    np.testing.assert_allclose(speeds, [10 / 15, 20 / 15, 30 / 15, 2.62, 2.62, 2.62], rtol=1e-6)
+    slow = ChunkExecutor(ExecutorConfig(mode="stream", speed_scale=0.25))
+    for k in range(6):
+        step = slow.plan_step(np.ones(8), DT, "droid_joint_velocity", 7, HOME, now_ns=int(k * DT * 1e9))
+    assert (step.positions[0, 0] - HOME[0]) / DT == pytest.approx(0.25 * 2.62)
+
+
+def test_a_streamed_position_step_is_slowed_not_jumped_and_a_stop_follows_it():
+    executor = ChunkExecutor(ExecutorConfig(mode="stream", max_start_jump_rad=1.0))
+    a = np.append(HOME + np.array([0.5, 0, 0, 0, 0, 0, 0]), 0.0)
+    step = executor.plan_step(a, DT, "joint_position", 7, HOME, now_ns=0)
+    assert step.times_s[0] == pytest.approx(0.5 / 2.62 * 1.001) and step.clamped  # 0.5 rad at 2.62 rad/s
+    stop = executor.stop(now_ns=int(step.times_s[0] / 2 * 1e9))  # halfway, moving at 2.62 rad/s
+    np.testing.assert_allclose(stop.start[0], HOME[0] + 0.25, atol=1e-9)
+    assert stop.times_s[0] == pytest.approx(2.617 / 5.0, rel=1e-3)
+    with pytest.raises(UnsafeChunk, match="max_start_jump_rad"):
+        executor.plan_step(np.append(HOME + 1.5, 0.0), DT, "joint_position", 7, HOME, now_ns=0)

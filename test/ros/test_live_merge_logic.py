@@ -102,6 +102,32 @@ def test_control_loop_waits_for_fresh_streams_and_publishes_safe_commands(ckpts)
     assert [msg for _, msg in events].count(loop.state.reason + "; nothing is commanded until it is fixed") == 1
 
 
+def test_an_inactive_controller_holds_commanding_back_and_the_running_motion_is_stopped(ckpts):
+    """Issue 12: a joint_trajectory_controller drops trajectories while inactive; the loop says so and stops."""
+    _, base, ft = ckpts
+    manager = ModelManager()
+    manager.load_initial(MergeRequest(base, ft, 0.5))
+    clock = [10**9]
+    streams = StreamSet({"exterior": 0.5, "wrist": 0.5, JOINTS: 0.25})
+    published, stops, blocked = [], [], [None]
+    loop = ControlLoop(streams, ("exterior", "wrist"), manager, ChunkExecutor(ExecutorConfig(execute_steps=3)),
+                       lambda: clock[0], published.append, 1 / 15, lambda: INSTRUCTION, lambda *event: None,
+                       send_stop=stops.append, blocked=lambda: blocked[0])
+    for cam, image in frames().items():
+        streams.put(cam, image, clock[0])
+    streams.put(JOINTS, HOME_Q, clock[0])
+    assert loop.step() is not None and loop.state.state == "commanding"
+    clock[0] += 10**8  # 0.1 s into a 0.2 s trajectory
+    blocked[0] = "controller 'fr3_arm_controller' is inactive"
+    assert loop.step() is None and loop.state.state == "waiting" and "inactive" in loop.state.reason
+    assert len(published) == 1 and len(stops) == 1 and len(stops[0].times_s) == 1
+    blocked[0] = None
+    for cam, image in frames().items():
+        streams.put(cam, image, clock[0])
+    streams.put(JOINTS, HOME_Q, clock[0])
+    assert loop.step() is not None and len(published) == 2
+
+
 def test_a_worker_whose_stop_timed_out_is_never_started_twice():
     """Issue 13: a stop that times out used to drop the handle, so the next activate ran two control threads."""
     from retain_ros.ros.worker_thread import WorkerThread

@@ -28,7 +28,7 @@ ACTIONS = np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32)
 def executed() -> Executed:
     chunk = ActionChunk(ACTIONS, 1 / 15, DROID_ACTION_SPACE, observation_stamp_ns=1_700_000_000_123_456_789)
     plan = PlannedCommand(np.array([0.1, 0.2, 0.3]), np.zeros((3, 7)), np.zeros((3, 7)), 1.0, skipped=2,
-                          clamped=True, sent_ns=0)
+                          clamped=True, sent_ns=0, start=np.zeros(7))
     model = ServingModel(policy=None, fingerprint="ab" * 32, alphas={"vision": (0.25,), "action": (0.5, 0.75)},
                          request=None, generation=3)
     return Executed(chunk, plan, model, inference_s=0.026, image_stamp_ns=1_700_000_000_100_000_000, sequence=41)
