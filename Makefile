@@ -40,7 +40,7 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml
 
 # The package's messages (msg/: retain_ros_msgs), built with CMake from the ROS 2 wheels and installed into .venv.
 $(MSGS_STAMP): msg/ActionChunk.msg msg/GroupAlpha.msg msg/CMakeLists.txt msg/package.xml msg/install_into_venv.sh \
-		requirements-msgs.txt | $(STAMP) $(SYSTEM_STAMP)
+		msg/patch_wheel_cmake.sh requirements-msgs.txt | $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m pip install -q -r requirements-msgs.txt
 	msg/install_into_venv.sh $(VENV) build/retain_ros_msgs
 	@touch $@
@@ -168,7 +168,7 @@ $(LR_STAMP): requirements-lerobot.txt requirements-msgs.txt setup.py setup.cfg p
 	@touch $@
 
 $(LR_MSGS_STAMP): msg/ActionChunk.msg msg/GroupAlpha.msg msg/CMakeLists.txt msg/package.xml msg/install_into_venv.sh \
-		| $(LR_STAMP)
+		msg/patch_wheel_cmake.sh | $(LR_STAMP)
 	msg/install_into_venv.sh $(LR_VENV) build/retain_ros_msgs_lerobot
 	@touch $@
 
