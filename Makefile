@@ -7,13 +7,14 @@ SYSTEM_STAMP := $(VENV)/.system-packages
 MSGS_STAMP := $(VENV)/.retain_ros_msgs
 OUT ?= demo_out
 
-.PHONY: venv test test-fast demo bench clean help models
+.PHONY: venv test test-fast demo bench clean help models colcon-env check-workspace
 
 help:
 	@echo "make demo   - create .venv (pip only) and run the main job end to end"
 	@echo "make test   - create .venv and run the test suite"
 	@echo "make bench  - create .venv-bench (adds mergekit) and run bench/merge_bench.py"
-	@echo "make clean  - remove .venv, .venv-bench, .venv-lerobot and demo output"
+	@echo "make clean  - remove .venv, .venv-bench, .venv-lerobot, .venv-colcon and demo output"
+	@echo "make check-workspace - a plain colcon build of a workspace holding this repository (.venv as the ROS install)"
 	@echo "make models - regenerate the embedded checkpoints from nothing (about 1 h on 2 cores; data in build/)"
 	@echo "make models-report - held-out demos, offline fit, alpha path, replay and retain-eval sim (about 45 min)"
 	@echo "make lerobot-env  - create .venv-lerobot (Python 3.12, LeRobot 0.6.1) for pi0 / pi0.5 / SmolVLA checkpoints"
@@ -40,12 +41,12 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml
 
 # The package's messages (msg/: retain_ros_msgs), built with CMake from the ROS 2 wheels and installed into .venv.
 $(MSGS_STAMP): msg/ActionChunk.msg msg/GroupAlpha.msg msg/CMakeLists.txt msg/package.xml msg/install_into_venv.sh \
-		requirements-msgs.txt | $(STAMP) $(SYSTEM_STAMP)
+		msg/patch_wheel_cmake.sh requirements-msgs.txt | $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m pip install -q -r requirements-msgs.txt
 	msg/install_into_venv.sh $(VENV) build/retain_ros_msgs
 	@touch $@
 
-test: venv
+test: venv colcon-env
 	$(BIN)/python -m pytest
 
 demo: venv
@@ -58,7 +59,24 @@ bench: venv
 	.venv-bench/bin/python bench/merge_bench.py
 
 clean:
-	rm -rf $(VENV) .venv-bench .venv-lerobot $(OUT)
+	rm -rf $(VENV) .venv-bench .venv-lerobot $(COLCON_VENV) $(OUT)
+
+# colcon in its own environment (requirements-colcon.txt says why), for the workspace check: the repository in
+# ws/src/retain_ros, a plain `colcon build` with .venv standing in for /opt/ros/<distro>, then the node, its executables
+# and the messages from install/ (test/workspace/colcon_build_check.sh; `make test` runs it too). WS=dir keeps the
+# workspace there.
+COLCON_VENV := .venv-colcon
+COLCON_STAMP := $(COLCON_VENV)/.installed
+
+colcon-env: $(COLCON_STAMP)
+
+$(COLCON_STAMP): requirements-colcon.txt
+	@test -x $(COLCON_VENV)/bin/python || $(PYTHON) -m venv $(COLCON_VENV)
+	$(COLCON_VENV)/bin/python -m pip install -q -r requirements-colcon.txt
+	@touch $@
+
+check-workspace: venv colcon-env
+	COLCON=$(COLCON_VENV)/bin/colcon test/workspace/colcon_build_check.sh $(VENV) $(WS)
 
 # Regenerate the embedded reference-VLA checkpoints (retain_ros/models/) from nothing, deterministically:
 # `models-data` collects expert demos in the simulator (generalist suite in `id`, with and without DART noise, and in
@@ -168,7 +186,7 @@ $(LR_STAMP): requirements-lerobot.txt requirements-msgs.txt setup.py setup.cfg p
 	@touch $@
 
 $(LR_MSGS_STAMP): msg/ActionChunk.msg msg/GroupAlpha.msg msg/CMakeLists.txt msg/package.xml msg/install_into_venv.sh \
-		| $(LR_STAMP)
+		msg/patch_wheel_cmake.sh | $(LR_STAMP)
 	msg/install_into_venv.sh $(LR_VENV) build/retain_ros_msgs_lerobot
 	@touch $@
 

@@ -1,4 +1,7 @@
-"""ament_python package `retain_ros`: colcon-builds on a ROS 2 robot PC, pip-installs into `.venv` everywhere else."""
+"""`pip install -e .` of retain_ros (the pip-only `.venv`); colcon on a robot PC builds with CMakeLists.txt instead.
+
+The console scripts are in setup.cfg, the one list both routes read.
+"""
 
 import os
 from glob import glob
@@ -36,14 +39,4 @@ setup(
     description="RETAIN-merged vision-language-action policies on a Franka arm with ROS 2.",
     license="Apache-2.0",
     python_requires=">=3.10",
-    entry_points={
-        "console_scripts": [
-            "retain-merge = retain_ros.merge.cli:main",
-            "retain-sim = retain_ros.sim.cli:main",
-            "retain-train = retain_ros.train.cli:main",
-            "retain-eval = retain_ros.evaluate.cli:main",
-            "policy_node = retain_ros.ros.policy_node:main",
-            "sim_robot_node = retain_ros.ros.sim_robot_node:main",
-        ],
-    },
 )

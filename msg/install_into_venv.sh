@@ -2,20 +2,14 @@
 # Build retain_ros_msgs with CMake (no colcon, no ROS install) and install it into a pip-only virtual environment.
 # Usage: msg/install_into_venv.sh VENV BUILD_DIR
 # The ROS 2 wheels' exported CMake files name the wheel build machine's Python (/opt/python/cpXY-cpXY/...); they are
-# pointed at this environment's Python first. On a robot PC, colcon builds this package instead (README).
+# pointed at this environment's Python first (patch_wheel_cmake.sh). On a robot PC, colcon builds this package as part
+# of retain_ros instead (the root CMakeLists.txt; README).
 set -euo pipefail
 venv=$(cd "$1" && pwd)
 build=$2
 src=$(cd "$(dirname "$0")" && pwd)
 py="$venv/bin/python"
-include=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-ver=$("$py" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-
-grep -rlZ --include='*.cmake' "/opt/python/$tag-$tag/" "$venv/share" 2>/dev/null \
-  | xargs -0 -r sed -i -e "s#/opt/python/$tag-$tag/include/python$ver#$include#g" \
-                       -e "s#/opt/python/$tag-$tag/lib/python$ver/site-packages#$site#g"
+"$src/patch_wheel_cmake.sh" "$venv"
 
 rm -rf "$build"; mkdir -p "$build"  # a fresh configure: the cache would pin an old environment
 cd "$build"
