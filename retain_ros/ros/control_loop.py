@@ -6,8 +6,10 @@ Runs on its own thread (never in an executor callback), woken every control peri
    commanding resumes by itself once every stream is fresh again;
 3. chunk mode: when the running command is about to end (its duration minus the expected inference time), build the
    observation, run the policy, plan the command with the chunk executor and hand it to `publish`;
-   stream mode: every tick, send the chunk's action for this moment (the step re-anchored on the latest measured
-   joint positions); when the chunk's `execute_steps` actions are used up, infer the next chunk first.
+   stream mode: every tick, send the chunk's next action (the step re-anchored on the latest measured joint
+   positions); when the chunk's `execute_steps` actions are used up, infer the next chunk first. As in openpi's DROID
+   client, inference is synchronous and its actions start at the first: the arm rests at the last step's target
+   while the model runs, so no action's time has passed.
 The observation time is the node-clock time the observation was assembled; it travels with the chunk so that the
 executor drops actions whose time passed during inference.
 """
@@ -24,7 +26,7 @@ import numpy as np
 
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import ActionChunk, Observation
-from retain_ros.ros.chunk_executor import ChunkExecutor, PlannedCommand, UnsafeChunk
+from retain_ros.ros.chunk_executor import ChunkExecutor, PlannedCommand
 from retain_ros.ros.live_merge import ModelManager, ServingModel
 from retain_ros.ros.streams import StreamSet
 from retain_ros.ros.worker_thread import WorkerThread
@@ -111,6 +113,7 @@ class ControlLoop:
         self._next_ns = 0
         self._sequence = 0
         self._streaming: Executed | None = None  # stream mode: the chunk whose actions are being sent
+        self._stream_next = 0  # stream mode: index of its next action
 
     def pause(self, reason: str) -> None:
         """Stop commanding (the running motion is stopped) until `resume`; `reason` shows in the status."""
@@ -178,15 +181,14 @@ class ControlLoop:
         return self._infer_and_publish(now, samples)
 
     def _stream_step(self, now: int, samples: dict) -> Executed | None:
-        """Stream mode: the action for this moment of the current chunk (a new chunk first when it is used up)."""
+        """Stream mode: the next action of the current chunk (a new chunk first when it is used up)."""
         current = self._streaming
-        index = self._stream_index(current.chunk, now) if current is not None else None
-        if index is None:
+        if current is None or self._stream_next >= min(len(current.chunk.actions), self.executor.config.execute_steps):
             current = self._infer_and_publish(now, samples)
-            if current is None:
-                return None
-            self._streaming = current
+            if current is not None:
+                self._streaming, self._stream_next = current, 1
             return current
+        index = self._stream_next
         latest, late = self.streams.fresh(now)
         if late:
             self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(late.items())), late)
@@ -199,12 +201,8 @@ class ControlLoop:
             return self._reject(exc)
         done = replace(current, plan=plan, new_chunk=False)
         self._send(done)
+        self._stream_next += 1
         return done
-
-    def _stream_index(self, chunk: ActionChunk, now: int) -> int | None:
-        """The action of `chunk` whose period contains `now` (nearest tick), None when its actions are used up."""
-        index = int(round((now - chunk.observation_stamp_ns) * 1e-9 / chunk.dt_s))
-        return index if index < min(len(chunk.actions), self.executor.config.execute_steps) else None
 
     def _infer_and_publish(self, observed_ns: int, samples: dict) -> Executed | None:
         model = self.manager.serving
@@ -233,13 +231,9 @@ class ControlLoop:
         q_now = latest[JOINTS].value
         space = chunk.space
         try:
-            if self.executor.config.mode == "stream":
-                index = self._stream_index(chunk, now)
-                if index is None:
-                    raise UnsafeChunk(f"the chunk is {(now - observed_ns) * 1e-9:.3f} s old, past the actions it "
-                                      "may execute; inference is too slow for this horizon")
-                plan = self.executor.plan_step(chunk.actions[index], chunk.dt_s, space.kind, space.gripper_index,
-                                               q_now, now)
+            if self.executor.config.mode == "stream":  # the first action, from where the arm is now
+                plan = self.executor.plan_step(chunk.actions[0], chunk.dt_s, space.kind, space.gripper_index, q_now,
+                                               now)
             else:
                 plan = self.executor.plan(chunk.actions, chunk.dt_s, space.kind, space.gripper_index,
                                           obs.joint_positions, q_now, observed_ns, now)
