@@ -19,11 +19,12 @@ import numpy as np
 
 from retain_ros.policy.configuration_reference import ReferenceVLAConfig
 from retain_ros.policy.reference_policy import example_observation, random_policy
+from retain_ros.control import messages
 from retain_ros.ros import conversions as conv
-from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig
-from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION, JOINTS, ControlLoop, Executed
+from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig
+from retain_ros.control.inputs import GRIPPER, INSTRUCTION, JOINTS, InputSettings, NodeInputs
+from retain_ros.ros.control_loop import ControlLoop, Executed
 from retain_ros.ros.live_merge import MergeRequest, ModelManager
-from retain_ros.ros.streams import StreamSet
 from retain_ros.topics import FR3_ARM_JOINTS
 
 
@@ -52,7 +53,7 @@ def bench_inference(manager: ModelManager, repeats: int) -> None:
     forward, overhead = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        images = {c: conv.image_to_rgb(m) for c, m in msgs.items()}
+        images = {c: messages.image_to_rgb(m) for c, m in msgs.items()}
         t1 = time.perf_counter()
         obs.images = images
         chunk = policy.predict(obs)
@@ -98,7 +99,8 @@ def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds:
     intervals between published commands, against the chunk period."""
     spec = manager.serving.policy.spec
     obs = example_observation(spec, size=(128, 128))
-    streams = StreamSet({**{c: 0.5 for c in spec.camera_names}, JOINTS: 0.25, GRIPPER: 0.5})
+    inputs = NodeInputs(InputSettings(), tuple(spec.camera_names))
+    streams = inputs.streams
     stamps: list[float] = []
     generations: list[int] = []
 
@@ -107,7 +109,7 @@ def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds:
         generations.append(done.model.generation)
 
     period = 1 / 15
-    loop = ControlLoop(streams, spec.camera_names, manager, ChunkExecutor(ExecutorConfig(execute_steps=1)),
+    loop = ControlLoop(inputs, manager, ChunkExecutor(ExecutorConfig(execute_steps=1)),
                        time.monotonic_ns, published, period, lambda: "pick", lambda level, msg: None)
     stop = threading.Event()
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/transport_bench.py [--frames 150] [--rate 30] [--domain 77]
 
 A publisher process sends camera frames stamped with its clock; this process receives them with the node's QoS
-(sensor data) and decodes them with the node's converters (`retain_ros.ros.conversions`). Prints, per size and
+(sensor data) and decodes them with the node's readers (`retain_ros.control.messages`). Prints, per size and
 encoding: bytes per frame, receive latency (stamp -> callback) and decode time, p50 / p95. Both processes share one
 machine and clock; between two machines add the network's time per byte (docs/robot.md, "Two machines"). Asserts
 nothing.
@@ -70,7 +70,7 @@ def main() -> None:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, Image
 
-    from retain_ros.ros import conversions as conv
+    from retain_ros.control import messages
 
     rclpy.init(domain_id=args.domain)
     node = rclpy.create_node("transport_bench_policy")
@@ -79,10 +79,10 @@ def main() -> None:
     def callback(key, msg):
         received = node.get_clock().now().nanoseconds
         started = time.perf_counter()
-        rgb = conv.compressed_to_rgb(msg) if key[1] == "jpeg" else conv.image_to_rgb(msg)
+        rgb = messages.compressed_to_rgb(msg) if key[1] == "jpeg" else messages.image_to_rgb(msg)
         decode_s = time.perf_counter() - started
         entry = results.setdefault(key, {"latency": [], "decode": [], "bytes": []})
-        entry["latency"].append((received - conv.stamp_to_ns(msg.header.stamp)) * 1e-9)
+        entry["latency"].append((received - messages.stamp_to_ns(msg.header.stamp)) * 1e-9)
         entry["decode"].append(decode_s)
         entry["bytes"].append(len(msg.data))
         assert rgb.shape[:2] == key[0]

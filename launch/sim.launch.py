@@ -5,7 +5,7 @@
 
 The same executables, params file and parameters that test/ros/test_sim_closed_loop.py starts by hand; the
 policy node comes from policy.launch.py, so the two launches cannot drift apart. The simulated arm needs no first-run
-care: the policy node starts armed, at full speed, with the simulator's topic gripper (policy_params.SIM_OVERRIDES).
+care: the policy node starts armed, at full speed, with the simulator's topic gripper (control.params.SIM_OVERRIDES).
 """
 
 import json
@@ -19,7 +19,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from retain_ros.ros.policy_params import SIM_OVERRIDES
+from retain_ros.control.params import SIM_OVERRIDES
 
 
 def generate_launch_description():

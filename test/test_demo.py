@@ -87,7 +87,8 @@ def test_clean_up_stops_every_process_even_when_an_earlier_step_raises(tmp_path)
     """Issue 13: a recorder that fails to close must not leave the node processes running."""
     import os
 
-    from retain_ros.ros.demo import LiveSession, Plan
+    from retain_ros.ros.demo_plan import Plan
+    from retain_ros.ros.demo_session import LiveSession
     from retain_ros.ros.processes import NodeProcess
 
     class BrokenRecorder:  # the one part that fails here; the processes and the clean-up are real

@@ -1,4 +1,9 @@
-"""The rooms of the house: only retain_ros/ros/ may import rclpy or ROS messages; merge/ knows no model or ROS."""
+"""The rooms of the house, checked by reading the imports (`python -m pytest test/test_package_layout.py`).
+
+Only retain_ros/ros/ (and evaluate/'s live replay) may import rclpy or ROS messages; merge/ knows no model or ROS;
+no import cycles, neither between the packages (rooms) nor between modules. (test_dependencies.py checks that
+package.xml declares what the code imports.)
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "retain_ros"
 ROS_MODULES = ("rclpy", "std_msgs", "sensor_msgs", "trajectory_msgs", "std_srvs", "diagnostic_msgs", "rcl_interfaces",
-               "launch", "launch_ros", "builtin_interfaces", "cv_bridge")
+               "launch", "launch_ros", "builtin_interfaces", "cv_bridge", "retain_ros_msgs", "rosgraph_msgs",
+               "lifecycle_msgs", "controller_manager_msgs", "franka_msgs", "control_msgs")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -47,9 +53,76 @@ def test_merge_engine_knows_no_model_classes(path):
     assert not offending, f"{path} imports {offending}; merge/ works on tensors and files only"
 
 
-def test_package_xml_declares_the_ros_dependencies_the_code_imports():
-    declared = (PACKAGE.parent / "package.xml").read_text()
-    used = {m.split(".")[0] for p in python_files() for m in imported_modules(p)} & set(ROS_MODULES)
-    missing = [m for m in used
-               if f"<exec_depend>{m}</exec_depend>" not in declared and f"<depend>{m}</depend>" not in declared]
-    assert not missing, f"package.xml lacks exec_depend (or depend) for {missing}"
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """Modules `path` imports when it runs (function-local imports included, `if TYPE_CHECKING:` blocks not)."""
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                names.add(child.module)
+                names.update(f"{child.module}.{alias.name}" for alias in child.names)
+            elif isinstance(child, ast.Import):
+                names.update(alias.name for alias in child.names)
+            visit(child)
+
+    visit(ast.parse(path.read_text(), filename=str(path)))
+    return names
+
+
+def room(module: str) -> str:
+    """The package a module lives in ('core' for the top-level modules)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()) else "core"
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in python_files()}
+    return {m: {i for i in runtime_imports(p) if i in modules and i != m} for m, p in modules.items()}
+
+
+def test_no_import_cycle_between_modules():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+def test_no_import_cycle_between_packages():
+    rooms: dict[str, set[str]] = {}
+    for module, imports in import_graph().items():
+        rooms.setdefault(room(module), set()).update(room(i) for i in imports if room(i) != room(module))
+    cycle = find_cycle(rooms)
+    assert cycle is None, f"packages import each other: {' -> '.join(cycle)}; move the shared part down a level"
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None

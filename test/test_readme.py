@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from retain_ros.ros.policy_params import PARAMS
+from retain_ros.control.params import PARAMS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

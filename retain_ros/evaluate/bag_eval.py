@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -25,7 +24,8 @@ from retain_ros.errors import ConfigError
 from retain_ros.merge.cli import parse_alpha, parse_group_alpha
 from retain_ros.evaluate.bag_reader import Bag, BagError, Episode, check_bag_path
 from retain_ros.evaluate.metrics import ErrorStack, aggregate
-from retain_ros.evaluate.observations import InputSettings, ObservationAssembler
+from retain_ros.evaluate.report import summary_text, write_report
+from retain_ros.control.inputs import InputSettings, NodeInputs
 from retain_ros.evaluate.targets import ACTION, COMMAND, JOINT_STATES, TARGETS, TargetBuilder, Targets
 from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.interface import Observation, Policy, load_policy
@@ -136,7 +136,7 @@ def resolve_target(bag: Bag, cfg: BagEvalConfig, settings: InputSettings) -> str
     return cfg.target
 
 
-def check_inputs(bag: Bag, assembler: ObservationAssembler, settings: InputSettings) -> None:
+def check_inputs(bag: Bag, assembler: NodeInputs, settings: InputSettings) -> None:
     """Fail early: input topics present, an instruction available, the joint names found in the joint states.
 
     Raises:
@@ -164,7 +164,7 @@ def check_inputs(bag: Bag, assembler: ObservationAssembler, settings: InputSetti
                            "joint names")
 
 
-def read_episode(bag: Bag, episode: Episode, assembler: ObservationAssembler, builder: TargetBuilder,
+def read_episode(bag: Bag, episode: Episode, assembler: NodeInputs, builder: TargetBuilder,
                  action_topic: str, every: int) -> EpisodeData:
     """One pass over the episode: observations at every `every`-th frame of the first camera, and executed actions.
 
@@ -187,7 +187,7 @@ def read_episode(bag: Bag, episode: Episode, assembler: ObservationAssembler, bu
             observations += [obs] if obs is not None else []
         if m.topic in handlers:
             handlers[m.topic](m.log_ns, m.msg)
-        assembler.feed(m.topic, m.msgtype, m.log_ns, m.msg)
+        assembler.feed(m.topic, m.log_ns, m.msg)
         if m.topic == clock_topic:
             pending += [m.log_ns] if frames % every == 0 else []
             frames += 1
@@ -218,7 +218,7 @@ class BagEvaluation:
             self.merger.resolve(spec)  # bad alphas / unknown groups fail before any bag is read
         self.labels = [alpha_label(a, cfg.group_alpha) for a in cfg.alphas]
         self._buffers = self.merger.allocate()
-        self.assembler = ObservationAssembler(self.settings, tuple(self.policy.spec.camera_names))
+        self.assembler = NodeInputs(self.settings, tuple(self.policy.spec.camera_names))
         self.timing = Timing()
         self.target_kind = ""
 
@@ -303,8 +303,6 @@ def evaluate_bags(cfg: BagEvalConfig) -> tuple[dict, dict[str, Path]]:
     Raises:
         ConfigError: any user-fixable problem (bags, topics, joints, checkpoints, alphas), with its fix.
     """
-    from retain_ros.evaluate.report import write_report
-
     evaluation = BagEvaluation(cfg)
     results = evaluation.run()
     paths = write_report(cfg, evaluation, results)
@@ -355,8 +353,6 @@ def add_bag_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bag(args: argparse.Namespace) -> int:
     """Run `retain-eval bag` and print the one-screen summary."""
-    from retain_ros.evaluate.report import summary_text
-
     cfg = BagEvalConfig(bags=args.bags, base=args.base, finetuned=args.finetuned,
                         alphas=parse_alpha(args.alpha, "--alpha"),
                         group_alpha=_group_alphas(args.group_alpha), out=args.out, params=args.params,
@@ -367,14 +363,3 @@ def cmd_bag(args: argparse.Namespace) -> int:
     results, paths = evaluate_bags(cfg)
     print(summary_text(results, paths))
     return 0
-
-
-def prediction_arrays(results: dict) -> dict[str, np.ndarray]:
-    """Flat name -> array map of every prediction and target (for predictions.npz)."""
-    out = {}
-    for label, per in results["stacks"].items():
-        for name, stack in per.items():
-            out[f"{label}|{name}|predictions"] = stack.predictions
-            out[f"{label}|{name}|targets"] = stack.targets
-            out[f"{label}|{name}|stamps_ns"] = stack.stamps_ns
-    return out

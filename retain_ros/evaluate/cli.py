@@ -55,7 +55,8 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     """Run the simulated comparison and print the table."""
-    from retain_ros.evaluate.sim_eval import EvalConfig, default_variants, run_comparison, write_report
+    from retain_ros.evaluate.sim_eval import EvalConfig, default_variants, run_comparison
+    from retain_ros.evaluate.sim_report import write_report
 
     alphas = parse_alpha(args.alpha, "--alpha")
     cfg = EvalConfig(base=args.base, task_ft=args.task_ft, co_ft=args.co_ft, target=args.target, out=args.out,
@@ -80,7 +81,7 @@ def progress_lines(cfg) -> Callable[[dict], None] | None:
 
     if sys.stderr.isatty():
         return None
-    total = sum(len(job[3]) for job in jobs_of(cfg))
+    total = sum(len(seeds) for _, _, seeds in jobs_of(cfg))
     every, started, seen = max(1, total // 10), time.perf_counter(), []
 
     def report(record: dict) -> None:

@@ -28,6 +28,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from retain_ros.bag_types import typestore
 from retain_ros.errors import ConfigError
 from retain_ros.evaluate.bag_reader import Bag
+from retain_ros.polling import poll
 
 log = logging.getLogger(__name__)
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
@@ -141,15 +142,6 @@ class Recorder:
         self._thread.join(timeout=60.0)
 
 
-def _wait(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def replay(bag_path: str | Path, record_path: str | Path, record_topics: dict[str, str], rate: float = 1.0,
            topics: Sequence[str] | None = None, wait_for: Sequence[str] | None = None, storage: str = "sqlite3",
            wait_s: float = 10.0,
@@ -206,11 +198,11 @@ def replay(bag_path: str | Path, record_path: str | Path, record_topics: dict[st
         def unmatched() -> list[str]:
             return sorted(t for t, p in waited.items() if p.get_subscription_count() < need[t])
 
-        _wait(lambda: not unmatched(), wait_s)
+        poll(lambda: not unmatched(), wait_s)
         result.unmatched = unmatched()
         if result.unmatched:
             log.warning("no subscriber on %s after %.0f s; playing anyway", ", ".join(result.unmatched), wait_s)
-        _wait(lambda: all(s.get_publisher_count() > 0 for s in recorder.subscriptions.values()), min(wait_s, 2.0))
+        poll(lambda: all(s.get_publisher_count() > 0 for s in recorder.subscriptions.values()), min(wait_s, 2.0))
         result.published, result.duration_s = _play(messages, publishers, rate, progress)
         if messages:
             result.bag_duration_s = (messages[-1][2] - messages[0][2]) * 1e-9

@@ -7,7 +7,7 @@ import argparse
 from tqdm import tqdm
 
 from retain_ros.bag_types import ACTION_CHUNK
-from retain_ros.evaluate.observations import NODE_NAME, InputSettings
+from retain_ros.control.inputs import NODE_NAME, InputSettings
 
 STRING = "std_msgs/msg/String"
 

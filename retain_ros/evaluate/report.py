@@ -85,7 +85,6 @@ def markdown(report: dict) -> str:
 
 def write_report(cfg, evaluation, results: dict) -> dict[str, Path]:
     """Write report.json, report.md, predictions.npz and the plots into `cfg.out`; returns their paths."""
-    from retain_ros.evaluate.bag_eval import prediction_arrays
     from retain_ros.evaluate.plots import plot_error_vs_alpha, plot_traces
 
     out = Path(cfg.out)
@@ -120,3 +119,14 @@ def summary_text(results: dict, paths: dict[str, Path]) -> str:
                 f" x real time per alpha, {100 * t['outside_forward_share']:.0f}% outside the forward pass")
     rows.append("wrote " + ", ".join(str(p) for p in paths.values()))
     return "\n".join(rows)
+
+
+def prediction_arrays(results: dict) -> dict[str, np.ndarray]:
+    """Flat name -> array map of every prediction and target (for predictions.npz)."""
+    out = {}
+    for label, per in results["stacks"].items():
+        for name, stack in per.items():
+            out[f"{label}|{name}|predictions"] = stack.predictions
+            out[f"{label}|{name}|targets"] = stack.targets
+            out[f"{label}|{name}|stamps_ns"] = stack.stamps_ns
+    return out

@@ -18,7 +18,7 @@ import numpy as np
 
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import DROID_JOINT_VELOCITY, VELOCITY_KINDS, ActionChunk, arm_velocities_rad_s
-from retain_ros.ros import conversions as conv
+from retain_ros.control import messages
 from retain_ros.gripper import gripper_position, width_to_position
 
 ACTION, COMMAND, JOINT_STATES = "action", "command", "joint_states"
@@ -106,8 +106,8 @@ class TargetBuilder:
 
     def add_trajectory(self, log_ns: int, msg: object) -> None:
         """A JointTrajectory command (header stamp 0 = starts on receipt)."""
-        times_s, positions, _ = conv.trajectory_arrays(msg, self.joint_names)
-        start = conv.stamp_to_ns(msg.header.stamp) or log_ns
+        times_s, positions, _ = messages.trajectory_arrays(msg, self.joint_names)
+        start = messages.stamp_to_ns(msg.header.stamp) or log_ns
         self._traj.append((start, start + np.round(times_s * 1e9).astype(np.int64), positions))
 
     def add_gripper_width(self, log_ns: int, msg: object) -> None:
@@ -116,11 +116,11 @@ class TargetBuilder:
 
     def add_joint_state(self, log_ns: int, msg: object) -> None:
         """A measured arm joint state."""
-        self._arm.append((log_ns, conv.joint_positions(msg, self.joint_names)))
+        self._arm.append((log_ns, messages.joint_positions(msg, self.joint_names)))
 
     def add_finger_state(self, log_ns: int, msg: object) -> None:
         """A measured finger state."""
-        self._gripper.append((log_ns, gripper_position(conv.joint_positions(msg, self.gripper_joint_names),
+        self._gripper.append((log_ns, gripper_position(messages.joint_positions(msg, self.gripper_joint_names),
                                                        self.max_width)))
 
     @property

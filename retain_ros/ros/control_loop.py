@@ -22,16 +22,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 
 from retain_ros.errors import ConfigError
-from retain_ros.policy.interface import ActionChunk, Observation
-from retain_ros.ros.chunk_executor import ChunkExecutor, PlannedCommand
+from retain_ros.policy.interface import ActionChunk
+from retain_ros.control.chunk_executor import ChunkExecutor, PlannedCommand
+from retain_ros.control.inputs import JOINTS, NodeInputs
 from retain_ros.ros.live_merge import ModelManager, ServingModel
-from retain_ros.ros.streams import StreamSet
 from retain_ros.ros.worker_thread import WorkerThread
-
-JOINTS, GRIPPER, INSTRUCTION = "joint_states", "gripper_states", "instruction"
 
 
 @dataclass
@@ -83,8 +80,7 @@ class ControlLoop:
     """The control thread.
 
     Args:
-        streams: input streams (camera names, 'joint_states', optional 'gripper_states', 'instruction').
-        cameras: camera names the policy reads (stream names).
+        inputs: the node's input streams and observation assembly (shared with offline evaluation).
         manager: the model manager (serving model and swaps).
         executor: chunk -> command.
         clock_ns: the node clock (sim or wall time) in nanoseconds.
@@ -97,12 +93,12 @@ class ControlLoop:
         blocked: returns why commands would not be executed now (the controller is inactive), or None.
     """
 
-    def __init__(self, streams: StreamSet, cameras: tuple[str, ...], manager: ModelManager, executor: ChunkExecutor,
+    def __init__(self, inputs: NodeInputs, manager: ModelManager, executor: ChunkExecutor,
                  clock_ns: Callable[[], int], publish: Callable[[Executed], None], period_s: float,
                  instruction: Callable[[], str], on_event: Callable[[str, str], None],
                  send_stop: Callable[[PlannedCommand], None] | None = None,
                  blocked: Callable[[], str | None] = lambda: None) -> None:
-        self.streams, self.cameras, self.manager, self.executor = streams, cameras, manager, executor
+        self.inputs, self.manager, self.executor = inputs, manager, executor
         self.clock_ns, self.publish, self.period_s = clock_ns, publish, period_s
         self.instruction, self.on_event, self.send_stop, self.blocked = instruction, on_event, send_stop, blocked
         self.state = LoopState()
@@ -114,6 +110,11 @@ class ControlLoop:
         self._sequence = 0
         self._streaming: Executed | None = None  # stream mode: the chunk whose actions are being sent
         self._stream_next = 0  # stream mode: index of its next action
+
+    @property
+    def streams(self):
+        """The node's input streams, as `NodeInputs` holds them."""
+        return self.inputs.streams
 
     def pause(self, reason: str) -> None:
         """Stop commanding (the running motion is stopped) until `resume`; `reason` shows in the status."""
@@ -207,7 +208,7 @@ class ControlLoop:
     def _infer_and_publish(self, observed_ns: int, samples: dict) -> Executed | None:
         model = self.manager.serving
         try:
-            obs, image_stamp = self.observation(samples, observed_ns)
+            obs, image_stamp = self.inputs.assemble(samples, observed_ns, self.instruction())
         except ConfigError as exc:
             self._not_commanding("waiting", str(exc))
             return None
@@ -273,28 +274,6 @@ class ControlLoop:
         self.state.state = "stopped"  # so that _not_commanding does not send it a second time
         self.state.reason, self._next_ns, self._streaming = reason, 0, None
         return self.executor.stop(self.clock_ns()) if was == "commanding" else None
-
-    def observation(self, samples: dict, observed_ns: int) -> tuple[Observation, int]:
-        """Assemble the policy's Observation from the freshest stream samples.
-
-        Shared with offline bag evaluation (`retain_ros.evaluate.observations`), so replayed and live observations are
-        built by the same code.
-
-        Returns:
-            The observation and the newest camera stamp (ns).
-
-        Raises:
-            ConfigError: no instruction from the parameter or the topic.
-        """
-        images = {cam: samples[cam].value for cam in self.cameras}
-        image_stamp = max(samples[cam].stamp_ns for cam in self.cameras)
-        joints = samples[JOINTS].value
-        gripper = samples[GRIPPER].value if GRIPPER in samples else 0.0
-        instruction = self.instruction() or (samples[INSTRUCTION].value if INSTRUCTION in samples else "")
-        if not instruction:
-            raise ConfigError("no instruction: set the `instruction` parameter or publish on instruction_topic")
-        return Observation(images, np.asarray(joints, np.float64), float(gripper), instruction,
-                           observed_ns), image_stamp
 
     def _not_commanding(self, state: str, reason: str, problems: dict[str, str] | None = None) -> None:
         st = self.state

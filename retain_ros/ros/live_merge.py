@@ -19,7 +19,6 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retain_ros.errors import ConfigError
@@ -89,35 +88,6 @@ class ServingModel:
     request_to_ready_s: float = 0.0
     requested_at: float = 0.0
     pending: Mapping[str, torch.Tensor] | None = None
-
-
-def resolve_checkpoint(path: str, root: str) -> str:
-    """Resolve a checkpoint path (relative paths are taken inside `root`) and check it may be loaded.
-
-    Args:
-        path: the path a user gave.
-        root: `checkpoint_root`; empty = no restriction.
-
-    Returns:
-        The resolved absolute path.
-
-    Raises:
-        ConfigError: empty path, missing file or directory, or a path outside `root` (symlinks resolved).
-    """
-    if not path:
-        raise ConfigError("checkpoint path is empty; give a checkpoint directory or .safetensors file")
-    p = Path(path).expanduser()
-    if root and not p.is_absolute():
-        p = Path(root).expanduser() / p
-    p = p.resolve()
-    if root:
-        root_p = Path(root).expanduser().resolve()
-        if not p.is_relative_to(root_p):
-            raise ConfigError(f"checkpoint '{path}' resolves to {p}, outside checkpoint_root {root_p}; loads outside "
-                              "it are refused. Fix: move the checkpoint under checkpoint_root or change it at start-up")
-    if not p.exists():
-        raise ConfigError(f"checkpoint '{path}' does not exist (looked at {p})")
-    return str(p)
 
 
 def same_architecture(a: Policy, b: Policy) -> str | None:

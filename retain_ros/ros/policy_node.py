@@ -1,8 +1,9 @@
 """`policy_node` (node name `retain_policy`): a RETAIN-merged policy driving a Franka through its trajectory controller.
 
-A thin shell: it declares parameters (`policy_params.py`), converts messages (`conversions.py`) into a `StreamSet`,
-and delegates the control thread to `ControlLoop`, chunk execution to `ChunkExecutor`, live re-merging to
-`ModelManager`, gripper goals to `GripperCommander` and the controller check to `controller_state`. Threads: the
+A thin shell: it declares parameters (`policy_params.py`), hands each message to `NodeInputs` (the conversion,
+stream buffers and observation assembly that offline evaluation runs too), and delegates the control thread to
+`ControlLoop`, chunk execution to `ChunkExecutor`, live re-merging to `ModelManager`, gripper goals to
+`GripperCommander` and the controller check to `controller_state`. Threads: the
 executor thread runs subscriptions, services, parameter callbacks, action and service responses and the timers; the
 control thread runs inference and publishes commands; the merge worker builds new models.
 
@@ -30,19 +31,21 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from retain_ros.control import params as pp
+from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits, PlannedCommand
+from retain_ros.control.inputs import GRIPPER, JOINTS, InputSettings, NodeInputs
 from retain_ros.errors import ConfigError
-from retain_ros.ros import conversions as conv
-from retain_ros.ros import policy_params as pp
-from retain_ros.gripper import gripper_position, gripper_width
+from retain_ros.gripper import gripper_width
+from retain_ros.paths import resolve_checkpoint
 from retain_ros.policy.lerobot_io import LeRobotIO
-from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits, PlannedCommand
-from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION, JOINTS, ControlLoop, Executed
+from retain_ros.ros import conversions as conv
+from retain_ros.ros.control_loop import ControlLoop, Executed
 from retain_ros.ros.controller_state import UNKNOWN, ControllerStatus, status_from_list
 from retain_ros.ros.gripper_commands import GripperCommander, GripperGoal, GripperSettings, fill
 from retain_ros.ros.lifecycle import ManagedNode, spin_managed
-from retain_ros.ros.live_merge import MergeRequest, ModelManager, resolve_checkpoint
+from retain_ros.ros.live_merge import MergeRequest, ModelManager
+from retain_ros.ros.policy_params import declare
 from retain_ros.ros.status import diagnostics_message, status_dict
-from retain_ros.ros.streams import StreamSet
 
 NODE_NAME = "retain_policy"
 
@@ -61,10 +64,10 @@ class PolicyNode(ManagedNode):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        pp.declare(self)
+        declare(self)
         self.manager: ModelManager | None = None
         self.loop: ControlLoop | None = None
-        self.streams: StreamSet | None = None
+        self.inputs: NodeInputs | None = None
         self._entities: list = []
         self._gripper_clients: dict = {}
         self._gripper = GripperCommander()
@@ -83,25 +86,14 @@ class PolicyNode(ManagedNode):
             reason = pp.check_change(param.name, self.p(param.name), self.p("checkpoint_root"))
             if reason is not None:
                 raise ConfigError(reason)
-        names = list(self.p("camera_names"))
-        topics = list(self.p("camera_topics"))
-        if len(names) != len(topics):
-            raise ConfigError(f"camera_names has {len(names)} entries but camera_topics {len(topics)}; one topic each")
+        settings = InputSettings.from_params({p.name: self.p(p.name) for p in pp.PARAMS})  # checks camera_topics
         io_mapping = LeRobotIO.from_params(self.p("lerobot_images"), self.p("lerobot_state"), self.p("lerobot_action"),
                                            self.p("lerobot_gripper"), self.p("lerobot_rate_hz"))
         self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping)
         self.get_logger().info(f"loading {self.p('base_checkpoint')} + {self._finetuned()} ...")
         model = self.manager.load_initial(self._merge_request())
-        missing = [c for c in model.policy.spec.camera_names if c not in names]
-        if missing:
-            raise ConfigError(f"the policy reads cameras {list(model.policy.spec.camera_names)} but camera_names is "
-                              f"{names}; add {missing} with a topic each")
+        self.inputs = NodeInputs(settings, tuple(model.policy.spec.camera_names))  # checks the policy's cameras
         self.get_logger().info(f"serving alphas {model.alphas}, fingerprint {model.fingerprint[:12]}")
-        max_age = {c: self.p("image_max_age_s") for c in model.policy.spec.camera_names}
-        max_age[JOINTS] = self.p("joint_states_max_age_s")
-        if self.p("gripper_states_topic"):
-            max_age[GRIPPER] = self.p("gripper_max_age_s")
-        self.streams = StreamSet(max_age)
         mode = self.p("execution_mode")
         if mode == "auto":
             mode = getattr(model.policy, "execution_mode", "chunk")
@@ -110,8 +102,8 @@ class PolicyNode(ManagedNode):
         self._gripper = GripperCommander(GripperSettings(open_width_m=self.p("gripper_max_width_m"),
                                                          speed_m_s=self.p("gripper_speed_m_s"),
                                                          force_n=self.p("gripper_force_n")))
-        self._create_interfaces(dict(zip(names, topics)), model.policy.spec.camera_names)
-        self.loop = ControlLoop(self.streams, tuple(model.policy.spec.camera_names), self.manager,
+        self._create_interfaces()
+        self.loop = ControlLoop(self.inputs, self.manager,
                                 ChunkExecutor(self._executor_config), self._now_ns, self._publish,
                                 1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event,
                                 send_stop=self._send_command, blocked=self._controller_blocks)
@@ -130,11 +122,12 @@ class PolicyNode(ManagedNode):
         return ExecutorConfig(limits, self.p("execute_steps"), self.p("blend_weight"), self.p("max_start_jump_rad"),
                               speed_scale=self.p("speed_scale"), min_lead_time_s=self.p("min_lead_time_s"), mode=mode)
 
-    def _create_interfaces(self, camera_topics: dict[str, str], cameras: tuple[str, ...]) -> None:
+    def _create_interfaces(self) -> None:
         image_type = CompressedImage if self.p("compressed_images") else Image
-        for cam in cameras:
+        topics = self.inputs.settings.camera_topic
+        for cam in self.inputs.cameras:
             self._entities.append(self.create_subscription(
-                image_type, camera_topics[cam], lambda msg, cam=cam: self._on_image(cam, msg), qos_profile_sensor_data))
+                image_type, topics[cam], lambda msg, cam=cam: self._on_image(cam, msg), qos_profile_sensor_data))
         self._entities.append(self.create_subscription(JointState, self.p("joint_states_topic"), self._on_joints,
                                                        qos_profile_sensor_data))
         if self.p("gripper_states_topic"):
@@ -216,33 +209,20 @@ class PolicyNode(ManagedNode):
         return self.get_clock().now().nanoseconds
 
     def _on_image(self, cam: str, msg) -> None:
-        try:
-            rgb = conv.compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else conv.image_to_rgb(msg)
-            self.streams.put(cam, rgb, self._now_ns(), conv.stamp_to_ns(msg.header.stamp))
-        except conv.ConversionError as exc:
-            self._stream_error(cam, str(exc))
+        self._report(cam, self.inputs.on_image(cam, msg, self._now_ns()))
 
     def _on_joints(self, msg: JointState) -> None:
-        try:
-            q = conv.joint_positions(msg, self.p("joint_names"))
-            self.streams.put(JOINTS, q, self._now_ns(), conv.stamp_to_ns(msg.header.stamp))
-        except conv.ConversionError as exc:
-            self._stream_error(JOINTS, str(exc))
+        self._report(JOINTS, self.inputs.on_joints(msg, self._now_ns()))
 
     def _on_gripper(self, msg: JointState) -> None:
-        try:
-            fingers = conv.joint_positions(msg, self.p("gripper_joint_names"))
-            position = gripper_position(fingers, self.p("gripper_max_width_m"))
-            self.streams.put(GRIPPER, position, self._now_ns(), conv.stamp_to_ns(msg.header.stamp))
-        except conv.ConversionError as exc:
-            self._stream_error(GRIPPER, str(exc))
+        self._report(GRIPPER, self.inputs.on_gripper(msg, self._now_ns()))
 
     def _on_instruction(self, msg: String) -> None:
-        self.streams.put(INSTRUCTION, msg.data, self._now_ns())
+        self.inputs.on_instruction(msg.data, self._now_ns())
 
-    def _stream_error(self, stream: str, message: str) -> None:
-        self.streams.fail(stream, message)
-        self.get_logger().error(f"{stream}: {message}", throttle_duration_sec=2.0)
+    def _report(self, stream: str, problem: str | None) -> None:
+        if problem is not None:  # the stream is marked bad until its next good message; ~/status names it
+            self.get_logger().error(f"{stream}: {problem}", throttle_duration_sec=2.0)
 
     # ------------------------------------------------------------------------------------------- outputs
     def _publish(self, done: Executed) -> None:
@@ -314,7 +294,7 @@ class PolicyNode(ManagedNode):
     def _publish_status(self) -> None:
         if self.manager is None or self.loop is None:
             return
-        status = status_dict(self.manager, self.loop, self.streams, self._now_ns(), self.active)
+        status = status_dict(self.manager, self.loop, self.inputs.streams, self._now_ns(), self.active)
         status["controller"] = {"name": self.p("controller_name"), "known": self.controller.known,
                                 "active": self.controller.active, "detail": self.controller.detail}
         status["execution_mode"] = self.loop.executor.config.mode
@@ -391,13 +371,14 @@ class PolicyNode(ManagedNode):
         updates = {executor_fields[k]: v for k, v in changes.items() if k in executor_fields}
         if updates:
             self.loop.executor.config = replace(self.loop.executor.config, **updates)
-        ages = {"image_max_age_s": self.loop.cameras, "joint_states_max_age_s": (JOINTS,),
+        ages = {"image_max_age_s": self.inputs.cameras, "joint_states_max_age_s": (JOINTS,),
                 "gripper_max_age_s": (GRIPPER,)}
+        max_age = self.inputs.streams.max_age_s
         for name, streams in ages.items():
             if name in changes:
                 for stream in streams:
-                    if stream in self.streams.max_age_s:
-                        self.streams.max_age_s[stream] = changes[name]
+                    if stream in max_age:
+                        max_age[stream] = changes[name]
 
 
 def main(args: list[str] | None = None) -> int:

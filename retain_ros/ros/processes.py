@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from retain_ros.polling import poll
+
 _DOMAINS = itertools.count()
 
 FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
@@ -100,14 +102,15 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, pro
     Raises:
         AssertionError: timeout, or `proc` exited meanwhile (an assertion, so pytest shows it as a failed check).
     """
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def check():
         value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.proc.poll() is not None:
+        if not value and proc is not None and proc.proc.poll() is not None:
             raise AssertionError(f"node exited ({proc.proc.returncode}) while waiting for {what}:\n{proc.output()}")
-        time.sleep(poll_s)
+        return value
+
+    value = poll(check, timeout_s, poll_s)
+    if value:
+        return value
     log = f"\n--- node log ---\n{proc.output()[-6000:]}" if proc is not None else ""
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{log}")
 

@@ -25,6 +25,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from retain_ros.errors import ConfigError
+from retain_ros.control import messages
 from retain_ros.ros import conversions as conv
 from retain_ros.ros.lifecycle import ManagedNode, spin_managed
 from retain_ros.ros.sim_robot import SimRobot, SimRobotConfig
@@ -70,9 +71,9 @@ class SimRobotNode(ManagedNode):
 
     def _setup(self) -> None:
         encoding = self.p("image_encoding")
-        if encoding not in (*conv.ENCODINGS, "jpeg", "png"):
-            raise ConfigError(f"image_encoding '{encoding}' is unknown; use one of {', '.join(conv.ENCODINGS)}, jpeg, "
-                              "png")
+        if encoding not in (*messages.ENCODINGS, "jpeg", "png"):
+            raise ConfigError(f"image_encoding '{encoding}' is unknown; use one of "
+                              f"{', '.join(messages.ENCODINGS)}, jpeg, png")
         config = SimRobotConfig(self.p("sim_rate_hz"), self.p("camera_rate_hz"), self.p("image_size"))
         self.robot = SimRobot(config, self.p("task"), self.p("variation"), self.p("seed"))
         image_type = CompressedImage if encoding in ("jpeg", "png") else Image
@@ -143,11 +144,11 @@ class SimRobotNode(ManagedNode):
     # ------------------------------------------------------------------------------------------------ commands
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         try:
-            times, positions, velocities = conv.trajectory_arrays(msg, list(msg.joint_names))
-        except conv.ConversionError as exc:
+            times, positions, velocities = messages.trajectory_arrays(msg, list(msg.joint_names))
+        except messages.ConversionError as exc:
             self.get_logger().warning(f"trajectory rejected: {exc}")
             return
-        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        stamp_ns = messages.stamp_to_ns(msg.header.stamp)
         start_in = None if stamp_ns == 0 else (stamp_ns - self._now_ns()) * 1e-9
         why = self.robot.command_trajectory(list(msg.joint_names), times, positions, velocities, start_in)
         if why is not None:

@@ -6,7 +6,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from retain_ros.ros.control_loop import ControlLoop
 from retain_ros.ros.live_merge import ModelManager
-from retain_ros.ros.streams import StreamSet
+from retain_ros.control.streams import StreamSet
 
 
 def status_dict(manager: ModelManager, loop: ControlLoop, streams: StreamSet, now_ns: int, active: bool) -> dict:

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import yaml
 from test_bag_helpers import ARM, FINGERS, RATE_HZ, START_NS, TS, write_std_bag
+from ros_helpers import next_domain_id
 from rosbags.rosbag2 import Reader, Writer
 
 from retain_ros.evaluate.bag_eval import read_episode
 from retain_ros.evaluate.bag_reader import Bag
 from retain_ros.evaluate.cli import main
-from retain_ros.evaluate.observations import InputSettings, ObservationAssembler
+from retain_ros.control.inputs import InputSettings, NodeInputs
+from retain_ros.paths import config_dir
 from retain_ros.evaluate.targets import ACTION, TargetBuilder
 from retain_ros.policy.interface import load_policy
 
@@ -55,7 +57,7 @@ def test_standard_bag_report_metrics_and_alpha_endpoints(storage, eval_checkpoin
     # alpha 0 is the base model, alpha 1 the finetuned one: the merged weights really served
     with Bag(bag) as b:
         settings = InputSettings.from_file()
-        data = read_episode(b, b.episodes()[0], ObservationAssembler(settings, ("exterior", "wrist")),
+        data = read_episode(b, b.episodes()[0], NodeInputs(settings, ("exterior", "wrist")),
                             TargetBuilder(ACTION, ARM, FINGERS, 0.08, 1 / 15), "/action", 1)
     for label, ckpt in (("0.00", eval_checkpoints[0]), ("1.00", eval_checkpoints[1])):
         chunk = load_policy(ckpt).predict(data.observations[3])
@@ -91,32 +93,57 @@ def test_simulator_bag_against_commands_and_joint_states_split_by_markers(sim_ba
     assert json.loads((tmp_path / "js" / "report.json").read_text())["aggregate"]["0.50"]["mse"] > 0
 
 
-def test_parity_bag_observations_equal_the_node_assembly_of_rclpy_messages(tmp_path):
-    """The node receives rclpy messages; the bag gives rosbags messages: both go through the node's code alike."""
-    from rclpy.serialization import deserialize_message
+def test_parity_the_bag_path_and_the_node_callbacks_build_the_same_observations(eval_checkpoints, tmp_path):
+    """Issue 13: a real PolicyNode (rclpy, in this process) gets the bag's messages as rclpy messages through its own
+    subscription callbacks; `retain-eval bag` reads the same bag with rosbags. Both must give the same observations.
 
+    The node's clock is set to each message's log time (ROS time override), so its receive times equal the bag's.
+    """
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rclpy.serialization import deserialize_message
+    from rclpy.time import Time
+
+    from retain_ros.control.params import SIM_OVERRIDES
     from retain_ros.evaluate.live_replay import message_class
+    from retain_ros.ros.policy_node import PolicyNode
 
     bag = write_std_bag(tmp_path / "bag", "sqlite3", steps=5)
     settings = InputSettings.from_file()
     with Bag(bag) as b:
-        from_bag = read_episode(b, b.episodes()[0], ObservationAssembler(settings, ("exterior", "wrist")),
+        from_bag = read_episode(b, b.episodes()[0], NodeInputs(settings, ("exterior", "wrist")),
                                 TargetBuilder(ACTION, ARM, FINGERS, 0.08, 1 / 15), "/action", 1).observations
         first_joint_msg = next(b.messages(["/joint_states"])).msg
         first_image_msg = next(b.messages(["/cameras/exterior/image_raw"])).msg
-    node_side = ObservationAssembler(settings, ("exterior", "wrist"))
-    from_rclpy, last_ns = [], None
-    with Reader(bag) as reader:
-        for conn, log_ns, raw in reader.messages():
-            if last_ns is not None and log_ns > last_ns:
-                from_rclpy.append(node_side.observation(last_ns))
-            msg = deserialize_message(bytes(raw), message_class(conn.msgtype))
-            assert type(msg).__module__.startswith(conn.msgtype.split("/")[0])  # a real rclpy message
-            node_side.feed(conn.topic, conn.msgtype, log_ns, msg)
-            last_ns = log_ns
-    from_rclpy.append(node_side.observation(last_ns))
-    assert len(from_bag) == len(from_rclpy) == 5
-    for a, b in zip(from_bag, from_rclpy):
+    base, finetuned = eval_checkpoints
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=next_domain_id())
+    overrides = {**SIM_OVERRIDES, "autostart": False, "use_sim_time": True, "base_checkpoint": str(base),
+                 "finetuned_checkpoints": [str(finetuned)]}
+    node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    try:
+        node.trigger_configure()
+        clock = node.get_clock()
+        callbacks = {"/cameras/exterior/image_raw": lambda m: node._on_image("exterior", m),
+                     "/cameras/wrist/image_raw": lambda m: node._on_image("wrist", m),
+                     "/joint_states": node._on_joints, "/franka_gripper/joint_states": node._on_gripper,
+                     "/instruction": node._on_instruction}
+        from_node, last_ns = [], None
+        with Reader(bag) as reader:
+            for conn, log_ns, raw in reader.messages():
+                if last_ns is not None and log_ns > last_ns:
+                    from_node.append(node.inputs.observation(last_ns))
+                if conn.topic in callbacks:
+                    msg = deserialize_message(bytes(raw), message_class(conn.msgtype))
+                    clock.set_ros_time_override(Time(nanoseconds=log_ns, clock_type=clock.clock_type))
+                    callbacks[conn.topic](msg)  # the node's own subscription callback, as the executor calls it
+                last_ns = log_ns
+        from_node.append(node.inputs.observation(last_ns))
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+    assert len(from_bag) == len(from_node) == 5
+    for a, b in zip(from_bag, from_node):
         assert a.images.keys() == b.images.keys()
         for cam in a.images:
             np.testing.assert_array_equal(a.images[cam], b.images[cam])
@@ -198,7 +225,7 @@ def test_params_file_topics_are_used(eval_checkpoints, tmp_path, capsys):
             w.write(conns[topic], log_ns, raw)
     rc, _, err = run_bag(capsys, [renamed], eval_checkpoints, tmp_path / "o1", "--alpha", "0.5")
     assert rc == 2 and "/joint_states (joint states)" in err and "/robot/joints" in err
-    params = yaml.safe_load(open(InputSettings.from_file().source))
+    params = yaml.safe_load(open(config_dir() / "fr3_droid.yaml"))
     params["retain_policy"]["ros__parameters"]["joint_states_topic"] = "/robot/joints"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     rc, _, err = run_bag(capsys, [renamed], eval_checkpoints, tmp_path / "o2", "--alpha", "0.5", "--params",

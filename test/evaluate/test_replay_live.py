@@ -17,11 +17,11 @@ from retain_ros.bag_types import typestore
 from retain_ros.evaluate.bag_eval import read_episode
 from retain_ros.evaluate.bag_reader import Bag
 from retain_ros.evaluate.cli import main
-from retain_ros.evaluate.observations import InputSettings, ObservationAssembler
+from retain_ros.control.inputs import InputSettings, NodeInputs
 from retain_ros.evaluate.targets import ACTION, TargetBuilder
 from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.interface import load_policy
-from retain_ros.ros.conversions import action_chunk_arrays
+from retain_ros.control.messages import action_chunk_arrays
 
 CHUNK = "/retain_policy/action_chunk"
 
@@ -38,7 +38,7 @@ def read_all(path):
 def offline_chunk(bag, base, finetuned, alpha):
     """The chunk `retain-eval bag` computes for the (constant) observation of `bag` at `alpha`."""
     with Bag(bag) as b:
-        obs = read_episode(b, b.episodes()[0], ObservationAssembler(InputSettings.from_file(), ("exterior", "wrist")),
+        obs = read_episode(b, b.episodes()[0], NodeInputs(InputSettings.from_file(), ("exterior", "wrist")),
                            TargetBuilder(ACTION, ARM, FINGERS, 0.08, 1 / 15), "/action", 1).observations[-1]
     policy = load_policy(base)
     policy.load_merged(ResidentMerger.from_checkpoints(str(base), [str(finetuned)]).merge(alpha).tensors)

@@ -9,8 +9,8 @@ import pytest
 
 from retain_ros.errors import ConfigError
 from retain_ros.evaluate.cli import main as retain_eval
-from retain_ros.evaluate.sim_eval import (EvalConfig, Variant, VariantPolicies, conditions, default_variants,
-                                          jobs_of, summarise, wilson_interval)
+from retain_ros.evaluate.sim_eval import EvalConfig, Variant, VariantPolicies, conditions, default_variants, jobs_of
+from retain_ros.evaluate.sim_report import summarise, wilson_interval
 from retain_ros.policy.configuration_reference import ReferenceVLAConfig
 from retain_ros.policy.processor_reference import NormalizationStats
 from retain_ros.policy.reference_policy import example_observation, random_policy
@@ -62,9 +62,9 @@ def test_variants_swap_the_serving_weights(tiny_models):
 def test_rollout_executes_each_chunk_as_the_node_does(tiny_models):
     """Issue 15: one trajectory per chunk from the node's ChunkExecutor, at least `execute_steps` periods long (the
     acceleration limit may stretch it), accepted; stream mode: `execute_steps` one-period steps per chunk."""
-    from retain_ros.evaluate.sim_eval import plan_to_trajectory, rollout
+    from retain_ros.evaluate.sim_rollout import plan_to_trajectory, rollout
     from retain_ros.policy.reference_policy import ReferencePolicy
-    from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig
+    from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig
     from retain_ros.sim.env import EnvConfig, TabletopEnv
 
     policy = ReferencePolicy.from_pretrained(tiny_models["task_ft"])
@@ -87,7 +87,7 @@ def test_rollout_executes_each_chunk_as_the_node_does(tiny_models):
 def test_same_seeds_for_every_variant(tiny_models):
     cfg = EvalConfig(**tiny_models, target="pick_red", out="unused", episodes=3, generalist=("pick_blue",))
     seeds = {}
-    for _, variant, cell, cell_seeds in jobs_of(cfg):
+    for variant, cell, cell_seeds in jobs_of(cfg):
         seeds.setdefault((cell.task, cell.variation), set()).add(tuple(cell_seeds))
     assert all(len(s) == 1 for s in seeds.values())
 

@@ -223,16 +223,16 @@ def config_type(checkpoint: Path) -> str:
 
 # -- observations, as the node assembles them -------------------------------------------------------------------------
 def node_observations(count: int, seed: int = 0, size: tuple[int, int] = (24, 40)) -> list:
-    """Observations built by the node's own code from standard ROS messages (`ObservationAssembler`, which runs
+    """Observations built by the node's own code from standard ROS messages (`NodeInputs`, which runs
     `ControlLoop.observation`), fed with rosbags message objects as bag replay feeds them."""
     from rosbags.typesys import Stores, get_typestore
 
-    from retain_ros.evaluate.observations import InputSettings, ObservationAssembler
+    from retain_ros.control.inputs import InputSettings, NodeInputs
     from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics
 
     types = get_typestore(Stores.ROS2_JAZZY).types
     topics, rng = Topics(), np.random.default_rng(seed)
-    assembler = ObservationAssembler(InputSettings(), ("exterior", "wrist"))
+    assembler = NodeInputs(InputSettings(), ("exterior", "wrist"))
 
     def header(stamp_ns: int):
         sec, nanosec = divmod(stamp_ns, 10**9)
@@ -245,18 +245,18 @@ def node_observations(count: int, seed: int = 0, size: tuple[int, int] = (24, 40
 
     out, start = [], 1_700_000_000 * 10**9
     instruction = types["std_msgs/msg/String"](data="pick up the red cube")
-    assembler.feed(topics.instruction, "std_msgs/msg/String", start, instruction)
+    assembler.feed(topics.instruction, start, instruction)
     for k in range(count):
         now = start + (k + 1) * 66_666_667
         for topic in (topics.exterior_image, topics.wrist_image):
             h, w = size
             rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            assembler.feed(topic, "sensor_msgs/msg/Image", now, types["sensor_msgs/msg/Image"](
+            assembler.feed(topic, now, types["sensor_msgs/msg/Image"](
                 header=header(now), height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3,
                 data=rgb.reshape(-1)))
-        assembler.feed(topics.joint_states, "sensor_msgs/msg/JointState", now,
+        assembler.feed(topics.joint_states, now,
                        joints(FR3_ARM_JOINTS, rng.uniform(-0.5, 0.5, 7), now))
-        assembler.feed(topics.gripper_states, "sensor_msgs/msg/JointState", now,
+        assembler.feed(topics.gripper_states, now,
                        joints(FR3_FINGER_JOINTS, np.full(2, rng.uniform(0, 0.04)), now))
         obs = assembler.observation(now)
         assert obs is not None, assembler.problems(now)

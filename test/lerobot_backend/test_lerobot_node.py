@@ -26,7 +26,7 @@ from std_msgs.msg import String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from retain_ros.merge.resident import ResidentMerger  # noqa: E402
-from retain_ros.ros import conversions as conv  # noqa: E402
+from retain_ros.control import messages  # noqa: E402
 from retain_ros.ros.processes import (FASTDDS_PROFILE, NodeProcess, Observer, next_domain_id,  # noqa: E402
                                       ros_env, wait_until)
 from retain_ros.topics import Topics  # noqa: E402
@@ -81,9 +81,9 @@ def test_the_node_serves_a_merged_smolvla_and_swaps_it_live(lerobot_checkpoints,
         observer.close()
     chunks = observer.received(CHUNKS)
     assert {c.weights_fingerprint for c in chunks} == {fp[0.5], fp[0.9]}, log
-    actions = {c.weights_fingerprint: conv.action_chunk_arrays(c)[0] for c in chunks}
+    actions = {c.weights_fingerprint: messages.action_chunk_arrays(c)[0] for c in chunks}
     assert actions[fp[0.5]].shape == (actions[fp[0.5]].shape[0], 8)
     assert not np.allclose(actions[fp[0.5]], actions[fp[0.9]]), "the alpha change did not change the output"
     for c in chunks:  # constant inputs: each model always gives the same chunk, so none mixes two merges
-        np.testing.assert_allclose(conv.action_chunk_arrays(c)[0], actions[c.weights_fingerprint], atol=1e-5)
+        np.testing.assert_allclose(messages.action_chunk_arrays(c)[0], actions[c.weights_fingerprint], atol=1e-5)
     assert observer.received(Topics().arm_command)

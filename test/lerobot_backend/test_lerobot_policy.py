@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 
 import pytest
 
@@ -25,6 +24,7 @@ from retain_ros.merge.resident import ResidentMerger  # noqa: E402
 from retain_ros.policy import Policy, load_policy  # noqa: E402
 from retain_ros.policy.interface import DROID_DT_S  # noqa: E402
 from retain_ros.policy.lerobot_io import LeRobotIO  # noqa: E402
+from retain_ros.polling import poll  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +201,13 @@ def test_the_nodes_model_manager_merges_and_swaps_a_lerobot_policy_live(kind, le
     manager.start()
     try:
         manager.request(MergeRequest(str(base), (str(ft),), alpha=0.75, preset=kind))
-        deadline = time.monotonic() + 120
-        swapped = manager.take_swap()
-        while swapped is None:
-            assert time.monotonic() < deadline and not manager.last_error, manager.last_error
-            time.sleep(0.01)
-            swapped = manager.take_swap()
+
+        def ready():
+            assert not manager.last_error, manager.last_error
+            return manager.take_swap()
+
+        swapped = poll(ready, 120, 0.01)
+        assert swapped is not None, "no swap within 120 s"
     finally:
         manager.stop()
     expected = merger.merge(0.75)

@@ -174,3 +174,17 @@ def test_concurrent_predict_sees_old_or_new_weights_never_a_mix(tiny_policy):
     thread.join()
     assert outputs
     assert all(any(np.array_equal(out, e) for e in expected) for out in outputs)
+
+
+def test_outputs_match_the_golden_file():
+    """Issue 13: the embedded checkpoints' chunks for fixed observations and seed, as committed in
+    test/data/reference_vla_golden.json; a numeric change in the model or its preprocessing fails here.
+    Regenerate with `.venv/bin/python test/policy/golden.py` when the change is intended."""
+    from golden import GOLDEN, compute
+
+    expected = json.loads(GOLDEN.read_text())["chunks"]
+    actual = compute()
+    assert actual.keys() == expected.keys()
+    for checkpoint, chunks in expected.items():
+        for name, chunk in chunks.items():
+            np.testing.assert_allclose(actual[checkpoint][name], chunk, atol=1e-4, err_msg=f"{checkpoint} / {name}")

@@ -36,7 +36,7 @@ def make_checkpoints(root: Path, num_finetuned: int = 1, horizon: int = 6) -> tu
 def policy_node_args(base: Path, finetuned: list[Path], root: Path, **params: object) -> list[str]:
     """`--ros-args --params-file config/fr3_droid.yaml -p ...` for the policy node (as sim.launch.py passes: the
     simulator's overrides, armed at full speed with the topic gripper, unless `params` says otherwise)."""
-    from retain_ros.ros.policy_params import SIM_OVERRIDES
+    from retain_ros.control.params import SIM_OVERRIDES
 
     args = ["--ros-args", "--params-file", str(CONFIG), "-p", f"checkpoint_root:={root}",
             "-p", f"base_checkpoint:={base}",

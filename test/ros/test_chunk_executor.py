@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
-from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits, UnsafeChunk, check_plan
+from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits, UnsafeChunk, check_plan
 
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 DT = 1.0 / 15.0

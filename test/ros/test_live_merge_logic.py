@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 
 import numpy as np
 import pytest
 from fake_robot import FINGERS, HOME_Q, INSTRUCTION, frames
 from ros_helpers import make_checkpoints
 
+from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig
+from retain_ros.control.inputs import GRIPPER, INSTRUCTION as INSTR, JOINTS, InputSettings, NodeInputs
+from retain_ros.control.streams import StreamSet
 from retain_ros.errors import ConfigError
 from retain_ros.gripper import gripper_position
-from retain_ros.ros.chunk_executor import ChunkExecutor, ExecutorConfig
-from retain_ros.ros.control_loop import GRIPPER, INSTRUCTION as INSTR, JOINTS, ControlLoop
-from retain_ros.ros.live_merge import MergeRequest, ModelManager, resolve_checkpoint
-from retain_ros.ros.streams import StreamSet
+from retain_ros.paths import resolve_checkpoint
+from retain_ros.ros.control_loop import ControlLoop
+from retain_ros.ros.live_merge import MergeRequest, ModelManager
+from retain_ros.ros.processes import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +29,7 @@ def ckpts(tmp_path_factory):
 
 
 def wait(predicate, timeout_s=20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    raise AssertionError("timed out")
+    return wait_until(predicate, timeout_s, "the model manager", poll_s=0.01)
 
 
 def test_checkpoint_paths_are_confined_to_the_root(ckpts, tmp_path):
@@ -77,9 +74,10 @@ def test_control_loop_waits_for_fresh_streams_and_publishes_safe_commands(ckpts)
     manager = ModelManager()
     manager.load_initial(MergeRequest(base, ft, 0.5))
     clock = [10**9]
-    streams = StreamSet({"exterior": 0.5, "wrist": 0.5, JOINTS: 0.25, GRIPPER: 0.5})
+    inputs = NodeInputs(InputSettings(), ("exterior", "wrist"))  # ages 0.5 s (cameras, gripper), 0.25 s (joints)
+    streams = inputs.streams
     published, events = [], []
-    loop = ControlLoop(streams, ("exterior", "wrist"), manager, ChunkExecutor(ExecutorConfig(execute_steps=3)),
+    loop = ControlLoop(inputs, manager, ChunkExecutor(ExecutorConfig(execute_steps=3)),
                        lambda: clock[0], published.append, 1 / 15, lambda: "", lambda *event: events.append(event))
     assert loop.step() is None and "no message" in loop.state.reason
     for cam, image in frames().items():
@@ -108,9 +106,10 @@ def test_an_inactive_controller_holds_commanding_back_and_the_running_motion_is_
     manager = ModelManager()
     manager.load_initial(MergeRequest(base, ft, 0.5))
     clock = [10**9]
-    streams = StreamSet({"exterior": 0.5, "wrist": 0.5, JOINTS: 0.25})
+    inputs = NodeInputs(InputSettings(gripper_states_topic=""), ("exterior", "wrist"))
+    streams = inputs.streams
     published, stops, blocked = [], [], [None]
-    loop = ControlLoop(streams, ("exterior", "wrist"), manager, ChunkExecutor(ExecutorConfig(execute_steps=3)),
+    loop = ControlLoop(inputs, manager, ChunkExecutor(ExecutorConfig(execute_steps=3)),
                        lambda: clock[0], published.append, 1 / 15, lambda: INSTRUCTION, lambda *event: None,
                        send_stop=stops.append, blocked=lambda: blocked[0])
     for cam, image in frames().items():

@@ -16,7 +16,7 @@ from ros_helpers import latest_status, make_checkpoints, wait_until
 from test_policy_node import STATUS, T, count, start_policy
 
 from retain_ros.merge.resident import ResidentMerger
-from retain_ros.ros import conversions as conv
+from retain_ros.control import messages
 from retain_ros.policy.interface import Observation, load_policy
 from retain_ros.gripper import gripper_position
 
@@ -42,7 +42,7 @@ class Expected:
     def check(self, chunk) -> None:
         assert chunk.weights_fingerprint in self.by_fingerprint, "chunk from an unknown (half-updated?) model"
         expected = self.by_fingerprint[chunk.weights_fingerprint]
-        actions, _ = conv.action_chunk_arrays(chunk)
+        actions, _ = messages.action_chunk_arrays(chunk)
         assert np.allclose(actions, expected, atol=1e-4), "chunk does not match its fingerprint's merge"
 
 

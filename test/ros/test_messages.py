@@ -17,8 +17,9 @@ from retain_ros_msgs.msg import ActionChunk as ActionChunkMsg
 from retain_ros.bag_types import ACTION_CHUNK, typestore
 from retain_ros.paths import msg_dir
 from retain_ros.policy.interface import DROID_ACTION_SPACE, ActionChunk
+from retain_ros.control import messages
 from retain_ros.ros import conversions as conv
-from retain_ros.ros.chunk_executor import PlannedCommand
+from retain_ros.control.chunk_executor import PlannedCommand
 from retain_ros.ros.control_loop import Executed
 from retain_ros.ros.live_merge import ServingModel
 
@@ -40,13 +41,13 @@ def test_the_node_message_round_trips_through_rclpy_and_the_bag_typestore():
     bag_msg = typestore().deserialize_cdr(raw, ACTION_CHUNK)
     back = deserialize_message(bytes(typestore().serialize_cdr(bag_msg, ACTION_CHUNK)), ActionChunkMsg)
     for found in (msg, bag_msg, back):
-        actions, alphas = conv.action_chunk_arrays(found)
+        actions, alphas = messages.action_chunk_arrays(found)
         np.testing.assert_array_equal(actions, ACTIONS)
         assert alphas == {"vision": (0.25,), "action": (0.5, 0.75)}
         assert found.weights_fingerprint == "ab" * 32 and found.generation == 3 and found.sequence == 41
-        assert conv.stamp_to_ns(found.observation_stamp) == 1_700_000_000_123_456_789
-        assert conv.stamp_to_ns(found.image_stamp) == 1_700_000_000_100_000_000
-        assert conv.stamp_to_ns(found.header.stamp) == 1_700_000_000_200_000_000
+        assert messages.stamp_to_ns(found.observation_stamp) == 1_700_000_000_123_456_789
+        assert messages.stamp_to_ns(found.image_stamp) == 1_700_000_000_100_000_000
+        assert messages.stamp_to_ns(found.header.stamp) == 1_700_000_000_200_000_000
         assert (found.horizon, found.action_dim, found.action_space) == (10, 8, "droid_joint_velocity")
         assert (found.skipped, found.executed, found.clamped) == (2, 3, True)
         assert abs(found.dt - 1 / 15) < 1e-12 and abs(found.inference_time - 0.026) < 1e-12
@@ -58,8 +59,8 @@ def test_truncated_actions_are_named():
     msg = conv.action_chunk_message(executed(), stamp_ns=0)
     msg.actions = msg.actions[:-1]
     try:
-        conv.action_chunk_arrays(msg)
-    except conv.ConversionError as exc:
+        messages.action_chunk_arrays(msg)
+    except messages.ConversionError as exc:
         assert "79 actions values, not horizon x action_dim = 10 x 8" in str(exc)
     else:
         raise AssertionError("a truncated chunk was accepted")

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from ros_helpers import CONFIG, REPO
 
-from retain_ros.ros.policy_params import BY_NAME, PARAMS, check_change
+from retain_ros.control.params import BY_NAME, PARAMS, check_change
+from retain_ros.ros.policy_params import descriptor
 
 
 def test_params_file_matches_the_declared_parameters():
@@ -19,10 +20,12 @@ def test_params_file_matches_the_declared_parameters():
     for name, value in values.items():
         if name in BY_NAME:
             assert type(value) is type(BY_NAME[name].default), name
+            assert value == BY_NAME[name].default, f"{name}: the file says {value}, the node's default is " \
+                                                   f"{BY_NAME[name].default} (offline evaluation uses the defaults)"
             if BY_NAME[name].low is not None:
                 assert BY_NAME[name].low <= value <= BY_NAME[name].high, name
     for p in PARAMS:
-        assert p.descriptor().description
+        assert descriptor(p).description
 
 
 def test_group_alpha_rule_and_alpha_range():

@@ -12,7 +12,7 @@ from ros_helpers import latest_status, policy_node_args, wait_until
 from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory
 
-from retain_ros.ros import conversions as conv
+from retain_ros.control import messages
 from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS, Topics
 
@@ -41,14 +41,14 @@ def _latched():
 
 def check_trajectory(msg: JointTrajectory) -> None:
     """What the Jazzy joint_trajectory_controller and the FR3 need."""
-    times, positions, velocities = conv.trajectory_arrays(msg, FR3_ARM_JOINTS)
+    times, positions, velocities = messages.trajectory_arrays(msg, FR3_ARM_JOINTS)
     assert list(msg.joint_names) == list(FR3_ARM_JOINTS)
     assert len(times) >= 1 and times[0] > 0 and np.all(np.diff(times) > 0), times
     assert np.all(np.isfinite(positions)) and np.all(np.isfinite(velocities))
     assert np.all(positions >= np.array(FR3_Q_MIN)) and np.all(positions <= np.array(FR3_Q_MAX))
     assert np.all(np.abs(velocities) <= np.array(FR3_DQ_MAX) + 1e-9)
     assert np.all(velocities[-1] == 0.0)
-    assert conv.stamp_to_ns(msg.header.stamp) == 0
+    assert messages.stamp_to_ns(msg.header.stamp) == 0
 
 
 def count(observer, topic=T.arm_command) -> int:
@@ -70,12 +70,12 @@ def test_starts_from_params_file_commands_and_stops_on_stale_streams(ros, tiny_c
     widths = [m.data for m in observer.received(T.gripper_command)]
     assert widths and all(math.isfinite(w) and 0.0 <= w <= 0.08 for w in widths)
     chunk = observer.received("/retain_policy/action_chunk")[-1]
-    actions, alphas = conv.action_chunk_arrays(chunk)
+    actions, alphas = messages.action_chunk_arrays(chunk)
     assert chunk.weights_fingerprint == status["fingerprint"] and chunk.generation == status["generation"]
     assert actions.shape == (chunk.horizon, 8) and chunk.action_dim == 8 and np.all(np.isfinite(actions))
     assert alphas == {"vision": (0.5,), "language": (0.5,), "action": (0.5,)}
     assert chunk.action_space == "droid_joint_velocity" and chunk.executed == 3 and chunk.inference_time > 0
-    assert 0 < conv.stamp_to_ns(chunk.image_stamp) <= conv.stamp_to_ns(chunk.observation_stamp)
+    assert 0 < messages.stamp_to_ns(chunk.image_stamp) <= messages.stamp_to_ns(chunk.observation_stamp)
 
     # A camera stops: commands stop (within two periods), the status names the stream; it resumes by itself.
     fake.enabled["wrist"] = False
@@ -149,7 +149,7 @@ def test_bad_inputs_give_a_clear_reason_and_no_command(ros, tiny_checkpoints):
 @pytest.mark.slow
 @pytest.mark.parametrize("params, reason", [
     ({"lerobot_images": ["exterior"]}, "lerobot_images: 'exterior' is not CAMERA=FEATURE"),
-    ({"camera_topics": ["/only/one"]}, "camera_names has 2 entries but camera_topics 1; one topic each"),
+    ({"camera_topics": ["/only/one"]}, "camera_names has 2 entries but camera_topics 1; give one topic per camera"),
 ])
 def test_a_bad_start_up_parameter_is_one_clear_line_and_nothing_is_commanded(ros, tiny_checkpoints, params, reason):
     _, _, observer, spawn = ros

@@ -16,7 +16,7 @@ from sensor_msgs.msg import JointState
 from test_policy_node import STATUS, T, check_trajectory, count, start_policy
 
 from retain_ros.fr3 import FR3_DQ_MAX
-from retain_ros.ros import conversions as conv
+from retain_ros.control import messages
 from retain_ros.topics import FR3_ARM_JOINTS
 
 
@@ -37,7 +37,7 @@ def commanding_chunks(ros, tiny_checkpoints):
 
 
 def is_stop(msg) -> bool:
-    times, _, velocities = conv.trajectory_arrays(msg, FR3_ARM_JOINTS)
+    times, _, velocities = messages.trajectory_arrays(msg, FR3_ARM_JOINTS)
     return len(times) == 1 and velocities is not None and np.all(velocities == 0.0) and times[0] >= 0.1
 
 
@@ -100,6 +100,6 @@ def test_stream_mode_sends_one_re_anchored_step_per_period(ros, tiny_checkpoints
     moved = count(observer)
     wait_until(lambda: count(observer) >= moved + 6, 30, "steps after the arm moved", proc)
     for msg in observer.received(T.arm_command)[moved + 3:]:
-        times, positions, velocities = conv.trajectory_arrays(msg, FR3_ARM_JOINTS)
+        times, positions, velocities = messages.trajectory_arrays(msg, FR3_ARM_JOINTS)
         assert len(times) == 1 and velocities is None and times[0] == pytest.approx(1 / 15, abs=1e-6)
         assert np.all(np.abs(positions[0] - fake.q) <= np.array(FR3_DQ_MAX) * 0.1 / 15 * 1.0001)  # one scaled step

@@ -12,7 +12,7 @@ from std_msgs.msg import String
 from test_policy_node import _latched, check_trajectory, count
 from trajectory_msgs.msg import JointTrajectory
 
-from retain_ros.ros import conversions as conv
+from retain_ros.control import messages
 from retain_ros.topics import FR3_ARM_JOINTS, Topics
 
 T = Topics()
@@ -29,7 +29,7 @@ def test_policy_drives_the_simulated_arm(ros, tiny_checkpoints):
     sim = spawn("retain_ros.ros.sim_robot_node", ["--ros-args", "-p", "task:=pick_red", "-p", "seed:=3",
                                                   "-p", "image_encoding:=bgr8", "-p", "image_size:=64"], "sim")
     wait_until(lambda: len(observer.received(T.joint_states)) > 0, 60, "simulated joint states", sim)
-    start_q = conv.joint_positions(observer.received(T.joint_states)[-1], FR3_ARM_JOINTS)
+    start_q = messages.joint_positions(observer.received(T.joint_states)[-1], FR3_ARM_JOINTS)
     policy = spawn("retain_ros.ros.policy_node",
                    policy_node_args(base, finetuned, root, execute_steps=4, image_max_age_s=1.0,
                                     joint_states_max_age_s=1.0), "policy")
@@ -40,7 +40,7 @@ def test_policy_drives_the_simulated_arm(ros, tiny_checkpoints):
         check_trajectory(msg)
 
     def moved():
-        q = conv.joint_positions(observer.received(T.joint_states)[-1], FR3_ARM_JOINTS)
+        q = messages.joint_positions(observer.received(T.joint_states)[-1], FR3_ARM_JOINTS)
         return np.max(np.abs(q - start_q)) > 0.01
     wait_until(moved, 30, "the arm to move", sim)
     episode = json.loads(observer.received("/sim_robot/episode")[-1].data)

@@ -1,0 +1,182 @@
+"""Parameters of the policy node: one table of names, defaults, descriptions, ranges and read-only flags (no rclpy).
+
+The node declares them (`retain_ros.ros.policy_params`), and offline evaluation reads its defaults from here, so a bag
+is replayed with the settings the node would have.
+
+config/fr3_droid.yaml repeats every entry with a comment; `test/ros/test_params_file.py` checks that the two agree.
+Group alphas accept -1 ("use `alpha`") or [0, 1]; a FloatingPointRange cannot express {-1} U [0, 1], so the
+descriptor says -1..1 and the on-set callback (`check_change`) rejects (-1, 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from retain_ros.paths import resolve_checkpoint
+from retain_ros.policy.lerobot_io import DROID_FR3_IO
+from retain_ros.fr3 import FR3_DDQ_MAX, FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
+from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics
+
+GROUP_ALPHAS = {"alpha_vision": "vision", "alpha_language": "language", "alpha_action": "action"}
+CHECKPOINT_PARAMS = ("base_checkpoint", "finetuned_checkpoints", "group_preset")
+MERGE_PARAMS = ("alpha", *GROUP_ALPHAS, *CHECKPOINT_PARAMS)
+GRIPPER_BACKENDS = ("franka_gripper", "topic", "none")
+EXECUTION_MODES = ("auto", "chunk", "stream")
+_T = Topics()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter.
+
+    Attributes:
+        name: parameter name.
+        default: default value (its type is the parameter's type).
+        description: what it means, with units.
+        read_only: load-time only.
+        low: range lower bound (numbers only; None = no range).
+        high: range upper bound.
+    """
+
+    name: str
+    default: object
+    description: str
+    read_only: bool = False
+    low: float | None = None
+    high: float | None = None
+
+
+PARAMS: tuple[Param, ...] = (
+    # --- model and merge (changing these at run time re-merges off the control thread) ---
+    Param("base_checkpoint", "", "pretrained checkpoint (directory with config.json + model.safetensors); relative "
+          "paths are taken inside checkpoint_root"),
+    Param("finetuned_checkpoints", [""], "finetuned checkpoints of the same architecture (several = sequential "
+          "skills); [''] or [] serves the base alone"),
+    Param("alpha", 0.5, "RETAIN merge weight: 0 = pretrained, 1 = finetuned", low=0.0, high=1.0),
+    Param("alpha_vision", -1.0, "alpha of the vision-encoder group; -1 = use alpha", low=-1.0, high=1.0),
+    Param("alpha_language", -1.0, "alpha of the language-backbone group; -1 = use alpha", low=-1.0, high=1.0),
+    Param("alpha_action", -1.0, "alpha of the action-expert group; -1 = use alpha", low=-1.0, high=1.0),
+    Param("group_preset", "auto", "parameter-group preset (reference, pi0, pi05, smolvla, ... or a YAML path); auto "
+          "detects it from the weight names"),
+    Param("checkpoint_root", "", "checkpoints are only loaded from inside this directory (empty = anywhere)",
+          read_only=True),
+    Param("device", "cpu", "torch device of the model and the resident merger (cpu, cuda, cuda:1)", read_only=True),
+    Param("seed", 0, "seed of the policy's sampling noise (deterministic output per observation)", read_only=True,
+          low=0, high=2**31 - 1),
+    # --- LeRobot checkpoints (config.json type pi0 / pi05 / smolvla): the node's streams <-> the policy's features ---
+    Param("lerobot_images", list(DROID_FR3_IO.to_params()["images"]), "CAMERA=FEATURE items: which camera_names "
+          "entry feeds which policy image feature (observation.images.*)", read_only=True),
+    Param("lerobot_state", list(DROID_FR3_IO.state), "observation.state components in order: joint_positions (7), "
+          "gripper_position (1, 0 open .. 1 closed), gripper_open (1)", read_only=True),
+    Param("lerobot_action", DROID_FR3_IO.action, "what the policy's first 7 outputs are: droid_joint_velocity "
+          "(DROID-normalised, pi0 / pi0.5 DROID), joint_velocity (rad/s) or joint_position; output 8 is the gripper",
+          read_only=True),
+    Param("lerobot_gripper", DROID_FR3_IO.gripper, "the policy's gripper output convention: closed_is_1 (DROID) or "
+          "open_is_1", read_only=True),
+    Param("lerobot_rate_hz", float(DROID_FR3_IO.rate_hz), "rate of the policy's actions (DROID: 15 Hz)",
+          read_only=True, low=0.1, high=1000.0),
+    # --- execution ---
+    Param("start_paused", True, "start without commanding until ~/resume is called (a robot's first run); the "
+          "simulator and the demo start armed", read_only=True),
+    Param("execution_mode", "auto", "chunk (one trajectory per chunk), stream (one step per control period, "
+          "re-anchored on the measured joints, as DROID / openpi) or auto (the backend's choice: stream for "
+          "DROID-trained LeRobot checkpoints, chunk otherwise)", read_only=True),
+    Param("speed_scale", 0.3, "fraction (0, 1] of the velocity and acceleration limits; paths are kept, time "
+          "stretches. Low for first runs, raise once the set-up is trusted", low=0.01, high=1.0),
+    Param("min_lead_time_s", 0.05, "the first point of a command is reached no sooner than this after it is sent, so "
+          "a small mismatch is not crossed at full speed (s)", low=0.0, high=1.0),
+    Param("control_rate_hz", 15.0, "rate of the control loop (stream checks, model swaps, chunk scheduling, streamed "
+          "steps), Hz", read_only=True, low=1.0, high=1000.0),
+    Param("execute_steps", 8, "actions executed from each chunk before the next one replaces it", low=1, high=1000),
+    Param("blend_weight", 0.0, "weight of the previous chunk's remainder where chunks overlap (0 = no blending)",
+          low=0.0, high=0.95),
+    Param("max_start_jump_rad", 0.5, "a chunk whose first target is farther than this from the measured state is "
+          "rejected (rad)", low=0.001, high=6.0),
+    Param("position_min", list(FR3_Q_MIN), "lower joint position limits (rad), joint_names order (FR3: "
+          "franka_description's joint_limits.yaml)", read_only=True),
+    Param("position_max", list(FR3_Q_MAX), "upper joint position limits (rad), joint_names order", read_only=True),
+    Param("velocity_max", list(FR3_DQ_MAX), "joint velocity limits (rad/s), joint_names order", read_only=True),
+    Param("acceleration_max", list(FR3_DDQ_MAX), "joint acceleration limits (rad/s^2), joint_names order",
+          read_only=True),
+    # --- inputs ---
+    Param("camera_names", ["exterior", "wrist"], "camera names the policy reads, one per camera_topics entry",
+          read_only=True),
+    Param("camera_topics", [_T.exterior_image, _T.wrist_image], "image topics, one per camera_names entry",
+          read_only=True),
+    Param("compressed_images", False, "subscribe sensor_msgs/CompressedImage instead of sensor_msgs/Image",
+          read_only=True),
+    Param("image_max_age_s", 0.5, "a camera whose last frame is older than this stops commanding (s)",
+          low=0.01, high=60.0),
+    Param("joint_states_topic", _T.joint_states, "sensor_msgs/JointState of the arm", read_only=True),
+    Param("joint_names", list(FR3_ARM_JOINTS), "arm joints in the policy's action order (message order is irrelevant)",
+          read_only=True),
+    Param("joint_states_max_age_s", 0.25, "maximum age of the joint state (s)", low=0.01, high=60.0),
+    Param("gripper_states_topic", _T.gripper_states, "sensor_msgs/JointState of the gripper fingers ('' = no "
+          "gripper state; the policy then sees an open gripper)", read_only=True),
+    Param("gripper_joint_names", list(FR3_FINGER_JOINTS), "finger joints whose positions sum to the opening",
+          read_only=True),
+    Param("gripper_max_width_m", 0.08, "finger opening of a fully open gripper (m)", read_only=True,
+          low=0.001, high=1.0),
+    Param("gripper_max_age_s", 0.5, "maximum age of the gripper state (s)", low=0.01, high=60.0),
+    Param("instruction_topic", _T.instruction, "std_msgs/String with the language instruction (latched or repeated)",
+          read_only=True),
+    Param("instruction", "", "the language instruction; when set, it wins over instruction_topic"),
+    # --- outputs ---
+    Param("command_topic", _T.arm_command, "trajectory_msgs/JointTrajectory for the joint_trajectory_controller",
+          read_only=True),
+    Param("gripper_backend", "franka_gripper", "franka_gripper (its move / grasp actions, franka_msgs: open = move, "
+          "close = grasp, only on changes), topic (std_msgs/Float64 width on gripper_command_topic: the simulator) or "
+          "none", read_only=True),
+    Param("gripper_node", "/franka_gripper", "the franka_gripper node whose ~/move and ~/grasp actions are used "
+          "(older set-ups: /fr3_gripper or /panda_gripper)", read_only=True),
+    Param("gripper_force_n", 20.0, "grasp force (N) of the franka_gripper backend", read_only=True, low=1.0,
+          high=70.0),
+    Param("gripper_speed_m_s", 0.1, "finger speed (m/s) of the franka_gripper backend", read_only=True, low=0.01,
+          high=0.2),
+    Param("gripper_command_topic", _T.gripper_command, "std_msgs/Float64 finger opening (m) for the topic backend",
+          read_only=True),
+    Param("controller_manager", "/controller_manager", "controller_manager whose ~/list_controllers tells whether "
+          "controller_name is active ('' = do not ask)", read_only=True),
+    Param("controller_name", "fr3_arm_controller", "the joint_trajectory_controller command_topic belongs to",
+          read_only=True),
+    Param("status_rate_hz", 1.0, "rate of ~/status and /diagnostics (Hz)", read_only=True, low=0.1, high=100.0),
+)
+BY_NAME = {p.name: p for p in PARAMS}
+
+
+def check_change(name: str, value: object, checkpoint_root: str = "", groups: tuple[str, ...] = ()) -> str | None:
+    """Validate one new value (the on-set callback); returns the reason it is refused, or None.
+
+    Args:
+        name: parameter name.
+        value: the new value.
+        checkpoint_root: where checkpoints may live.
+        groups: the merger's groups (empty = unknown yet: not checked).
+    """
+    if name == "alpha":
+        if not (isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0):
+            return f"alpha={value!r} must be a number in [0, 1] (0 = pretrained, 1 = finetuned)"
+    elif name in GROUP_ALPHAS:
+        if not (isinstance(value, float) and (value == -1.0 or 0.0 <= value <= 1.0)):
+            return f"{name}={value!r} must be -1 (use alpha) or in [0, 1]"
+        if value >= 0.0 and groups and GROUP_ALPHAS[name] not in groups:
+            return (f"{name}: the group preset has no '{GROUP_ALPHAS[name]}' group (groups: {', '.join(groups)}); "
+                    "leave it at -1")
+    elif name in ("base_checkpoint", "finetuned_checkpoints"):
+        paths = [value] if isinstance(value, str) else [v for v in value if v]
+        for path in paths:
+            try:
+                resolve_checkpoint(path, checkpoint_root)
+            except ValueError as exc:
+                return f"{name}: {exc}"
+    elif name == "gripper_backend" and value not in GRIPPER_BACKENDS:
+        return f"gripper_backend='{value}' is unknown; use one of {', '.join(GRIPPER_BACKENDS)}"
+    elif name == "execution_mode" and value not in EXECUTION_MODES:
+        return f"execution_mode='{value}' is unknown; use one of {', '.join(EXECUTION_MODES)}"
+    return None
+
+
+# What differs for the simulated arm (sim.launch.py, the demo, the tests): it starts armed at full speed, and its
+# gripper takes a width on a topic.
+SIM_OVERRIDES = {"start_paused": False, "speed_scale": 1.0, "gripper_backend": "topic"}

@@ -1,0 +1,141 @@
+"""The report of a closed-loop comparison: success rates with Wilson intervals, report.md / .json, the sweep plot."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from retain_ros.evaluate.sim_eval import GENERALIST, ID, EvalConfig, Variant
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarise(records: Sequence[dict[str, object]], variants: Sequence[Variant],
+              columns: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Success table: variant -> column -> {rate, low, high, n, reward}; column 'ood' pools every OOD family.
+
+    `reward` is the mean final task reward (1 on success, else shaped progress in [0, 0.9]): a graded signal that
+    still separates models when success rates are all low.
+    """
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for variant in variants:
+        row = {}
+        mine = [r for r in records if r["variant"] == variant.name]
+        for column in list(columns) + ["ood"]:
+            if column == "ood":
+                chosen = [r for r in mine if r["column"] not in (ID, GENERALIST)]
+            else:
+                chosen = [r for r in mine if r["column"] == column]
+            k = sum(bool(r["success"]) for r in chosen)
+            low, high = wilson_interval(k, len(chosen))
+            rewards = [r["reward"] for r in chosen if "reward" in r]
+            reward = float(np.mean(rewards)) if rewards else float("nan")
+            row[column] = {"rate": k / len(chosen) if chosen else float("nan"), "low": low, "high": high,
+                           "n": len(chosen), "reward": reward}
+        table[variant.name] = row
+    return table
+
+
+def config_record(cfg: EvalConfig) -> dict[str, object]:
+    """The settings of a run, for report.json."""
+    data = asdict(cfg)
+    data["variants"] = [asdict(v) for v in cfg.variants]
+    return data
+
+
+# Paper numbers (DROID columns, read off the charts +-0.02; shared/reference/retain-method.md) for the report.
+PAPER_DROID = {"base": (0.23, 0.72, 0.20), "task-FT": (0.85, 0.52, 0.38), "co-FT": (0.77, 0.56, 0.51),
+               "RETAIN task-FT": (0.72, 0.64, 0.55), "RETAIN co-FT": (0.83, 0.71, 0.71)}
+
+
+def _fmt(cell: dict[str, float]) -> str:
+    if not cell["n"]:
+        return "-"
+    return f"{cell['rate']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
+
+
+def markdown_report(cfg: EvalConfig, table: dict, records: Sequence[dict], wall_s: float) -> str:
+    """The comparison in the paper's layout (ID, generalist, OOD) plus one column per OOD family."""
+    families = list(cfg.ood)
+    lines = [f"# RETAIN in simulation: target task `{cfg.target}`", "",
+             f"Success rate [95% Wilson interval]; {cfg.episodes} episode(s) per target cell (seeds {cfg.seed}.."
+             f"{cfg.seed + cfg.episodes - 1}), {cfg.generalist_episodes} per generalist task; {len(records)} "
+             f"episodes in {wall_s / 60:.1f} min. OOD pools the families {', '.join(families)}.", "",
+             "| Method | ID | Generalist | OOD | " + " | ".join(families) + " |",
+             "|---|---|---|---|" + "---|" * len(families)]
+    for name, row in table.items():
+        cells = [_fmt(row[ID]), _fmt(row[GENERALIST]), _fmt(row["ood"])] + [_fmt(row[f]) for f in families]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean final task reward (1 = success, else shaped progress in [0, 0.9]):", "",
+              "| Method | ID | Generalist | OOD | " + " | ".join(families) + " |",
+              "|---|---|---|---|" + "---|" * len(families)]
+    for name, row in table.items():
+        cells = [f"{row[c]['reward']:.3f}" for c in [ID, GENERALIST, "ood", *families]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Paper (DROID, pi0-FAST, real robot): ID / Generalist / OOD", "",
+              "| Method | ID | Generalist | OOD |", "|---|---|---|---|"]
+    lines += [f"| {k} | {a:.2f} | {b:.2f} | {c:.2f} |" for k, (a, b, c) in PAPER_DROID.items()]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_plot(table: dict, variants: Sequence[Variant], path: Path) -> Path:
+    """Success vs alpha for RETAIN on task-FT and co-FT (alpha 0 = base, 1 = the finetuned model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, grid = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for col, (label, key) in enumerate((("task-FT", "task_ft"), ("co-FT", "co_ft"))):
+        ax, ax_reward = grid[0, col], grid[1, col]
+        points = [(0.0, "base")] + [(v.alpha, v.name) for v in variants
+                                    if v.finetuned == key and v.alpha is not None and not v.group_alpha]
+        points += [(1.0, v.name) for v in variants if v.finetuned == key and v.alphas() is None]
+        points = sorted((a, n) for a, n in points if n in table)
+        for column, style in ((ID, "o-"), (GENERALIST, "s-"), ("ood", "^-")):
+            xs = [a for a, _ in points]
+            ys = [table[n][column]["rate"] for _, n in points]
+            lo = [table[n][column]["rate"] - table[n][column]["low"] for _, n in points]
+            hi = [table[n][column]["high"] - table[n][column]["rate"] for _, n in points]
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt=style, capsize=3, label=column, alpha=0.85)
+            ax_reward.plot(xs, [table[n][column]["reward"] for _, n in points], style, label=column, alpha=0.85)
+        ax.set_title(f"RETAIN on {label}")
+        ax_reward.set_xlabel("alpha (0 = base, 1 = finetuned)")
+        ax.set_ylim(-0.05, 1.05)
+        ax_reward.set_ylim(0, None)
+        ax.grid(alpha=0.3)
+        ax_reward.grid(alpha=0.3)
+    grid[0, 0].set_ylabel("success rate (95% CI)")
+    grid[1, 0].set_ylabel("mean final reward")
+    grid[0, 0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(cfg: EvalConfig, records: Sequence[dict], wall_s: float) -> dict[str, Path]:
+    """Write report.json (settings, table, every episode with its seed), report.md and alpha_sweep.png."""
+    import json
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = summarise(records, cfg.variants, [ID, GENERALIST, *cfg.ood])
+    paths = {"json": out / "report.json", "md": out / "report.md", "plot": out / "alpha_sweep.png"}
+    paths["json"].write_text(json.dumps({"config": config_record(cfg), "table": table, "wall_s": wall_s,
+                                         "episodes": list(records)}, indent=1) + "\n")
+    paths["md"].write_text(markdown_report(cfg, table, records, wall_s))
+    sweep_plot(table, cfg.variants, paths["plot"])
+    return paths
