@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retain_ros.errors import ConfigError
-from retain_ros.policy.interface import DROID_JOINT_VELOCITY, VELOCITY_KINDS, ActionChunk, arm_velocities_rad_s
 from retain_ros.control import messages
+from retain_ros.droid_action import integrate_velocities
+from retain_ros.errors import ConfigError
 from retain_ros.gripper import gripper_position, width_to_position
+from retain_ros.policy.interface import DROID_JOINT_VELOCITY, VELOCITY_KINDS, ActionChunk
 
 ACTION, COMMAND, JOINT_STATES = "action", "command", "joint_states"
 TARGETS = (ACTION, COMMAND, JOINT_STATES)
@@ -181,7 +182,6 @@ class Targets:
             if chunk.space.kind != DROID_JOINT_VELOCITY:
                 raise ConfigError(f"the policy outputs {chunk.space.kind} actions but the bag's /action holds "
                                   f"{DROID_JOINT_VELOCITY} actions; use --target command or joint_states")
-        elif chunk.space.kind in VELOCITY_KINDS:
-            velocities = arm_velocities_rad_s(arm, chunk.space.kind, chunk.dt_s)
-            arm = np.asarray(joint_positions, dtype=np.float64) + chunk.dt_s * np.cumsum(velocities, axis=0)
+        elif chunk.space.kind in VELOCITY_KINDS:  # the policy's intent, unclamped: any robot's joints, no limits
+            arm, _ = integrate_velocities(joint_positions, arm, chunk.space.kind, chunk.dt_s, np.inf)
         return np.concatenate([arm, actions[:, g:g + 1]], axis=1)

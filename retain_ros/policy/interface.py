@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from retain_ros.droid_action import (  # noqa: F401  (re-exported: the policy-facing names)
-    ACTION_KINDS, DROID_DT_S, DROID_JOINT_VELOCITY, JOINT_POSITION, JOINT_VELOCITY, VELOCITY_KINDS,
-    arm_velocities_rad_s)
+    ACTION_KINDS, DROID_DT_S, DROID_JOINT_VELOCITY, JOINT_POSITION, VELOCITY_KINDS)
 from retain_ros.errors import ConfigError
 from retain_ros.policy.registry import POLICIES
 from retain_ros.topics import FR3_ARM_JOINTS
