@@ -1,21 +1,45 @@
 """Robot PC: the RETAIN policy node on a Franka driven by franka_ros2's fr3_arm_controller.
 
     ros2 launch retain_ros policy.launch.py base_checkpoint:=pi0_base finetuned_checkpoints:="['pi0_cube']" \
-        checkpoint_root:=/data/checkpoints alpha:=0.5 [params_file:=/path/to/my.yaml] [use_sim_time:=false] \
-        [start_paused:=true] [speed_scale:=0.3] [gripper_backend:=franka_gripper]
+        checkpoint_root:=/data/checkpoints [alpha:=0.5] [params_file:=/path/to/my.yaml] [use_sim_time:=false] \
+        [start_paused:=true] [speed_scale:=0.3] [gripper_backend:=franka_gripper] [device:=cuda]
 
-Starts exactly what test/ros starts by hand: executable `policy_node`, the params file, then these overrides. The
-node starts paused: `ros2 service call /retain_policy/resume std_srvs/srv/Trigger` arms it (docs/robot.md).
+Starts exactly what test/ros starts by hand: executable `policy_node`, the params file, then the arguments given here.
+An argument left out keeps the params file's value (the file is config/fr3_droid.yaml unless params_file says
+otherwise), so a speed_scale set in your file is never replaced by a launch default. The node starts paused:
+`ros2 service call /retain_policy/resume std_srvs/srv/Trigger` arms it (docs/robot.md).
 """
 
 import os
 
+import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
+
+# launch argument -> what it overrides when given ('' = not given: the params file decides)
+OPTIONAL = {
+    "finetuned_checkpoints": "finetuned checkpoints, YAML list, e.g. \"['pi0_cube']\"",
+    "alpha": "RETAIN merge weight 0..1",
+    "device": "torch device (cpu, cuda)",
+    "use_sim_time": "use /clock",
+    "start_paused": "wait for ~/resume before commanding",
+    "speed_scale": "fraction (0, 1] of the joint velocity and acceleration limits",
+    "gripper_backend": "franka_gripper | topic (simulator) | none",
+}
+
+
+def _policy_node(context):
+    overrides = {"base_checkpoint": LaunchConfiguration("base_checkpoint").perform(context),
+                 "checkpoint_root": LaunchConfiguration("checkpoint_root").perform(context)}
+    for name in OPTIONAL:
+        text = LaunchConfiguration(name).perform(context)
+        if text != "":
+            overrides[name] = yaml.safe_load(text)  # typed as ros2 param set types it: 0.5, true, ['a'], cpu
+    return [Node(package="retain_ros", executable="policy_node", name="retain_policy", output="screen",
+                 parameters=[LaunchConfiguration("params_file").perform(context), overrides])]
 
 
 def generate_launch_description():
@@ -23,35 +47,8 @@ def generate_launch_description():
     args = [
         DeclareLaunchArgument("params_file", default_value=default_params, description="policy node parameter file"),
         DeclareLaunchArgument("base_checkpoint", description="pretrained checkpoint (inside checkpoint_root)"),
-        DeclareLaunchArgument("finetuned_checkpoints", default_value="['']",
-                              description="finetuned checkpoints, YAML list"),
         DeclareLaunchArgument("checkpoint_root", description="checkpoints are only loaded from inside this folder"),
-        DeclareLaunchArgument("alpha", default_value="0.5", description="RETAIN merge weight 0..1"),
-        DeclareLaunchArgument("device", default_value="cpu", description="torch device"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock"),
-        DeclareLaunchArgument("start_paused", default_value="true", description="wait for ~/resume before commanding"),
-        DeclareLaunchArgument("speed_scale", default_value="0.3", description="fraction of the joint limits' speed"),
-        DeclareLaunchArgument("gripper_backend", default_value="franka_gripper",
-                              description="franka_gripper | topic (simulator) | none"),
+        *(DeclareLaunchArgument(name, default_value="", description=f"{text} ('' = the params file's value)")
+          for name, text in OPTIONAL.items()),
     ]
-    policy = Node(
-        package="retain_ros",
-        executable="policy_node",
-        name="retain_policy",
-        output="screen",
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "base_checkpoint": LaunchConfiguration("base_checkpoint"),
-                "finetuned_checkpoints": ParameterValue(LaunchConfiguration("finetuned_checkpoints"), value_type=None),
-                "checkpoint_root": LaunchConfiguration("checkpoint_root"),
-                "alpha": ParameterValue(LaunchConfiguration("alpha"), value_type=float),
-                "device": LaunchConfiguration("device"),
-                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
-                "start_paused": ParameterValue(LaunchConfiguration("start_paused"), value_type=bool),
-                "speed_scale": ParameterValue(LaunchConfiguration("speed_scale"), value_type=float),
-                "gripper_backend": LaunchConfiguration("gripper_backend"),
-            },
-        ],
-    )
-    return LaunchDescription([*args, policy])
+    return LaunchDescription([*args, OpaqueFunction(function=_policy_node)])

@@ -126,3 +126,14 @@ def test_no_import_cycle_between_packages():
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_parameter_table_and_node_inputs_load_without_torch_or_rclpy():
+    """sim.launch.py imports the parameter table in `ros2 launch`'s Python, where torch may not be installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, retain_ros.control.params, retain_ros.control.inputs; "
+            "print(sorted(m for m in ('torch', 'rclpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

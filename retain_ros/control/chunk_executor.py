@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retain_ros.control.splines import braking_tail, hermite_peaks, hermite_state, knot_velocities
 from retain_ros.droid_action import (ACTION_KINDS, JOINT_POSITION, VELOCITY_KINDS, arm_velocities_rad_s,
                                      integrate_velocities)
 from retain_ros.errors import ConfigError
@@ -136,6 +137,8 @@ class PlannedCommand:
         clamped: some value was clamped to a limit (or a segment slowed down).
         sent_ns: the clock time the plan was made for.
         start: (J,) the measured joint positions the controller starts from.
+        start_velocity: (J,) the velocity the arm is expected to have then (the running command's); None = at rest.
+        braking_tail: the last point is not an action but the rest point of a constant deceleration after them.
     """
 
     times_s: np.ndarray
@@ -146,26 +149,44 @@ class PlannedCommand:
     clamped: bool
     sent_ns: int
     start: np.ndarray
+    start_velocity: np.ndarray | None = None
+    braking_tail: bool = False
 
-    def state_at(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, velocities) the command asks for `t_s` after it was sent (piecewise linear between points)."""
-        times = np.concatenate([[0.0], self.times_s])
-        points = np.vstack([self.start, self.positions])
-        t = float(np.clip(t_s, 0.0, times[-1]))
-        k = min(int(np.searchsorted(times, t, side="right")) - 1, len(times) - 2)
-        h = times[k + 1] - times[k]
-        q = points[k] + (points[k + 1] - points[k]) * (t - times[k]) / h
-        if t >= times[-1]:
-            return q, np.zeros_like(q)
-        if self.velocities is None:
-            return q, (points[k + 1] - points[k]) / h
-        v_start = (points[1] - points[0]) / times[1] if k == 0 else self.velocities[k - 1]
-        return q, v_start + (self.velocities[k] - v_start) * (t - times[k]) / h
+    @property
+    def actions_end_s(self) -> float:
+        """Time the last action is reached (the braking tail after it runs only when no next command comes)."""
+        return float(self.times_s[self.actions_executed - 1])
+
+    @property
+    def actions_executed(self) -> int:
+        """Points that are the chunk's actions (the braking tail after them is not one)."""
+        return len(self.times_s) - int(self.braking_tail)
 
     @property
     def duration_s(self) -> float:
         """Time until the last point is reached."""
         return float(self.times_s[-1])
+
+    @property
+    def initial_velocity(self) -> np.ndarray:
+        """The velocity the command starts from (zeros when at rest)."""
+        return np.zeros_like(self.start) if self.start_velocity is None else self.start_velocity
+
+    def state_at(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, velocities) the controller's interpolation gives `t_s` after the command was sent.
+
+        Positions and velocities -> cubic Hermite segments (as the JTC's splines); positions only -> linear.
+        """
+        times = np.concatenate([[0.0], self.times_s])
+        points = np.vstack([self.start, self.positions])
+        t = float(np.clip(t_s, 0.0, times[-1]))
+        k = min(int(np.searchsorted(times, t, side="right")) - 1, len(times) - 2)
+        h = times[k + 1] - times[k]
+        if self.velocities is None:
+            q = points[k] + (points[k + 1] - points[k]) * (t - times[k]) / h
+            return q, ((points[k + 1] - points[k]) / h if t < times[-1] else np.zeros_like(q))
+        knots = np.vstack([self.initial_velocity, self.velocities])
+        return hermite_state(points[k], knots[k], points[k + 1], knots[k + 1], h, t - times[k])
 
 
 class ChunkExecutor:
@@ -216,7 +237,7 @@ class ChunkExecutor:
         duration = max(min_time_s, float(np.max(np.abs(v))) / self.config.stop_decel_rad_s2)
         target = np.clip(q + v * duration / 2.0, self._q_min, self._q_max)
         plan = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0, False,
-                              int(now_ns), q)
+                              int(now_ns), q, v)
         check_plan(plan, self.config.limits)
         return plan
 
@@ -257,12 +278,22 @@ class ChunkExecutor:
         positions = np.clip(positions, self._q_min, self._q_max)
         self._check_jump(positions[0], q_now)
         times = times + max(0.0, self.config.min_lead_time_s - times[0])
-        times, slowed = self._respect_limits(positions, times, q_now, self._commanded_velocity(now_ns))
-        velocities = self._velocities(positions, times, q_now)
+        v_start = self._commanded_velocity(now_ns)
+        times, slowed = self._respect_limits(positions, times, q_now, v_start, moving_end=True)
+        velocities = knot_velocities(q_now, positions, times, moving_end=True)
+        tail = braking_tail(positions[-1], velocities[-1], self._ddq_max)
+        if tail is not None and np.all((tail[0] >= self._q_min) & (tail[0] <= self._q_max)):
+            positions = np.vstack([positions, tail[0]])
+            times = np.append(times, times[-1] + tail[1])
+            velocities = np.vstack([velocities, np.zeros(self.num_joints)])
+        else:  # at rest already, or no room to brake inside the limits: stop at the last action instead
+            times, stopped = self._respect_limits(positions, times, q_now, v_start, moving_end=False)
+            velocities, tail, slowed = knot_velocities(q_now, positions, times), None, slowed or stopped
         gripper = None
         if gripper_index is not None:
             gripper = float(np.clip(actions[keep.start, gripper_index], 0.0, 1.0))
-        plan = PlannedCommand(times, positions, velocities, gripper, skipped, clamped or slowed, int(now_ns), q_now)
+        plan = PlannedCommand(times, positions, velocities, gripper, skipped, clamped or slowed, int(now_ns), q_now,
+                              v_start, braking_tail=tail is not None)
         check_plan(plan, self.limits)
         self._previous = plan
         return plan
@@ -378,40 +409,43 @@ class ChunkExecutor:
             out[overlap, j] = w * old + (1.0 - w) * positions[overlap, j]
         return out
 
-    def _respect_limits(self, positions: np.ndarray, times: np.ndarray, q_now: np.ndarray,
-                        v_start: np.ndarray, max_rounds: int = 60) -> tuple[np.ndarray, bool]:
-        """Stretch segments until their speeds and changes of speed are within the velocity and acceleration limits.
+    def _respect_limits(self, positions: np.ndarray, times: np.ndarray, q_now: np.ndarray, v_start: np.ndarray,
+                        moving_end: bool, max_rounds: int = 100) -> tuple[np.ndarray, bool]:
+        """Stretch segments until the controller's splines stay within the velocity and acceleration limits.
 
-        The first segment runs from q_now, and its change of speed is counted from `v_start`. The final point's stop is
-        not counted: it is a hold for when no next command comes, and a stop that is really wanted is commanded by
-        `stop` at `stop_decel_rad_s2`.
+        The splines are the ones the JTC will run (`splines.hermite_peaks`): from (q_now, v_start) through the points
+        with monotone knot velocities, to rest at the last point or (moving_end) through it into a braking tail, which
+        meets the limits by construction. Only time stretches; the path is kept.
 
         Raises:
-            UnsafeChunk: no stretch found within `max_rounds` (not seen in practice; nothing is commanded).
+            UnsafeChunk: no stretch found within `max_rounds` (nothing is commanded).
         """
-        delta = positions - np.vstack([q_now, positions[:-1]])
         steps = np.diff(np.concatenate([[0.0], times]))
+        delta = positions - np.vstack([q_now, positions[:-1]])
         stretched = np.maximum(steps, np.max(np.abs(delta) / self._dq_max, axis=1) * 1.001)
         for _ in range(max_rounds):
-            speeds = delta / stretched[:, None]
-            change = speeds - np.vstack([v_start, speeds[:-1]])
-            over = stretched.copy()
-            over[1:] = (stretched[1:] + stretched[:-1]) / 2.0  # the time the change of speed is spread over
-            ratio = np.max(np.abs(change) / over[:, None] / self._ddq_max, axis=1)
+            ratio = limit_ratio(q_now, v_start, positions, np.cumsum(stretched), self._dq_max, self._ddq_max,
+                                moving_end)
             if np.all(ratio <= 1.0 + 1e-9):
                 return np.cumsum(stretched), bool((stretched > steps).any())
             bad = ratio > 1.0
-            stretched[bad] *= np.minimum(np.sqrt(ratio[bad]), 2.0) * 1.001
-        raise UnsafeChunk("no timing of the chunk keeps its speed changes within acceleration_max; chunk rejected")
+            stretched[bad] *= np.minimum(ratio[bad], 2.0) * 1.001
+        raise UnsafeChunk("no timing of the chunk keeps the controller's motion within velocity_max and "
+                          "acceleration_max; chunk rejected")
 
-    def _velocities(self, positions: np.ndarray, times: np.ndarray, q_now: np.ndarray) -> np.ndarray:
-        """Central-difference velocities, clipped to the limits; the last point at rest."""
-        q = np.vstack([q_now, positions])
-        t = np.concatenate([[0.0], times])
-        v = np.zeros_like(positions)
-        if len(positions) > 1:
-            v[:-1] = (q[2:] - q[:-2]) / (t[2:] - t[:-2])[:, None]
-        return np.clip(v, -self._dq_max, self._dq_max)
+
+def limit_ratio(start: np.ndarray, start_velocity: np.ndarray, positions: np.ndarray, times_s: np.ndarray,
+                dq_max: np.ndarray, ddq_max: np.ndarray, moving_end: bool = False) -> np.ndarray:
+    """(N,) for each spline segment, how far its peak velocity or acceleration is over the limits (<= 1: within).
+
+    The first segment may keep the speed the arm already has (no command can change the present). Acceleration scales
+    with 1/time^2, so its ratio is square-rooted: stretching a segment by the ratio brings both within.
+    """
+    velocities = knot_velocities(start, positions, times_s, moving_end)
+    peak_v, peak_a = hermite_peaks(start, start_velocity, positions, velocities, times_s)
+    allowed_v = np.tile(np.asarray(dq_max, float), (len(times_s), 1))
+    allowed_v[0] = np.maximum(allowed_v[0], np.abs(start_velocity))
+    return np.maximum(np.max(peak_v / allowed_v, axis=1), np.sqrt(np.max(peak_a / np.asarray(ddq_max), axis=1)))
 
 
 def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
@@ -433,5 +467,12 @@ def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
     segments = np.diff(np.vstack([plan.start, plan.positions]), axis=0) / durations[:, None]
     if (np.abs(segments) > dq_max).any():
         raise UnsafeChunk("a planned segment is faster than the velocity limits")
-    if plan.velocities is not None and ((np.abs(plan.velocities) > dq_max).any() or (plan.velocities[-1] != 0.0).any()):
-        raise UnsafeChunk("planned velocities exceed the limits or do not end at zero")
+    if plan.velocities is not None:
+        if (plan.velocities[-1] != 0.0).any():
+            raise UnsafeChunk("planned velocities do not end at zero")
+        peak_v, peak_a = hermite_peaks(plan.start, plan.initial_velocity, plan.positions, plan.velocities, plan.times_s)
+        allowed_v = np.tile(dq_max, (len(plan.times_s), 1))
+        allowed_v[0] = np.maximum(allowed_v[0], np.abs(plan.initial_velocity) * (1.0 + 1e-6))
+        if (peak_v > allowed_v).any() or (peak_a > np.asarray(limits.ddq_max) * (1.0 + 1e-6)).any():
+            raise UnsafeChunk("the controller's spline through the planned points exceeds the velocity or "
+                              "acceleration limits")

@@ -1,7 +1,7 @@
 """Offline replay evaluation (`retain-eval bag`): score a RETAIN merge at several alphas on recorded rosbags.
 
-For every episode of every bag: rebuild the observations the live node would have assembled (`observations.py`, the
-node's own conversion and assembly code), run the policy on each at every alpha, and compare the predicted chunk
+For every episode of every bag: rebuild the observations the live node would have assembled (`control/inputs.py`,
+the node's own conversion and assembly code), run the policy on each at every alpha, and compare the predicted chunk
 with what the robot executed (`targets.py`, `metrics.py`). One `ResidentMerger` holds base and finetuned weights for
 the whole sweep and one policy serves, its weights swapped with `Policy.load_merged` (as the node re-merges live).
 Episodes are read once and their observations kept in memory while every alpha runs on them.

@@ -136,6 +136,8 @@ class EvalConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if self.seed < 0:
             raise ConfigError(f"seed={self.seed} must be >= 0")
+        if self.execution not in ("chunk", "stream"):
+            raise ConfigError(f"execution '{self.execution}' is unknown; use chunk or stream")
         for v in self.variants:
             for a in [v.alpha, *dict(v.group_alpha).values()]:
                 if a is not None and not 0.0 <= a <= 1.0:

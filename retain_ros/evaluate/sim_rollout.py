@@ -1,8 +1,9 @@
 """One closed-loop episode in the simulator, each chunk executed through the policy node's `ChunkExecutor`.
 
 Chunk mode: the executor turns the chunk into one joint trajectory (the first `execute_steps` actions, integrated
-from the observed joint positions, limits enforced), the simulated joint_trajectory_controller tracks it, and the
-policy is queried again when it ends (the openpi DROID client executes 8 of 10). Stream mode: one step per control
+from the observed joint positions, limits enforced, then a braking tail), the simulated joint_trajectory_controller
+tracks it, and the policy is queried again when its last action is reached (the openpi DROID client executes 8 of 10);
+the next trajectory replaces the running one before its tail, as on the node. Stream mode: one step per control
 period, re-anchored on the measured joint positions. The simulator waits while the model runs, so no action is
 skipped for latency. The episode ends when the task's success holds or at the task's step limit.
 """
@@ -88,7 +89,7 @@ def _execute(executor: ChunkExecutor, chunk, actions: np.ndarray, q: np.ndarray,
         env.command_trajectory(plan_to_trajectory(plan, space.joint_names))
         if plan.gripper is not None:
             env.command_gripper_width(gripper_position_to_width(plan.gripper))
-        ticks = 1 if actions.ndim == 1 else max(1, round(plan.duration_s * 1e9 / period_ns))
+        ticks = 1 if actions.ndim == 1 else max(1, round(plan.actions_end_s * 1e9 / period_ns))
     for _ in range(ticks):
         result = env.tick()
         if result.done:

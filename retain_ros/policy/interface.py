@@ -16,16 +16,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from retain_ros.droid_action import (  # noqa: F401  (re-exported: the policy-facing names)
     ACTION_KINDS, DROID_DT_S, DROID_JOINT_VELOCITY, JOINT_POSITION, VELOCITY_KINDS)
 from retain_ros.errors import ConfigError
 from retain_ros.policy.registry import POLICIES
 from retain_ros.topics import FR3_ARM_JOINTS
+
+if TYPE_CHECKING:  # annotations only: the parameter table and the launch files import this module without torch
+    import torch
 
 
 @dataclass

@@ -153,9 +153,15 @@ class ControlLoop:
                 return
             try:
                 self.step()
-            except Exception as exc:  # noqa: BLE001  (the loop must survive anything; nothing is sent)
-                self._not_commanding("error", f"control step failed: {exc}")
-                self.on_event("error", f"control step failed:\n{traceback.format_exc()}")
+            except Exception as exc:  # noqa: BLE001  (the loop must survive anything)
+                try:  # a failure after a command went out must still stop the arm and hold it (pause)
+                    self.on_event("error", f"control step failed:\n{traceback.format_exc()}")
+                    was_commanding = self.state.state == "commanding"
+                    self._not_commanding("error", f"control step failed: {exc}")
+                    if was_commanding:
+                        self.pause(f"paused after an error ({exc}); fix it, then call ~/resume")
+                except Exception:  # noqa: BLE001  (even the stop failed: stay alive, hold nothing more)
+                    self.paused.set()
 
     def step(self) -> Executed | None:
         """One iteration; returns what was published, if anything."""
@@ -168,6 +174,8 @@ class ControlLoop:
             return None
         reason = self.blocked()
         if reason:
+            if self.state.state == "commanding":  # the controller went away under a running policy: hold it
+                self.pause(f"{reason}; call ~/resume once the controller is active again")
             self._not_commanding("waiting", reason)
             return None
         now = self.clock_ns()
@@ -229,6 +237,10 @@ class ControlLoop:
             return None
         if self._stop.is_set():  # stopped while the model ran: nothing more is sent
             return None
+        held = "paused while the model ran" if self.paused.is_set() else self.blocked()
+        if held:  # ~/pause or an inactive controller during inference: this chunk is not sent
+            self._not_commanding("paused" if self.paused.is_set() else "waiting", held)
+            return None
         q_now = latest[JOINTS].value
         space = chunk.space
         try:
@@ -247,10 +259,11 @@ class ControlLoop:
         st.inference_s = inference_s
         st.inference_ema_s = inference_s if st.chunks == 0 else 0.8 * st.inference_ema_s + 0.2 * inference_s
         st.chunks += 1
-        # Ask for the next chunk so that it arrives as this command ends (expected inference time ahead of it), at
+        # Ask for the next chunk so that it arrives as this command's actions end (expected inference time ahead), at
         # most once per tick: the floor counts from this tick's start, so a slow inference does not skip the next one.
         lead_ns = int((st.inference_ema_s + self.period_s) * 1e9)
-        self._next_ns = max(now + int(plan.duration_s * 1e9) - lead_ns, observed_ns + int(self.period_s * 1e9) // 2)
+        self._next_ns = max(now + int(plan.actions_end_s * 1e9) - lead_ns,
+                            observed_ns + int(self.period_s * 1e9) // 2)
         return done
 
     def _send(self, done: Executed) -> None:

@@ -116,7 +116,7 @@ def action_chunk_message(done: Executed, stamp_ns: int) -> ActionChunkMsg:
                          generation=int(model.generation), action_space=chunk.space.kind, horizon=chunk.horizon,
                          dt=float(chunk.dt_s), action_dim=int(chunk.actions.shape[1]),
                          inference_time=float(done.inference_s), skipped=int(plan.skipped),
-                         executed=len(plan.times_s), clamped=bool(plan.clamped))
+                         executed=plan.actions_executed, clamped=bool(plan.clamped))
     msg.header.stamp = ns_to_stamp(stamp_ns)
     msg.observation_stamp = ns_to_stamp(chunk.observation_stamp_ns)
     msg.image_stamp = ns_to_stamp(done.image_stamp_ns)

@@ -94,6 +94,11 @@ class ManagedNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_and_release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_and_release(self) -> None:
+        """Deactivate if active (the robot is brought to rest), then release everything."""
         if self.active:
             self.active = False
             try:
@@ -101,7 +106,6 @@ class ManagedNode(LifecycleNode):
             except Exception as exc:  # noqa: BLE001
                 self.get_logger().error(f"deactivate on shutdown failed: {exc}")
         self._safe_teardown()
-        return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.active = False
@@ -118,8 +122,9 @@ class ManagedNode(LifecycleNode):
         """Leave the lifecycle (deactivating first, so the robot is left holding), ignoring an impossible transition."""
         try:
             self.trigger_shutdown()
-        except Exception:  # noqa: BLE001  (already finalized / shutting down)
-            pass
+        except Exception:  # noqa: BLE001  (already finalized, or caught mid-transition by the signal)
+            if self.active:  # the transition did not run: stop the output ourselves, then release
+                self._stop_and_release()
 
 
 def spin_managed(node_factory, args: list[str] | None = None) -> int:
@@ -156,11 +161,17 @@ def spin_managed(node_factory, args: list[str] | None = None) -> int:
         traceback.print_exc()
         code = 1
     finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        # a second Ctrl-C (operators press it twice) or launch's SIGTERM must not cut the stop trajectory short
+        previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if node is not None:
+                node.shutdown()
+                node.destroy_node()
+            rclpy.try_shutdown()
+        finally:
+            signal.signal(signal.SIGINT, previous_sigint)
+            signal.signal(signal.SIGTERM, previous_sigterm)
     return code
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from dataclasses import replace
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -41,7 +42,7 @@ from retain_ros.policy.lerobot_io import LeRobotIO
 from retain_ros.ros import conversions as conv
 from retain_ros.ros.control_loop import ControlLoop, Executed
 from retain_ros.ros.controller_state import UNKNOWN, ControllerStatus, status_from_list
-from retain_ros.ros.gripper_commands import GripperCommander, GripperGoal, GripperSettings, fill
+from retain_ros.ros.gripper_commands import GripperCommander, GripperSettings, fill
 from retain_ros.ros.lifecycle import ManagedNode, spin_managed
 from retain_ros.ros.live_merge import MergeRequest, ModelManager
 from retain_ros.ros.policy_params import declare
@@ -73,6 +74,7 @@ class PolicyNode(ManagedNode):
         self._gripper = GripperCommander()
         self._gripper_lock = threading.Lock()
         self._controllers_client = None
+        self._controllers_call: tuple[float, object] | None = None  # (sent at, future) of the pending question
         self.controller = UNKNOWN
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -97,6 +99,11 @@ class PolicyNode(ManagedNode):
         mode = self.p("execution_mode")
         if mode == "auto":
             mode = getattr(model.policy, "execution_mode", "chunk")
+        spec = model.policy.spec
+        if mode == "stream" and abs(1.0 / self.p("control_rate_hz") - spec.dt_s) > 0.05 * spec.dt_s:
+            raise ConfigError(f"execution_mode stream sends one action per control period, but control_rate_hz is "
+                              f"{self.p('control_rate_hz')} and the policy's actions are {1.0 / spec.dt_s:g} Hz apart; "
+                              f"set control_rate_hz to {1.0 / spec.dt_s:g} (or use execution_mode chunk)")
         self._executor_config = self._executor_settings(mode)
         self.get_logger().info(f"execution mode {mode}, speed_scale {self.p('speed_scale')}")
         self._gripper = GripperCommander(GripperSettings(open_width_m=self.p("gripper_max_width_m"),
@@ -153,8 +160,16 @@ class PolicyNode(ManagedNode):
             from rclpy.action import ActionClient
 
             node = self.p("gripper_node").rstrip("/")
+            for state, kind in (("open", FrankaMove), ("closed", FrankaGrasp)):  # this franka_msgs has the fields
+                try:
+                    fill(kind.Goal(), self._gripper.goal(state).fields)
+                except AttributeError as exc:
+                    raise ConfigError(f"franka_msgs' {kind.__name__} goal differs from the one this node fills ({exc});"
+                                      " use gripper_backend 'none' or a franka_ros2 release with move/grasp goals") \
+                        from None
             self._gripper_clients = {name: (ActionClient(self, kind, f"{node}/{name}"), kind, f"{node}/{name}")
                                      for name, kind in (("move", FrankaMove), ("grasp", FrankaGrasp))}
+            self._entities.append(self.create_timer(0.05, self._drain_gripper))
         if self.p("controller_manager") and ListControllers is not None:
             self._controllers_client = self.create_client(
                 ListControllers, f"{self.p('controller_manager').rstrip('/')}/list_controllers")
@@ -177,11 +192,15 @@ class PolicyNode(ManagedNode):
         if not self.loop.stop():
             self.get_logger().error("the control thread did not stop within 30 s (a hung inference?); activate will "
                                     "refuse to start a second one until it ends")
+        with self._gripper_lock:
+            self._gripper.hold()
         stop = self.loop.halt("inactive")
         if stop is not None:  # the arm was moving: bring it to rest instead of finishing a chunk
             self._send_command(stop)
             self.command_pub.wait_for_all_acked(Duration(seconds=1))
             self.get_logger().info(f"sent the stop trajectory ({stop.duration_s:.2f} s to rest)")
+        if self.p("start_paused"):  # activating again must not command until someone says so
+            self.loop.pause("deactivated: call ~/resume after activating again")
 
     def _teardown(self) -> None:
         if self.loop is not None:
@@ -232,53 +251,86 @@ class PolicyNode(ManagedNode):
         if plan.gripper is not None:
             if self.gripper_pub is not None:
                 self.gripper_pub.publish(Float64(data=gripper_width(plan.gripper, self.p("gripper_max_width_m"))))
-            elif self._gripper_clients:
+            elif self._gripper_clients:  # sent by the executor thread (_drain_gripper), only while commanding
                 with self._gripper_lock:
-                    goal = self._gripper.update(plan.gripper)
-                self._send_gripper_goal(goal)
+                    self._gripper.want(plan.gripper)
         if done.new_chunk:
             self.chunk_pub.publish(conv.action_chunk_message(done, self._now_ns()))
 
-    def _send_gripper_goal(self, goal: GripperGoal | None) -> None:
-        """One franka_gripper goal at a time: the next one is decided when this one's result (or refusal) is in."""
+    def _drain_gripper(self) -> None:
+        """Executor thread (timer): send the gripper goal the policy wants, only while the node commands.
+
+        Goals go out from this thread only (rclpy's action client is not safe to call while another thread spins it).
+        """
+        now = time.monotonic()
+        commanding = self.active and self.loop is not None and self.loop.state.state == "commanding"
+        with self._gripper_lock:
+            if not commanding:
+                self._gripper.hold()
+                return
+            goal = self._gripper.next_goal(now)
         if goal is None:
             return
         client, kind, name = self._gripper_clients[goal.action]
         if not client.server_is_ready():
             with self._gripper_lock:
-                self._gripper.lost()  # tried again with the next action
+                self._gripper.lost(now, f"gripper action {name} is not available")
             self.get_logger().warning(f"gripper action {name} is not available; is franka_gripper running "
                                       "(parameter gripper_node)?", throttle_duration_sec=5.0)
             return
-        message = fill(kind.Goal(), goal.fields)
-        client.send_goal_async(message).add_done_callback(self._on_gripper_goal_response)
+        client.send_goal_async(fill(kind.Goal(), goal.fields)).add_done_callback(self._on_gripper_goal_response)
 
     def _on_gripper_goal_response(self, future) -> None:
-        handle = future.result()
-        if handle is None or not handle.accepted:
-            self._on_gripper_result(None)
-            return
-        handle.get_result_async().add_done_callback(self._on_gripper_result)
+        try:
+            handle = future.result()
+            if handle is None or not handle.accepted:
+                self._gripper_done(False, "franka_gripper refused the goal")
+                return
+            handle.get_result_async().add_done_callback(self._on_gripper_result)
+        except Exception as exc:  # noqa: BLE001  (a broken answer must not take the executor down)
+            self._gripper_done(False, f"gripper goal failed: {exc}")
 
     def _on_gripper_result(self, future) -> None:
+        try:
+            result = future.result().result
+            self._gripper_done(bool(result.success), f"gripper goal failed: {result.error}")
+        except Exception as exc:  # noqa: BLE001
+            self._gripper_done(False, f"gripper goal failed: {exc}")
+
+    def _gripper_done(self, succeeded: bool, why: str) -> None:
         with self._gripper_lock:
-            goal = self._gripper.finished()
-        self._send_gripper_goal(goal)
+            self._gripper.finished(succeeded, time.monotonic(), why)
+        if not succeeded:
+            self.get_logger().warning(why, throttle_duration_sec=5.0)
 
     def _ask_controller_manager(self) -> None:
-        """Timer: ask controller_manager whether controller_name is active (answered on the executor thread)."""
-        client = self._controllers_client
+        """Timer: ask controller_manager whether controller_name is active (answered on the executor thread).
+
+        One question at a time; an answer older than 3 s no longer counts (the status says so, commands are not held).
+        """
+        client, now = self._controllers_client, time.monotonic()
         if client is None:
             return
+        if self._controllers_call is not None:
+            asked_at, future = self._controllers_call
+            if not future.done():
+                if now - asked_at > 3.0:
+                    self.controller = ControllerStatus(False, False, f"no answer from {client.srv_name} for "
+                                                                     f"{now - asked_at:.0f} s")
+                return
         if not client.service_is_ready():
             self.controller = ControllerStatus(False, False, f"{client.srv_name} is not available: cannot tell "
                                                              "whether the controller is active")
             return
-        client.call_async(ListControllers.Request()).add_done_callback(
-            lambda future: self._on_controllers(future.result()))
+        future = client.call_async(ListControllers.Request())
+        future.add_done_callback(self._on_controllers)
+        self._controllers_call = (now, future)
 
-    def _on_controllers(self, response) -> None:
-        status = status_from_list(response, self.p("controller_name"))
+    def _on_controllers(self, future) -> None:
+        try:
+            status = status_from_list(future.result(), self.p("controller_name"))
+        except Exception as exc:  # noqa: BLE001  (an unexpected answer must not take the executor down)
+            status = ControllerStatus(False, False, f"unreadable answer from controller_manager: {exc}")
         if status.detail != self.controller.detail and status.blocks_commands:
             self.get_logger().warning(status.detail)
         self.controller = status
@@ -297,6 +349,7 @@ class PolicyNode(ManagedNode):
         status = status_dict(self.manager, self.loop, self.inputs.streams, self._now_ns(), self.active)
         status["controller"] = {"name": self.p("controller_name"), "known": self.controller.known,
                                 "active": self.controller.active, "detail": self.controller.detail}
+        status["gripper_problem"] = self._gripper.problem
         status["execution_mode"] = self.loop.executor.config.mode
         status["speed_scale"] = self.loop.executor.config.speed_scale
         self.status_pub.publish(String(data=json.dumps(status)))
@@ -324,6 +377,8 @@ class PolicyNode(ManagedNode):
     def _srv_pause(self, request, response):
         if self.loop is not None:
             self.loop.pause("paused by ~/pause: call ~/resume to command again")
+            with self._gripper_lock:
+                self._gripper.hold()
         response.success, response.message = self.loop is not None, "paused: no commands until ~/resume"
         return response
 

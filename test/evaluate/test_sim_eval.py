@@ -80,7 +80,8 @@ def test_rollout_executes_each_chunk_as_the_node_does(tiny_models):
                                                                    q, q, 0, 0)
         trajectory = plan_to_trajectory(plan, chunk.space.joint_names)
         env.command_trajectory(trajectory)  # the simulated controller accepts what the node would publish
-        assert len(trajectory.points) == 3 and trajectory.points[-1].time_from_start_s >= 3 / 15 - 1e-9
+        assert plan.actions_executed == 3 and len(trajectory.points) == 3 + plan.braking_tail
+        assert trajectory.points[2].time_from_start_s >= 3 / 15 - 1e-9
         np.testing.assert_allclose(env.controller.sample(env.physics.time_s + 1.0)[0], plan.positions[-1])
 
 

@@ -87,7 +87,7 @@ def test_control_loop_waits_for_fresh_streams_and_publishes_safe_commands(ckpts)
     assert loop.step() is None and "instruction" in loop.state.reason
     streams.put(INSTR, INSTRUCTION, clock[0])
     done = loop.step()
-    assert done is not None and done.model is manager.serving and len(done.plan.times_s) == 3
+    assert done is not None and done.model is manager.serving and done.plan.actions_executed == 3
     clock[0] += 10**9  # one second later every stream is stale
     assert loop.step() is None and loop.state.state == "waiting" and "stale" in loop.state.reason
     streams.put(JOINTS, np.full(7, np.nan), clock[0])  # a NaN state never reaches the executor unnoticed
@@ -101,7 +101,8 @@ def test_control_loop_waits_for_fresh_streams_and_publishes_safe_commands(ckpts)
 
 
 def test_an_inactive_controller_holds_commanding_back_and_the_running_motion_is_stopped(ckpts):
-    """Issue 12: a joint_trajectory_controller drops trajectories while inactive; the loop says so and stops."""
+    """Issue 12: a joint_trajectory_controller drops trajectories while inactive; the loop says so, stops, and holds
+    the policy paused until ~/resume (review: it used to restart on its own when the controller came back)."""
     _, base, ft = ckpts
     manager = ModelManager()
     manager.load_initial(MergeRequest(base, ft, 0.5))
@@ -120,11 +121,37 @@ def test_an_inactive_controller_holds_commanding_back_and_the_running_motion_is_
     blocked[0] = "controller 'fr3_arm_controller' is inactive"
     assert loop.step() is None and loop.state.state == "waiting" and "inactive" in loop.state.reason
     assert len(published) == 1 and len(stops) == 1 and len(stops[0].times_s) == 1
-    blocked[0] = None
+    blocked[0] = None  # active again: the policy stays paused until someone resumes it
     for cam, image in frames().items():
         streams.put(cam, image, clock[0])
     streams.put(JOINTS, HOME_Q, clock[0])
+    assert loop.step() is None and loop.state.state == "paused" and "~/resume" in loop.state.reason
+    loop.resume()
     assert loop.step() is not None and len(published) == 2
+
+
+def test_a_pause_during_inference_sends_nothing(ckpts):
+    """Review finding: ~/pause was checked before inference only, so the chunk being computed still went out."""
+    _, base, ft = ckpts
+    manager = ModelManager()
+    manager.load_initial(MergeRequest(base, ft, 0.5))
+    inputs = NodeInputs(InputSettings(gripper_states_topic=""), ("exterior", "wrist"))
+    published = []
+    loop = ControlLoop(inputs, manager, ChunkExecutor(ExecutorConfig(execute_steps=3)), lambda: 10**9,
+                       published.append, 1 / 15, lambda: INSTRUCTION, lambda *event: None)
+    for cam, image in frames().items():
+        inputs.streams.put(cam, image, 10**9)
+    inputs.streams.put(JOINTS, HOME_Q, 10**9)
+    policy = manager.serving.policy
+    predict = policy.predict
+
+    def predict_then_pause(obs):  # the real model; the operator's ~/pause lands while it runs
+        chunk = predict(obs)
+        loop.pause("paused by ~/pause")
+        return chunk
+
+    policy.predict = predict_then_pause
+    assert loop.step() is None and published == [] and loop.state.state == "paused"
 
 
 def test_a_worker_whose_stop_timed_out_is_never_started_twice():

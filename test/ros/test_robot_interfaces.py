@@ -28,26 +28,58 @@ def types():
 
 def test_the_gripper_is_commanded_on_changes_only_and_never_twice_at_once():
     commander = GripperCommander(GripperSettings(open_width_m=0.08, speed_m_s=0.1, force_n=20.0))
-    first = commander.update(0.1)  # 0 open .. 1 closed: open
+    commander.want(0.1)  # 0 open .. 1 closed: open
+    first = commander.next_goal(0.0)
     assert first.action == "move" and first.fields == {"width": 0.08, "speed": 0.1}
-    assert commander.update(0.2) is None  # still open, and a goal runs
-    assert commander.update(0.9) is None  # closed wanted while the move runs: held, not queued beside it
-    assert commander.update(0.95) is None
-    grasp = commander.finished()  # the move ended: the latest wish goes out
+    commander.want(0.2)
+    assert commander.next_goal(0.1) is None  # still open, and a goal runs
+    commander.want(0.9)
+    assert commander.next_goal(0.2) is None  # closed wanted while the move runs: held, not sent beside it
+    commander.want(0.95)
+    commander.finished(True, 0.5)
+    grasp = commander.next_goal(0.5)  # the move ended: the latest wish goes out
     assert grasp.action == "grasp" and grasp.fields["force"] == 20.0 and grasp.fields["width"] == 0.0
     assert grasp.fields["epsilon"] == {"inner": 0.005, "outer": 0.08}  # any object up to fully open is a success
-    assert commander.finished() is None  # closed and nothing else wanted
-    assert commander.update(0.8) is None and commander.update(0.6) is None  # still closed: nothing sent
-    assert commander.update(0.3).action == "move"
-    commander.lost()  # the action server was not there: the next update tries again
-    assert commander.update(0.3).action == "move"
+    commander.finished(True, 1.0)
+    assert commander.next_goal(1.0) is None  # closed and nothing else wanted
+    commander.want(0.8)
+    commander.want(0.6)
+    assert commander.next_goal(1.1) is None  # still closed: nothing sent
+    commander.want(0.3)
+    assert commander.next_goal(1.2).action == "move"
+
+
+def test_a_wish_made_before_the_node_stopped_commanding_never_moves_the_gripper():
+    """Review finding: a held 'open' used to go out when the running grasp ended, after ~/pause."""
+    commander = GripperCommander()
+    commander.want(1.0)
+    assert commander.next_goal(0.0).action == "grasp"
+    commander.want(0.0)  # open wanted while the grasp runs ...
+    commander.hold()  # ... and then the node stops commanding (pause, deactivate, stale stream)
+    commander.finished(True, 0.5)
+    assert commander.next_goal(0.6) is None
+
+
+def test_failed_refused_or_silent_goals_are_retried_later_not_at_once():
+    commander = GripperCommander(timeout_s=10.0, retry_s=1.0)
+    commander.want(1.0)
+    assert commander.next_goal(0.0).action == "grasp"
+    commander.finished(False, 0.2, "franka_gripper refused the goal")
+    assert commander.next_goal(0.5) is None and "refused" in commander.problem  # no storm of goals
+    assert commander.next_goal(1.3).action == "grasp"
+    assert commander.next_goal(5.0) is None  # it runs
+    assert commander.next_goal(11.4).action == "grasp" and "no result" in commander.problem  # given up, sent again
+    commander.lost(12.0, "gripper action /franka_gripper/grasp is not available")
+    assert commander.next_goal(12.5) is None and commander.next_goal(13.1).action == "grasp"
 
 
 def test_openpi_threshold_half_is_closed_above_only():
     commander = GripperCommander()
-    assert commander.update(0.5).action == "move"
-    commander.finished()
-    assert commander.update(0.51).action == "grasp"
+    commander.want(0.5)
+    assert commander.next_goal(0.0).action == "move"
+    commander.finished(True, 0.1)
+    commander.want(0.51)
+    assert commander.next_goal(0.2).action == "grasp"
 
 
 def test_goals_fill_the_franka_msgs_fields(types):
@@ -55,7 +87,6 @@ def test_goals_fill_the_franka_msgs_fields(types):
     grasp = types["franka_msgs/msg/Grasp_Goal"](width=1.0, epsilon=epsilon_type(inner=0.005, outer=0.005), speed=0.0,
                                                 force=0.0)
     commander = GripperCommander()
-    commander.update(1.0)
     fill(grasp, commander.goal("closed").fields)
     assert (grasp.width, grasp.speed, grasp.force) == (0.0, 0.1, 20.0)
     assert (grasp.epsilon.inner, grasp.epsilon.outer) == (0.005, 0.08)
