@@ -108,6 +108,8 @@ class ControlLoop:
         self._stop = self._worker.stop_event
         self._next_ns = 0
         self._sequence = 0
+        self._config_lock = threading.Lock()
+        self._pending_config = None  # ExecutorConfig waiting for the next tick
         self._streaming: Executed | None = None  # stream mode: the chunk whose actions are being sent
         self._stream_next = 0  # stream mode: index of its next action
 
@@ -163,8 +165,23 @@ class ControlLoop:
                 except Exception:  # noqa: BLE001  (even the stop failed: stay alive, hold nothing more)
                     self.paused.set()
 
+    def update_executor(self, **changes: object) -> None:
+        """New execution settings (any thread): applied by the control thread at its next tick, all at once.
+
+        The executor's derived limits are rebuilt there, so no plan ever mixes old and new settings.
+
+        Raises:
+            ConfigError: a value the executor refuses (nothing changes).
+        """
+        with self._config_lock:
+            self._pending_config = replace(self._pending_config or self.executor.config, **changes)
+
     def step(self) -> Executed | None:
         """One iteration; returns what was published, if anything."""
+        with self._config_lock:
+            config, self._pending_config = self._pending_config, None
+        if config is not None:
+            self.executor.config = config
         swapped = self.manager.take_swap()
         if swapped is not None:
             self.on_event("info", f"now serving generation {swapped.generation}, alphas {swapped.alphas}, "

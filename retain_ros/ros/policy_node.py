@@ -20,7 +20,6 @@ import json
 import sys
 import threading
 import time
-from dataclasses import replace
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -409,23 +408,31 @@ class PolicyNode(ManagedNode):
             if reason is not None:
                 self.get_logger().warning(f"parameter change refused: {reason}")
                 return SetParametersResult(successful=False, reason=reason)
+        try:
+            self._apply_runtime_changes({p.name: p.value for p in params})
+        except ConfigError as exc:  # e.g. an execution setting the executor refuses: nothing changed
+            self.get_logger().warning(f"parameter change refused: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
         merge_changes = {p.name: p.value for p in params if p.name in pp.MERGE_PARAMS}
         if merge_changes and self.manager is not None and self.manager.serving is not None:
             request = self._merge_request(merge_changes)  # validated above: resolves cleanly
             request_id = self.manager.request(request)
             self.get_logger().info(f"re-merge requested ({request_id}): {merge_changes}")
-        self._apply_runtime_changes({p.name: p.value for p in params})
         return SetParametersResult(successful=True)
 
     def _apply_runtime_changes(self, changes: dict) -> None:
-        """Execution settings and stream ages take effect with the next chunk (one attribute assignment each)."""
+        """Execution settings take effect at the control thread's next tick, all at once; stream ages at once.
+
+        Raises:
+            ConfigError: an execution setting the executor refuses (nothing changes).
+        """
         if self.loop is None:
             return
         executor_fields = {name: name for name in ("execute_steps", "blend_weight", "max_start_jump_rad",
                                                    "speed_scale", "min_lead_time_s")}
         updates = {executor_fields[k]: v for k, v in changes.items() if k in executor_fields}
         if updates:
-            self.loop.executor.config = replace(self.loop.executor.config, **updates)
+            self.loop.update_executor(**updates)
         ages = {"image_max_age_s": self.inputs.cameras, "joint_states_max_age_s": (JOINTS,),
                 "gripper_max_age_s": (GRIPPER,)}
         max_age = self.inputs.streams.max_age_s

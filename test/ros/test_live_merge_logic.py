@@ -154,6 +154,25 @@ def test_a_pause_during_inference_sends_nothing(ckpts):
     assert loop.step() is None and published == [] and loop.state.state == "paused"
 
 
+def test_execution_settings_change_at_the_next_tick_all_at_once(ckpts):
+    """Review finding: `ros2 param set` wrote the executor's settings one by one while a plan could be running."""
+    _, base, ft = ckpts
+    manager = ModelManager()
+    manager.load_initial(MergeRequest(base, ft, 0.5))
+    loop = ControlLoop(NodeInputs(InputSettings(), ("exterior", "wrist")), manager,
+                       ChunkExecutor(ExecutorConfig(execute_steps=3)), lambda: 10**9, lambda done: None, 1 / 15,
+                       lambda: INSTRUCTION, lambda *event: None)
+    loop.update_executor(speed_scale=0.5)
+    loop.update_executor(min_lead_time_s=0.1)  # a second change before the tick keeps the first
+    assert loop.executor.config.speed_scale == 1.0  # nothing changes under a plan that may be running
+    with pytest.raises(ConfigError, match="speed_scale"):
+        loop.update_executor(speed_scale=0.0)
+    loop.step()
+    config = loop.executor.config
+    assert (config.speed_scale, config.min_lead_time_s) == (0.5, 0.1)
+    assert loop.executor.limits.dq_max[0] == pytest.approx(2.62 * 0.5)
+
+
 def test_a_worker_whose_stop_timed_out_is_never_started_twice():
     """Issue 13: a stop that times out used to drop the handle, so the next activate ran two control threads."""
     from retain_ros.ros.worker_thread import WorkerThread
