@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retain_ros.control.splines import braking_tail, hermite_peaks, hermite_state, knot_velocities
+from retain_ros.control.splines import (braking_tail, hermite_peaks, hermite_state, knot_velocities,
+                                        segment_speeds)
 from retain_ros.droid_action import (ACTION_KINDS, JOINT_POSITION, VELOCITY_KINDS, arm_velocities_rad_s,
                                      integrate_velocities)
 from retain_ros.errors import ConfigError
@@ -436,16 +437,26 @@ class ChunkExecutor:
 
 def limit_ratio(start: np.ndarray, start_velocity: np.ndarray, positions: np.ndarray, times_s: np.ndarray,
                 dq_max: np.ndarray, ddq_max: np.ndarray, moving_end: bool = False) -> np.ndarray:
-    """(N,) for each spline segment, how far its peak velocity or acceleration is over the limits (<= 1: within).
+    """(N,) for each spline segment through these points, how far it is over the limits (<= 1: within).
 
-    The first segment may keep the speed the arm already has (no command can change the present). Acceleration scales
-    with 1/time^2, so its ratio is square-rooted: stretching a segment by the ratio brings both within.
+    Acceleration scales with 1/time^2, so its ratio is square-rooted: stretching a segment by the ratio brings both
+    within.
     """
     velocities = knot_velocities(start, positions, times_s, moving_end)
+    v_ratio, a_ratio = spline_ratios(start, start_velocity, positions, velocities, times_s, dq_max, ddq_max)
+    return np.maximum(v_ratio, np.sqrt(a_ratio))
+
+
+def spline_ratios(start: np.ndarray, start_velocity: np.ndarray, positions: np.ndarray, velocities: np.ndarray,
+                  times_s: np.ndarray, dq_max: np.ndarray, ddq_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) peak velocity / limit and (N,) peak acceleration / limit of each cubic segment, worst joint.
+
+    The first segment may keep the speed the arm already has (no command can change the present).
+    """
     peak_v, peak_a = hermite_peaks(start, start_velocity, positions, velocities, times_s)
     allowed_v = np.tile(np.asarray(dq_max, float), (len(times_s), 1))
     allowed_v[0] = np.maximum(allowed_v[0], np.abs(start_velocity))
-    return np.maximum(np.max(peak_v / allowed_v, axis=1), np.sqrt(np.max(peak_a / np.asarray(ddq_max), axis=1)))
+    return np.max(peak_v / allowed_v, axis=1), np.max(peak_a / np.asarray(ddq_max), axis=1)
 
 
 def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
@@ -462,17 +473,14 @@ def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
         raise UnsafeChunk(f"time_from_start must be positive and strictly increase, got {plan.times_s.tolist()}")
     if (plan.positions < np.asarray(limits.q_min)).any() or (plan.positions > np.asarray(limits.q_max)).any():
         raise UnsafeChunk("planned positions leave the joint limits")
-    dq_max = np.asarray(limits.dq_max) * (1.0 + 1e-6)
-    durations = np.diff(np.concatenate([[0.0], plan.times_s]))
-    segments = np.diff(np.vstack([plan.start, plan.positions]), axis=0) / durations[:, None]
-    if (np.abs(segments) > dq_max).any():
+    speeds = segment_speeds(plan.start, plan.positions, plan.times_s)
+    if (np.abs(speeds) > np.asarray(limits.dq_max) * (1.0 + 1e-6)).any():
         raise UnsafeChunk("a planned segment is faster than the velocity limits")
     if plan.velocities is not None:
         if (plan.velocities[-1] != 0.0).any():
             raise UnsafeChunk("planned velocities do not end at zero")
-        peak_v, peak_a = hermite_peaks(plan.start, plan.initial_velocity, plan.positions, plan.velocities, plan.times_s)
-        allowed_v = np.tile(dq_max, (len(plan.times_s), 1))
-        allowed_v[0] = np.maximum(allowed_v[0], np.abs(plan.initial_velocity) * (1.0 + 1e-6))
-        if (peak_v > allowed_v).any() or (peak_a > np.asarray(limits.ddq_max) * (1.0 + 1e-6)).any():
+        ratios = spline_ratios(plan.start, plan.initial_velocity, plan.positions, plan.velocities, plan.times_s,
+                               limits.dq_max, limits.ddq_max)
+        if any((r > 1.0 + 1e-6).any() for r in ratios):
             raise UnsafeChunk("the controller's spline through the planned points exceeds the velocity or "
                               "acceleration limits")

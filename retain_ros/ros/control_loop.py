@@ -198,7 +198,7 @@ class ControlLoop:
         now = self.clock_ns()
         samples, problems = self.streams.fresh(now)
         if problems:
-            self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())), problems)
+            self._stale(problems)
             return None
         if self.executor.config.mode == "stream":
             return self._stream_step(now, samples)
@@ -214,15 +214,10 @@ class ControlLoop:
             if current is not None:
                 self._streaming, self._stream_next = current, 1
             return current
-        index = self._stream_next
-        latest, late = self.streams.fresh(now)
-        if late:
-            self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(late.items())), late)
-            return None
         chunk, space = current.chunk, current.chunk.space
-        try:
-            plan = self.executor.plan_step(chunk.actions[index], chunk.dt_s, space.kind, space.gripper_index,
-                                           latest[JOINTS].value, now)
+        try:  # `samples` are this tick's fresh streams: the step starts from the newest joint state
+            plan = self.executor.plan_step(chunk.actions[self._stream_next], chunk.dt_s, space.kind,
+                                           space.gripper_index, samples[JOINTS].value, now)
         except ConfigError as exc:
             return self._reject(exc)
         done = replace(current, plan=plan, new_chunk=False)
@@ -250,7 +245,7 @@ class ControlLoop:
         now = self.clock_ns()
         latest, late = self.streams.fresh(now)
         if late:  # a stream went stale while the model ran: its output must not move the arm
-            self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(late.items())), late)
+            self._stale(late)
             return None
         if self._stop.is_set():  # stopped while the model ran: nothing more is sent
             return None
@@ -282,6 +277,9 @@ class ControlLoop:
         self._next_ns = max(now + int(plan.actions_end_s * 1e9) - lead_ns,
                             observed_ns + int(self.period_s * 1e9) // 2)
         return done
+
+    def _stale(self, problems: dict[str, str]) -> None:
+        self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())), problems)
 
     def _send(self, done: Executed) -> None:
         self.publish(done)
