@@ -37,9 +37,9 @@ def test_quick_demo_end_to_end(tmp_path):
     settings = {("push_red_to_purple", "id"), ("push_red_to_purple", "viewpoint"), ("pick_red", "id")}
     for alpha in (0.5, 0.9):
         assert {(e["task"], e["variation"]) for e in summary["episodes"] if e["alpha"] == alpha} == settings, log
-    fingerprints = summary["fingerprints"]
-    assert set(fingerprints) == {"0.5", "0.9"} and fingerprints["0.5"] != fingerprints["0.9"], fingerprints
-    assert all(len(f) >= 12 for f in fingerprints.values()) and summary["reload_s"] > 0
+    weights_ids = summary["weights_ids"]
+    assert set(weights_ids) == {"0.5", "0.9"} and weights_ids["0.5"] != weights_ids["0.9"], weights_ids
+    assert all(len(f) == 64 for f in weights_ids.values()) and summary["reload_s"] > 0
     # the bag has both nodes' topics and one marker per episode
     counts = bag_counts(out / "bag")
     for topic in ("/cameras/exterior/image_raw", "/cameras/wrist/image_raw", "/joint_states", "/instruction",

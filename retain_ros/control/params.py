@@ -19,10 +19,11 @@ from retain_ros.fr3 import FR3_DDQ_MAX, FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics
 
 GROUP_ALPHAS = {"alpha_vision": "vision", "alpha_language": "language", "alpha_action": "action"}
-CHECKPOINT_PARAMS = ("base_checkpoint", "finetuned_checkpoints", "group_preset")
+CHECKPOINT_PARAMS = ("base_checkpoint", "finetuned_checkpoints", "group_preset", "merge_layout")
 MERGE_PARAMS = ("alpha", *GROUP_ALPHAS, *CHECKPOINT_PARAMS)
 GRIPPER_BACKENDS = ("franka_gripper", "topic", "none")
 EXECUTION_MODES = ("auto", "chunk", "stream")
+MERGE_LAYOUTS = ("auto", "resident", "streamed")  # merge.live.LAYOUTS (that module imports torch)
 _T = Topics()
 
 
@@ -61,7 +62,12 @@ PARAMS: tuple[Param, ...] = (
           "detects it from the weight names"),
     Param("checkpoint_root", "", "checkpoints are only loaded from inside this directory (empty = anywhere)",
           read_only=True),
-    Param("device", "cpu", "torch device of the model and the resident merger (cpu, cuda, cuda:1)", read_only=True),
+    Param("merge_layout", "auto", "where the merge inputs live: resident (on the device: fastest re-merge, the inputs "
+          "plus 2 model copies in device memory), streamed (host memory or the page cache, streamed in blocks: 2 model "
+          "copies on the device) or auto (CPU: streamed; GPU: resident if it fits the free memory)"),
+    Param("content_hash", False, "hash the serving weights (sha256) when idle and report it in ~/status as "
+          "content_sha256; off the critical path, costs a pass over the weights after each swap"),
+    Param("device", "cpu", "torch device of the model and the merge (cpu, cuda, cuda:1)", read_only=True),
     Param("seed", 0, "seed of the policy's sampling noise (deterministic output per observation)", read_only=True,
           low=0, high=2**31 - 1),
     # --- LeRobot checkpoints (config.json type pi0 / pi05 / smolvla): the node's streams <-> the policy's features ---
@@ -172,6 +178,8 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
                 return f"{name}: {exc}"
     elif name == "gripper_backend" and value not in GRIPPER_BACKENDS:
         return f"gripper_backend='{value}' is unknown; use one of {', '.join(GRIPPER_BACKENDS)}"
+    elif name == "merge_layout" and value not in MERGE_LAYOUTS:
+        return f"merge_layout='{value}' is unknown; use one of {', '.join(MERGE_LAYOUTS)}"
     elif name == "execution_mode" and value not in EXECUTION_MODES:
         return f"execution_mode='{value}' is unknown; use one of {', '.join(EXECUTION_MODES)}"
     return None

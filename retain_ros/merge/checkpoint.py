@@ -178,6 +178,17 @@ class Checkpoint:
         return self.read(name).clone().reshape(spec.shape) if self._torch_state is not None \
             else self.read(name).reshape(spec.shape)
 
+    def file_stamps(self) -> dict[Path, tuple[int, int, int, int]]:
+        """(size, mtime, ctime, inode) of each weight file as this checkpoint reads it (the open descriptor's).
+
+        A file rewritten in place changes its stamp; one replaced by a rename does not change what is read here.
+        """
+        stamps = {}
+        for file in self.files:
+            st = os.fstat(self._fd(file)) if self.is_safetensors else os.stat(file)
+            stamps[file] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        return stamps
+
     def _fd(self, file: Path) -> int:
         if file not in self._fds:
             self._fds[file] = os.open(file, os.O_RDONLY)

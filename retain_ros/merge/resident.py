@@ -57,9 +57,13 @@ class MergedWeights:
 class ResidentMerger:
     """Holds theta_pre and the finetuned weights on a device and merges them for any alphas on request."""
 
-    def __init__(self, plan: MergePlan, device: str | torch.device = "cpu"):
-        """Load every tensor of the plan's inputs into resident flat buffers on `device` (reads the files once)."""
+    def __init__(self, plan: MergePlan, device: str | torch.device = "cpu", pin_memory: bool = False):
+        """Load every tensor of the plan's inputs into resident flat buffers on `device` (reads the files once).
+
+        `pin_memory` (CPU buffers only) page-locks them, so a CUDA device can copy blocks of them at full bus speed.
+        """
         self.device = torch.device(device)
+        self._pin = pin_memory and self.device.type == "cpu"
         self.mode = plan.mode
         self.groups = plan.preset.groups
         self.preset_name = plan.preset.name
@@ -132,6 +136,16 @@ class ResidentMerger:
             tensors[alias] = tensors[target]
         return MergedWeights(tensors, alphas, time.perf_counter() - started, flats)
 
+    def input_views(self, name: str) -> list[torch.Tensor]:
+        """Flat views of one tensor in every resident input (base first); aliases resolve to their target."""
+        name = self.aliases.get(name, name)
+        for bucket in self._buckets.values():
+            slot = bucket.slots.get(name)
+            if slot is not None:
+                offset, shape = slot
+                return [flat[offset:offset + math.prod(shape)] for flat in bucket.inputs]
+        raise KeyError(name)
+
     def _layout(self, plan: MergePlan) -> dict[tuple[str, torch.dtype], _Bucket]:
         buckets: dict[tuple[str, torch.dtype], _Bucket] = {}
         for name, spec in plan.base.specs.items():
@@ -144,7 +158,7 @@ class ResidentMerger:
         return buckets
 
     def _load(self, checkpoint: Checkpoint, bucket: _Bucket) -> torch.Tensor:
-        flat = torch.empty(bucket.numel, dtype=bucket.dtype)
+        flat = torch.empty(bucket.numel, dtype=bucket.dtype, pin_memory=self._pin)
         for name, (offset, shape) in bucket.slots.items():
             n = math.prod(shape)
             if checkpoint.specs[name].dtype == bucket.dtype:

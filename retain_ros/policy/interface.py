@@ -159,8 +159,8 @@ class PolicySpec:
 class Policy(Protocol):
     """An observation -> action-chunk policy with swappable weights (the live-merge path).
 
-    A backend whose model is too large to hold twice sets `swaps_in_place = True`: the node then keeps one copy and
-    calls `load_merged` between two chunks on the control thread, instead of loading a standby copy off-thread.
+    Live merges use two copies of the weights: the node writes the merge into the standby copy (`weight_targets`)
+    off the control thread, then `promote_standby` makes it serve in one reference swap between two chunks.
     A backend may set `execution_mode` ('chunk' or 'stream'): how the node executes its chunks when its
     `execution_mode` parameter is 'auto' (absent: 'chunk').
     """
@@ -176,6 +176,18 @@ class Policy(Protocol):
 
     def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
         """The weight tensors of the serving model under their checkpoint names (read-only views)."""
+
+    def weight_targets(self, which: str = "standby") -> dict[str, list[torch.Tensor]]:
+        """Checkpoint name -> the tensors holding that weight in one copy of the model.
+
+        'standby': the copy no predict runs on (made on first use); 'serving': only for a policy no one runs yet.
+        """
+
+    def promote_standby(self) -> None:
+        """Make the standby copy serve from the next predict on; the serving copy becomes the standby."""
+
+    def release_standby(self) -> None:
+        """Free the standby copy."""
 
     def load_merged(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Swap ALL weights in one step (e.g. `MergedWeights.tensors`); a concurrent `predict` sees old or new only.

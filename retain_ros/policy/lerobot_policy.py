@@ -1,4 +1,4 @@
-"""LeRobot pi0 / pi0.5 / SmolVLA checkpoints behind the Policy interface, with in-place weight swaps for live merges.
+"""LeRobot pi0 / pi0.5 / SmolVLA checkpoints behind the Policy interface, with weight swaps for live merges.
 
 LeRobot defines these models; this backend only drives them. The checkpoint directory is LeRobot's own layout
 (config.json, model.safetensors, policy_preprocessor*.json / policy_postprocessor*.json with the normalisation
@@ -12,14 +12,16 @@ Weights are named as in the checkpoint's safetensors file, so the names of `name
 prints a warning and carries on with random weights; so after loading, every model tensor is compared with the file
 and a difference refuses the checkpoint.
 
-Thread model of the weight swap: one lock, held by `predict` for the whole pre/model/post pass and by `load_merged`
-for the in-place copy (validation happens before, outside it). A predict therefore runs entirely on the old or
-entirely on the new weights; the price is that one waits for the other (a copy of the weights, or one inference).
+Thread model of the weight swap: one lock, held by `predict` for the whole pre/model/post pass, by `promote_standby`
+for the reference swap to the standby module the node's merge wrote, and by `load_merged` for an in-place copy (one
+copy of the model; validation happens before, outside the lock). A predict therefore runs entirely on the old or
+entirely on the new weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -160,8 +162,6 @@ class LeRobotPolicy:
         seed: seed of the sampling noise; every `predict` starts from the same noise, so it is deterministic.
     """
 
-    swaps_in_place = True  # a pi0 is GBs: the node keeps one copy and copies merges into it between chunks
-
     def __init__(self, policy: torch.nn.Module, preprocessor: object, postprocessor: object, io_mapping: LeRobotIO,
                  names: Mapping[str, list[str]], device: str = "cpu", seed: int = 0):
         lerobot = import_lerobot()
@@ -184,8 +184,9 @@ class LeRobotPolicy:
                                image_size=_image_size(config, list(config.image_features)),
                                action_space=space, horizon=int(config.chunk_size), dt_s=1.0 / io_mapping.rate_hz)
         self._noise_shape = (1, int(config.chunk_size), int(config.max_action_dim))
-        state = policy.state_dict()
-        self._targets = {name: [state[k] for k in keys] for name, keys in names.items()}
+        self._names = {name: list(keys) for name, keys in names.items()}
+        self._targets = self._targets_of(policy)
+        self._standby: tuple[torch.nn.Module, dict[str, list[torch.Tensor]]] | None = None
         self._lock = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------------------------------
@@ -236,8 +237,41 @@ class LeRobotPolicy:
         """Checkpoint tensor name -> tensor of the serving model."""
         return dict(self.named_parameters())
 
+    def weight_targets(self, which: str = "standby") -> dict[str, list[torch.Tensor]]:
+        """Checkpoint tensor name -> the model tensors that hold it, for one of the two copies of the model.
+
+        'standby': a second copy of the module that `promote_standby` makes serve (made on first use: twice the
+        model's memory while it exists). 'serving': the serving copy, only for a policy no one runs yet.
+        """
+        if which == "serving":
+            return dict(self._targets)
+        if self._standby is None:
+            module = copy.deepcopy(self.policy)  # predict never runs this module until promote_standby
+            self._standby = (module, self._targets_of(module))
+        return dict(self._standby[1])
+
+    def promote_standby(self) -> None:
+        """Serve the standby module from the next predict on; the old one becomes the standby.
+
+        The swap happens under the lock `predict` holds, so a predict runs wholly on one of them.
+        """
+        if self._standby is None:
+            raise RuntimeError("promote_standby without a standby copy; call weight_targets() first")
+        with self._lock:
+            serving = (self.policy, self._targets)
+            self.policy, self._targets = self._standby
+            self._standby = serving
+
+    def release_standby(self) -> None:
+        """Free the standby module (it is made again on the next `weight_targets()`)."""
+        self._standby = None
+
+    def _targets_of(self, module: torch.nn.Module) -> dict[str, list[torch.Tensor]]:
+        state = module.state_dict()
+        return {name: [state[k] for k in keys] for name, keys in self._names.items()}
+
     def load_merged(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        """Copy `tensors` (e.g. `MergedWeights.tensors`) into the running model in one step.
+        """Copy `tensors` (e.g. `MergedWeights.tensors`) into the running model in one step (one copy of the model).
 
         Everything is checked before the first byte is copied; the copy runs under the lock `predict` holds, so a
         concurrent predict sees the old or the new weights only. The caller may reuse its buffers afterwards.

@@ -135,6 +135,37 @@ class ReferencePolicy:
         """Checkpoint name -> tensor of the serving module."""
         return dict(self._model.state_dict())
 
+    def weight_targets(self, which: str = "standby") -> dict[str, list[torch.Tensor]]:
+        """Checkpoint name -> the tensor to write, for one of the two copies of the weights.
+
+        'standby': the copy `promote_standby` makes serve (made on first use; waits until a predict that started on
+        it before the last promotion has returned). 'serving': the serving copy, only for a policy no one runs yet.
+        """
+        if which == "serving":
+            module = self._model
+        else:
+            if self._standby is None:
+                standby = copy.deepcopy(self._model)  # the serving module is only read here
+                with self._state:
+                    self._standby = self._standby or standby
+            with self._state:
+                module = self._standby
+                # A predict that took this module before the previous swap may still run on it: let it finish.
+                self._state.wait_for(lambda: self._users.get(id(module), 0) == 0)
+        return {name: [tensor] for name, tensor in module.state_dict().items()}
+
+    def promote_standby(self) -> None:
+        """Serve the standby copy from the next predict on (one reference swap); the old copy becomes the standby."""
+        with self._state:
+            if self._standby is None:
+                raise RuntimeError("promote_standby without a standby copy; call weight_targets() first")
+            self._standby, self._model = self._model, self._standby
+
+    def release_standby(self) -> None:
+        """Free the standby copy (it is made again on the next `weight_targets()`)."""
+        with self._state:
+            self._standby = None
+
     def load_merged(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Serve `tensors` (e.g. `MergedWeights.tensors`) from the next predict on; one atomic swap.
 
@@ -146,17 +177,10 @@ class ReferencePolicy:
         """
         with self._swap_lock:
             check_state_dict(self._model.state_dict(), tensors, "merged weights")
-            with self._state:
-                if self._standby is None:
-                    self._standby = copy.deepcopy(self._model)
-                standby = self._standby
-                # A predict that took this module before the previous swap may still run on it: let it finish.
-                self._state.wait_for(lambda: self._users.get(id(standby), 0) == 0)
             with torch.no_grad():
-                for name, tensor in standby.state_dict().items():
-                    tensor.copy_(tensors[name])
-            with self._state:
-                self._standby, self._model = self._model, standby
+                for name, (target,) in self.weight_targets("standby").items():
+                    target.copy_(tensors[name])
+            self.promote_standby()
 
     # -- inference ------------------------------------------------------------------------------------------------
     def sampling_noise(self, noise_scale: float | None = None) -> torch.Tensor:

@@ -38,7 +38,7 @@ class Executed:
     Attributes:
         chunk: the raw policy output.
         plan: the command sent to the controller.
-        model: the model (and fingerprint) that computed the chunk.
+        model: the model (and weights identity) that computed the chunk.
         inference_s: wall time of `predict`.
         image_stamp_ns: newest camera header stamp in the observation.
         sequence: chunk counter.
@@ -185,7 +185,7 @@ class ControlLoop:
         swapped = self.manager.take_swap()
         if swapped is not None:
             self.on_event("info", f"now serving generation {swapped.generation}, alphas {swapped.alphas}, "
-                                  f"fingerprint {swapped.fingerprint[:12]}")
+                                  f"weights {swapped.weights_id[:12]}")
         if self.paused.is_set():
             self._not_commanding("paused", self.pause_reason)
             return None

@@ -112,7 +112,7 @@ def action_chunk_message(done: Executed, stamp_ns: int) -> ActionChunkMsg:
     from retain_ros_msgs.msg import ActionChunk as ActionChunkMsg, GroupAlpha
 
     chunk, plan, model = done.chunk, done.plan, done.model
-    msg = ActionChunkMsg(sequence=int(done.sequence), weights_fingerprint=model.fingerprint,
+    msg = ActionChunkMsg(sequence=int(done.sequence), weights_id=model.weights_id,
                          generation=int(model.generation), action_space=chunk.space.kind, horizon=chunk.horizon,
                          dt=float(chunk.dt_s), action_dim=int(chunk.actions.shape[1]),
                          inference_time=float(done.inference_s), skipped=int(plan.skipped),

@@ -5,7 +5,7 @@
 2. runs episodes of the target task in `id`, in an OOD variation and of a generalist task, driven through the sim
    node's parameters and its `~/reset` / `~/success` services, while the live recorder writes every topic to a bag;
 3. changes alpha live through the parameter service (as `ros2 param set` does), waits until `~/status` reports the
-   new weights' fingerprint, and runs the same episodes again;
+   new weights' identity, and runs the same episodes again;
 4. records held-out expert demonstrations of the OOD setting as bags (`retain-sim collect --bag`, seeds no model
    trained on) and scores every alpha on them with `retain-eval bag` (the expert's DROID actions as targets), so the
    offline ranking of alphas stands next to the closed-loop successes of steps 2-3;
@@ -33,7 +33,7 @@ def run_live(session: LiveSession, plan: Plan, outcome: Outcome) -> None:
     """Steps 1-3."""
     step(outcome, 1, f"start sim_robot_node + policy_node (embedded base + task-FT, alpha {plan.live_alphas[0]})")
     session.start()
-    outcome.fingerprints[str(plan.live_alphas[0])] = session.status()["fingerprint"]
+    outcome.weights_ids[str(plan.live_alphas[0])] = session.status()["weights_id"]
     outcome.steps["1"] = "ok"
     step(outcome, 2, f"episodes at alpha {plan.live_alphas[0]}, recorded to {session.out / 'bag'}")
     run_episodes(session, plan, plan.live_alphas[0], outcome)
@@ -41,9 +41,9 @@ def run_live(session: LiveSession, plan: Plan, outcome: Outcome) -> None:
     step(outcome, 3, f"live alpha change {plan.live_alphas[0]} -> {plan.live_alphas[1]} (parameter service), "
                      "same episodes again")
     status, waited = session.change_alpha(plan.live_alphas[1])
-    outcome.fingerprints[str(plan.live_alphas[1])] = status["fingerprint"]
+    outcome.weights_ids[str(plan.live_alphas[1])] = status["weights_id"]
     outcome.reload_s, outcome.status_after_s = status["reload_s"], waited
-    say(f"~/status: fingerprint {status['fingerprint'][:12]} after {waited:.2f} s (node re-merge + swap "
+    say(f"~/status: weights {status['weights_id'][:12]} after {waited:.2f} s (node re-merge + swap "
         f"{status['reload_s']:.3f} s)")
     run_episodes(session, plan, plan.live_alphas[1], outcome)
     outcome.steps["3"] = "ok"

@@ -60,7 +60,7 @@ class Outcome:
     out: str
     steps: dict[str, str] = field(default_factory=dict)
     episodes: list[dict] = field(default_factory=list)
-    fingerprints: dict[str, str] = field(default_factory=dict)
+    weights_ids: dict[str, str] = field(default_factory=dict)
     reload_s: float | None = None
     status_after_s: float | None = None
     replay: dict[str, dict] = field(default_factory=dict)

@@ -51,8 +51,8 @@ def summary_text(outcome: Outcome, plan: Plan) -> str:
         lines.append(f"  {label:<42}" + "".join(f"{c:>12}" for c in cells))
     if outcome.reload_s is not None:
         lines.append(f"  live alpha change {alphas[0]} -> {alphas[1]}: re-merge + swap {outcome.reload_s:.3f} s, "
-                     f"~/status showed the new fingerprint after {outcome.status_after_s:.2f} s")
-        lines.append("  fingerprints: " + ", ".join(f"alpha {a}: {f[:12]}" for a, f in outcome.fingerprints.items()))
+                     f"~/status showed the new weights after {outcome.status_after_s:.2f} s")
+        lines.append("  weights ids: " + ", ".join(f"alpha {a}: {f[:12]}" for a, f in outcome.weights_ids.items()))
     if outcome.replay:
         lines += ["", f"  offline: error against held-out expert demos of {TARGET} / {plan.ood_variation} "
                       "(DROID actions)",

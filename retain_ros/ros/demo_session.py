@@ -40,9 +40,9 @@ class LiveSession:
         self.nodes["retain_policy"] = NodeProcess("retain_ros.ros.policy_node", self._policy_args(), env,
                                                   self.out / "logs" / "retain_policy.log")
         say("started sim_robot_node and policy_node; waiting for the model and the first commands ...")
-        status = self._wait_status(lambda s: s.get("fingerprint") and s.get("chunks", 0) > 0, 180,
+        status = self._wait_status(lambda s: s.get("weights_id") and s.get("chunks", 0) > 0, 180,
                                    "the policy node to load the model and command the simulated arm")
-        say(f"policy serving alpha {status['alpha']} (fingerprint {status['fingerprint'][:12]}), "
+        say(f"policy serving alpha {status['alpha']} (weights {status['weights_id'][:12]}), "
             f"{status['chunks']} chunks sent")
 
     def _policy_args(self) -> list[str]:
@@ -123,11 +123,11 @@ class LiveSession:
             raise StepFailed(f"{node} refused {params}: {'; '.join(r.reason for r in results if r.reason)}")
 
     def change_alpha(self, alpha: float) -> tuple[dict, float]:
-        """`ros2 param set /retain_policy alpha A`, then wait for ~/status to serve the new fingerprint."""
-        before = self.status()["fingerprint"]
+        """`ros2 param set /retain_policy alpha A`, then wait for ~/status to serve the new weights."""
+        before = self.status()["weights_id"]
         started = time.monotonic()
         self._set("retain_policy", {"alpha": float(alpha)})
-        status = self._wait_status(lambda s: s.get("alpha") == alpha and s["fingerprint"] != before, 60,
+        status = self._wait_status(lambda s: s.get("alpha") == alpha and s["weights_id"] != before, 60,
                                    f"~/status to report the alpha {alpha} model")
         return status, time.monotonic() - started
 

@@ -3,12 +3,18 @@
 Threads and ownership:
 - the caller (the node's parameter callback or a service) calls `request()`: it only stores the wish and wakes the
   worker, so a burst of changes coalesces and the last one wins;
-- the merge worker thread builds the next model *completely* (resident re-merge through `ResidentMerger`, weights
-  loaded into a standby policy that nobody is running, fingerprint computed) and parks it in `_ready`;
-- the control thread calls `take_swap()` between two chunks: one reference assignment makes the new model serve.
-  The chunk that is running keeps its policy object to the end, so every chunk comes from exactly one merge, and the
-  fingerprint reported with a chunk is that of the policy that computed it.
-A failed build (bad file, wrong architecture, unknown group) is reported in `status()` and the old model keeps serving.
+- the merge worker thread writes the next weights *completely* into the policy's standby copy, which nobody runs
+  (`LiveMerger.merge_into`; the inputs resident on the device or streamed to it, see `merge/live.py`), and parks the
+  result in `_ready`. Its identity is the recipe's (input digests, alphas, preset, mode, engine version), known without
+  reading the weights;
+- the control thread calls `take_swap()` between two chunks: `promote_standby` (a reference swap) makes the new copy
+  serve. The chunk that ran before kept its copy to the end, so every chunk comes from exactly one merge, and the
+  identity reported with a chunk is that of the weights that computed it. Nothing is copied on the control thread.
+- when idle, the worker may hash the serving weights (`content_hash`), in steps it interrupts for a new request.
+Memory: the serving copy, the standby copy and, with the resident layout, the inputs. A reload (new files) first frees
+the standby copy and the old inputs, then loads the new policy next to the serving one and merges into it before it
+serves: at most two copies of the model at once. A failed build (bad file, wrong architecture, unknown group) is
+reported in `status()`, what it allocated is freed, and the old model keeps serving.
 """
 
 from __future__ import annotations
@@ -17,18 +23,14 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from retain_ros.errors import ConfigError
-from retain_ros.merge.maths import AlphaSpec, fingerprint_tensors
-from retain_ros.merge.resident import ResidentMerger
+from retain_ros.merge.live import AUTO_LAYOUT, LiveMerger, MemoryPlan, model_bytes
+from retain_ros.merge.maths import AlphaSpec, ContentHasher
+from retain_ros.merge.recipe import base_recipe_id
 from retain_ros.policy.interface import Policy, load_policy
 from retain_ros.ros.worker_thread import WorkerThread
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class MergeRequest:
         group_alpha: group -> its own alpha (groups left out use `alpha`).
         preset: parameter-group preset name or YAML path.
         reload: re-read the checkpoint files even if the paths did not change.
+        layout: where the merge inputs live: 'auto', 'resident' or 'streamed' (`merge.live.plan_memory`).
     """
 
     base: str
@@ -52,10 +55,11 @@ class MergeRequest:
     group_alpha: dict[str, float] = field(default_factory=dict)
     preset: str = "auto"
     reload: bool = False
+    layout: str = AUTO_LAYOUT
 
     def files_key(self) -> tuple:
         """What decides whether the files must be read again."""
-        return (self.base, self.finetuned, self.preset)
+        return (self.base, self.finetuned, self.preset, self.layout)
 
     def alpha_spec(self) -> AlphaSpec:
         """The merge weights as an AlphaSpec."""
@@ -67,18 +71,19 @@ class ServingModel:
     """A complete model ready to serve.
 
     Attributes:
-        policy: the policy object (never modified after it is handed over).
-        fingerprint: sha256 of its weights.
+        policy: the policy object (its serving copy is never written while it serves).
+        weights_id: identity of its weights: the sha256 of the merge recipe (`merge.recipe`).
         alphas: group -> resolved alphas ({} when serving the base alone).
         request: the request it was built for.
         generation: 1 for the first model, +1 per swap.
-        merge_s: re-merge time; load_s: loading the weights into the policy; build_s: the whole build
-            (incl. reading files on a reload); request_to_ready_s: from the request to ready-to-swap.
-        pending: merged weights still to be copied into `policy` when it swaps in (policies that swap in place).
+        merge_s: the merge into the standby copy; load_s: loading a policy from its checkpoint (reloads only);
+            build_s: the whole build; request_to_ready_s: from the request to ready-to-swap.
+        promote: the swap promotes the policy's standby copy (an alpha change); False: `policy` is a new object.
+        memory: the merge layout and its memory accounting (None when the base serves alone).
     """
 
     policy: Policy
-    fingerprint: str
+    weights_id: str
     alphas: dict[str, tuple[float, ...]]
     request: MergeRequest
     generation: int = 1
@@ -87,7 +92,8 @@ class ServingModel:
     build_s: float = 0.0
     request_to_ready_s: float = 0.0
     requested_at: float = 0.0
-    pending: Mapping[str, torch.Tensor] | None = None
+    promote: bool = False
+    memory: MemoryPlan | None = None
 
 
 def same_architecture(a: Policy, b: Policy) -> str | None:
@@ -103,18 +109,21 @@ def same_architecture(a: Policy, b: Policy) -> str | None:
 
 
 class ModelManager:
-    """Owns the serving model, the resident merger and the merge worker.
+    """Owns the serving model, the live merger and the merge worker.
 
     Args:
-        device: torch device of the merger and the policy.
+        device: torch device of the merge and the policy.
         seed: sampling seed passed to the policy loader.
         io_mapping: how a LeRobot policy's features map to the node's streams (`LeRobotIO`); other backends ignore it.
+        content_hash: hash the serving weights when idle (`content_sha256`), off the critical path.
     """
 
-    def __init__(self, device: str = "cpu", seed: int = 0, io_mapping: object | None = None) -> None:
+    def __init__(self, device: str = "cpu", seed: int = 0, io_mapping: object | None = None,
+                 content_hash: bool = False) -> None:
         self.device = device
         self.seed = seed
         self.io_mapping = io_mapping
+        self.content_hash = content_hash
         self._cond = threading.Condition()
         self._worker = WorkerThread("retain_merge_worker", self._run)
         self._stop = self._worker.stop_event
@@ -124,11 +133,13 @@ class ModelManager:
         self._done_id = 0
         self._ready: ServingModel | None = None
         self._serving: ServingModel | None = None
-        self._merger: ResidentMerger | None = None
+        self._merger: LiveMerger | None = None
         self._merger_key: tuple | None = None
-        self._buffers = None
-        self._standby: Policy | None = None
+        self._base_id = ""
+        self._hasher: tuple[int, ContentHasher] | None = None
+        self._content: tuple[int, str] = (0, "")
         self.counts = {"requests": 0, "builds": 0, "failures": 0, "swaps": 0}
+        self.swap_s = 0.0  # the last swap's time on the control thread
         self.last_error = ""
         self.last_event = ""
 
@@ -169,6 +180,12 @@ class ModelManager:
             self._cond.notify_all()
             return self._wanted_id
 
+    def set_content_hash(self, enabled: bool) -> None:
+        """Turn hashing of the serving weights on or off (takes effect when the worker is next idle)."""
+        with self._cond:
+            self.content_hash = bool(enabled)
+            self._cond.notify_all()
+
     @property
     def wanted(self) -> MergeRequest | None:
         """The latest request (or the initial one)."""
@@ -181,6 +198,14 @@ class ModelManager:
         return self._serving
 
     @property
+    def content_sha256(self) -> str:
+        """sha256 of the serving weights (`fingerprint_tensors`), once hashed; '' before or when off."""
+        with self._cond:
+            generation, digest = self._content
+            serving = self._serving
+            return digest if serving is not None and generation == serving.generation else ""
+
+    @property
     def groups(self) -> tuple[str, ...]:
         """The parameter groups of the current preset (empty before the first merge or without finetuned)."""
         merger = self._merger
@@ -189,33 +214,24 @@ class ModelManager:
     def take_swap(self) -> ServingModel | None:
         """Control thread, between chunks: make a ready model serve. Returns it, or None when nothing was ready.
 
-        A policy that swaps in place (one copy of a large model) gets its merged weights copied in here, on the control
-        thread, so no chunk runs on half-copied weights; the worker waits meanwhile (`_ready` is still set), so the
-        merge buffers stay untouched until the copy is done.
+        An alpha change promotes the policy's standby copy (a reference swap); a reload replaces the policy object.
+        Either way nothing is copied here.
         """
         with self._cond:
             ready = self._ready
-        if ready is None:
-            return None
-        if ready.pending is not None:
+            if ready is None:
+                return None
             started = time.perf_counter()
-            try:
-                ready.policy.load_merged(ready.pending)
-            except Exception as exc:  # noqa: BLE001  (the policy keeps its old weights; keep serving them)
-                with self._cond:
-                    self._ready = None
+            self._ready = None
+            if ready.promote:
+                try:
+                    ready.policy.promote_standby()
+                except Exception as exc:  # noqa: BLE001  (the policy keeps its serving copy; keep serving it)
                     self._failed(f"swap refused, old model kept: {exc}")
                     self._cond.notify_all()
-                return None
-            ready = replace(ready, pending=None, load_s=time.perf_counter() - started)
-        with self._cond:
-            self._ready = None
-            old, self._serving = self._serving, ready
-            if old is not None and old.policy is not ready.policy and not ready.request.reload and \
-                    old.request.files_key() == ready.request.files_key():
-                self._standby = old.policy  # nobody runs it any more: the next alpha-only merge loads into it
-            else:
-                self._standby = None
+                    return None
+            self._serving = ready
+            self.swap_s = time.perf_counter() - started
             self.counts["swaps"] += 1
             self._cond.notify_all()
             return ready
@@ -225,15 +241,28 @@ class ModelManager:
         with self._cond:
             return self._ready is None and self._done_id == self._wanted_id
 
+    def memory(self) -> dict:
+        """The merge layout and its memory accounting (GB), for the status."""
+        serving = self._serving
+        plan = serving.memory if serving is not None else None
+        if plan is None:
+            return {}
+        return {"layout": plan.layout, "reason": plan.reason, "model_gb": round(plan.model_bytes / 1e9, 4),
+                "device_gb": round(plan.device_bytes / 1e9, 4), "host_gb": round(plan.host_bytes / 1e9, 4)}
+
     # ------------------------------------------------------------------------------------------------- worker
     def _run(self) -> None:
         while not self._stop.is_set():
             with self._cond:
-                while not self._stop.is_set() and (self._done_id == self._wanted_id or self._ready is not None):
+                build = self._done_id != self._wanted_id and self._ready is None
+                hashing = not build and self._hash_job()
+                if not build and not hashing:
                     self._cond.wait(timeout=0.5)
-                if self._stop.is_set():
-                    return
+                    continue
                 request, request_id, asked_at = self._wanted, self._wanted_id, self._wanted_at
+            if hashing:
+                self._hash_step()
+                continue
             try:
                 model = self._build(request)
                 model = replace(model, request_to_ready_s=time.perf_counter() - asked_at, requested_at=asked_at)
@@ -241,7 +270,7 @@ class ModelManager:
                     self._ready = model
                     self.last_error = ""
                     self.last_event = (f"model for alphas {model.alphas} ready in {model.build_s:.3f} s "
-                                       f"(fingerprint {model.fingerprint[:12]})")
+                                       f"(weights {model.weights_id[:12]})")
             except Exception as exc:  # noqa: BLE001  (any failure keeps the old model serving; report it)
                 reason = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
                 if not isinstance(exc, ConfigError):
@@ -253,6 +282,23 @@ class ModelManager:
                     self._done_id = request_id
                     self._cond.notify_all()
 
+    def _hash_job(self) -> bool:
+        """Whether the serving weights still need hashing; prepares the hasher (caller holds `_cond`)."""
+        serving = self._serving
+        if not self.content_hash or serving is None or self._content[0] == serving.generation:
+            return False
+        if self._hasher is None or self._hasher[0] != serving.generation:
+            # under _cond: take_swap cannot promote meanwhile, so these are the serving copy's tensors
+            self._hasher = (serving.generation, ContentHasher(dict(serving.policy.named_parameters())))
+        return True
+
+    def _hash_step(self) -> None:
+        """Hash one piece of the serving weights (only this thread writes weights, and only the standby copy)."""
+        generation, hasher = self._hasher
+        if hasher.step():
+            with self._cond:
+                self._content, self._hasher = (generation, hasher.hexdigest()), None
+
     def _failed(self, message: str) -> None:
         """Count and report a failed build or swap (caller holds `_cond`); the old model keeps serving."""
         self.counts["failures"] += 1
@@ -261,46 +307,56 @@ class ModelManager:
     def _load(self, checkpoint: str) -> Policy:
         return load_policy(checkpoint, device=self.device, seed=self.seed, io_mapping=self.io_mapping)
 
+    def _free_spares(self) -> None:
+        """Free what a reload replaces anyway (the standby copy, the merger's inputs) before it allocates anew."""
+        if self._serving is not None:
+            self._serving.policy.release_standby()
+        if self._merger is not None:
+            self._merger.close()
+        self._merger, self._merger_key, self._hasher = None, None, None
+        if str(self.device).startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
     def _build(self, request: MergeRequest, first: bool = False) -> ServingModel:
-        """Build a complete model for `request` without touching the serving one."""
+        """Build a complete model for `request` without touching the serving copy."""
         started = time.perf_counter()
+        serving = self._serving
         reread = first or request.reload or self._merger_key != request.files_key()
-        in_place = False  # an alpha-only change for a policy held once: the weights are copied in by take_swap
+        merge_s = load_s = 0.0
         if reread:
+            self._free_spares()
             policy = self._load(request.base)
-            if self._serving is not None:
-                why = same_architecture(policy, self._serving.policy)
+            load_s = time.perf_counter() - started
+            if serving is not None:
+                why = same_architecture(policy, serving.policy)
                 if why is not None:
                     raise ConfigError(f"checkpoint {request.base} has a different architecture than the serving "
                                       f"model: {why}. Fix: use a checkpoint of the same model")
-            merger = (ResidentMerger.from_checkpoints(request.base, list(request.finetuned), groups=request.preset,
-                                                      device=self.device) if request.finetuned else None)
-            buffers = None
+            targets = policy.weight_targets("serving")  # nobody runs this policy yet
+            merger = (LiveMerger.from_checkpoints(request.base, list(request.finetuned), groups=request.preset,
+                                                  layout=request.layout, device=self.device,
+                                                  model_bytes=model_bytes(targets))
+                      if request.finetuned else None)
         else:
-            serving = self._serving.policy if self._serving is not None else None
-            in_place = bool(getattr(serving, "swaps_in_place", False))
-            policy = serving if in_place else (self._standby or self._load(request.base))
-            merger, buffers = self._merger, self._buffers
-        merge_s = load_s = 0.0
-        pending = None
+            policy, merger = serving.policy, self._merger
+            targets = policy.weight_targets("standby") if merger is not None else None
         if merger is not None:
-            if buffers is None:
-                buffers = merger.allocate()
-            merged = merger.merge(request.alpha_spec(), out=buffers)
-            merge_s = merged.seconds
-            t0 = time.perf_counter()
-            if in_place:
-                pending = merged.tensors  # copied into the serving policy by take_swap, between two chunks
-            else:
-                policy.load_merged(merged.tensors)  # copies: the buffers are free again for the next merge
-            load_s = time.perf_counter() - t0
-            fingerprint, alphas = merged.fingerprint(), merged.alphas
+            try:
+                done = merger.merge_into(request.alpha_spec(), targets)
+            except BaseException:
+                if reread:
+                    merger.close()
+                raise
+            merge_s, alphas, weights_id = done.seconds, done.alphas, done.weights_id
         else:
-            fingerprint, alphas = fingerprint_tensors(dict(policy.named_parameters())), {}
-        if reread:  # commit only after success: a failure keeps the old merger
-            self._merger, self._merger_key, self._standby = merger, request.files_key(), None
-        self._buffers = buffers
+            alphas = {}
+            weights_id = base_recipe_id(request.base) if reread else self._base_id
+        if reread:  # commit only after success: a failure leaves nothing allocated
+            self._merger, self._merger_key, self._base_id = merger, request.files_key(), weights_id
         self.counts["builds"] += 1
-        generation = 1 if self._serving is None else self._serving.generation + 1
-        return ServingModel(policy, fingerprint, alphas, request, generation, merge_s, load_s,
-                            time.perf_counter() - started, pending=pending)
+        generation = 1 if serving is None else serving.generation + 1
+        return ServingModel(policy, weights_id, alphas, request, generation, merge_s, load_s,
+                            time.perf_counter() - started, promote=not reread and merger is not None,
+                            memory=merger.memory if merger is not None else None)

@@ -9,7 +9,7 @@ control thread runs inference and publishes commands; the merge worker builds ne
 
 Outputs: JointTrajectory on `command_topic`; the gripper as franka_gripper move / grasp goals (`gripper_node`) or a
 width (std_msgs/Float64) on `gripper_command_topic`; `~/action_chunk` (retain_ros_msgs/ActionChunk: the raw chunk with
-its observation stamp, weights fingerprint and alphas), `~/status` (std_msgs/String, JSON) and `/diagnostics`.
+its observation stamp, weights identity and alphas), `~/status` (std_msgs/String, JSON) and `/diagnostics`.
 Services `~/reload`, `~/pause`, `~/resume` (std_srvs/Trigger). With `start_paused` (the default) nothing is commanded
 until `~/resume`; deactivate, shutdown and Ctrl-C send the stop trajectory for a motion still running.
 """
@@ -90,11 +90,11 @@ class PolicyNode(ManagedNode):
         settings = InputSettings.from_params({p.name: self.p(p.name) for p in pp.PARAMS})  # checks camera_topics
         io_mapping = LeRobotIO.from_params(self.p("lerobot_images"), self.p("lerobot_state"), self.p("lerobot_action"),
                                            self.p("lerobot_gripper"), self.p("lerobot_rate_hz"))
-        self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping)
+        self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping, self.p("content_hash"))
         self.get_logger().info(f"loading {self.p('base_checkpoint')} + {self._finetuned()} ...")
         model = self.manager.load_initial(self._merge_request())
         self.inputs = NodeInputs(settings, tuple(model.policy.spec.camera_names))  # checks the policy's cameras
-        self.get_logger().info(f"serving alphas {model.alphas}, fingerprint {model.fingerprint[:12]}")
+        self.get_logger().info(f"serving alphas {model.alphas}, weights {model.weights_id[:12]}")
         mode = self.p("execution_mode")
         if mode == "auto":
             mode = getattr(model.policy, "execution_mode", "chunk")
@@ -399,7 +399,8 @@ class PolicyNode(ManagedNode):
         base = resolve_checkpoint(values["base_checkpoint"], root)
         finetuned = tuple(resolve_checkpoint(f, root) for f in self._finetuned(values["finetuned_checkpoints"]))
         groups = {g: values[n] for n, g in pp.GROUP_ALPHAS.items() if values[n] >= 0.0}
-        return MergeRequest(base, finetuned, values["alpha"], groups, values["group_preset"], reload)
+        return MergeRequest(base, finetuned, values["alpha"], groups, values["group_preset"], reload,
+                            values["merge_layout"])
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         groups = self.manager.groups if self.manager is not None else ()
@@ -413,6 +414,8 @@ class PolicyNode(ManagedNode):
         except ConfigError as exc:  # e.g. an execution setting the executor refuses: nothing changed
             self.get_logger().warning(f"parameter change refused: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
+        if "content_hash" in {p.name for p in params} and self.manager is not None:
+            self.manager.set_content_hash(next(p.value for p in params if p.name == "content_hash"))
         merge_changes = {p.name: p.value for p in params if p.name in pp.MERGE_PARAMS}
         if merge_changes and self.manager is not None and self.manager.serving is not None:
             request = self._merge_request(merge_changes)  # validated above: resolves cleanly

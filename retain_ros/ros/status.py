@@ -10,7 +10,7 @@ from retain_ros.control.streams import StreamSet
 
 
 def status_dict(manager: ModelManager, loop: ControlLoop, streams: StreamSet, now_ns: int, active: bool) -> dict:
-    """Everything an operator needs: what serves (alphas, fingerprint), how it was built, what the loop does."""
+    """Everything an operator needs: what serves (alphas, weights identity), how it was built, what the loop does."""
     model = manager.serving
     st = loop.state
     out = {
@@ -18,7 +18,9 @@ def status_dict(manager: ModelManager, loop: ControlLoop, streams: StreamSet, no
         "state": st.state if active else "inactive",
         "reason": st.reason,
         "paused": loop.paused.is_set(),
-        "fingerprint": model.fingerprint if model else "",
+        "weights_id": model.weights_id if model else "",
+        "content_sha256": manager.content_sha256,
+        "memory": manager.memory(),
         "alphas": model.alphas if model else {},
         "alpha": model.request.alpha if model else None,
         "group_alpha": model.request.group_alpha if model else {},
@@ -29,6 +31,7 @@ def status_dict(manager: ModelManager, loop: ControlLoop, streams: StreamSet, no
         "load_s": model.load_s if model else 0.0,
         "build_s": model.build_s if model else 0.0,
         "reload_s": model.request_to_ready_s if model else 0.0,
+        "swap_s": manager.swap_s,
         "pending": not manager.idle(),
         "last_error": manager.last_error,
         "last_event": manager.last_event,

@@ -25,7 +25,7 @@ from ros_helpers import latest_status, policy_node_args  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from retain_ros.merge.resident import ResidentMerger  # noqa: E402
+from retain_ros.merge.live import LiveMerger  # noqa: E402
 from retain_ros.control import messages  # noqa: E402
 from retain_ros.ros.processes import (FASTDDS_PROFILE, NodeProcess, Observer, next_domain_id,  # noqa: E402
                                       ros_env, wait_until)
@@ -49,8 +49,8 @@ def test_the_node_serves_a_merged_smolvla_and_swaps_it_live(lerobot_checkpoints,
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path))
     base, ft = lerobot_checkpoints("smolvla")
-    merger = ResidentMerger.from_checkpoints(base, [ft], groups="smolvla")
-    fp = {alpha: merger.merge(alpha).fingerprint() for alpha in (0.5, 0.9)}
+    recipes = LiveMerger.from_checkpoints(str(base), [str(ft)], groups="smolvla")
+    fp = {alpha: recipes.recipe_id(recipes.resolve(alpha)) for alpha in (0.5, 0.9)}
     domain = next_domain_id()
     observer = Observer(domain)
     observer.collect(JointTrajectory, Topics().arm_command)
@@ -64,15 +64,15 @@ def test_the_node_serves_a_merged_smolvla_and_swaps_it_live(lerobot_checkpoints,
         FakeRobot(observer.node)
         status = wait_until(lambda: (s := latest_status(observer)) and s["state"] == "commanding" and s,
                             120, "the node commanding with the merged SmolVLA", node)
-        assert status["fingerprint"] == fp[0.5]
+        assert status["weights_id"] == fp[0.5]
         wait_until(lambda: len(observer.received(CHUNKS)) >= 3, 60, "three chunks", node)
         before = len(observer.received(CHUNKS))
 
-        # `ros2 param set /retain_policy alpha 0.9`: re-merged, copied into the running model between two chunks
+        # `ros2 param set /retain_policy alpha 0.9`: re-merged into the standby copy, swapped in between two chunks
         assert observer.set_parameters(NODE, {"alpha": 0.9})[0].successful
-        wait_until(lambda: (s := latest_status(observer)) and s["fingerprint"] == fp[0.9] and s, 60,
+        wait_until(lambda: (s := latest_status(observer)) and s["weights_id"] == fp[0.9] and s, 60,
                    "the alpha-0.9 model serving", node)
-        wait_until(lambda: any(c.weights_fingerprint == fp[0.9] for c in observer.received(CHUNKS)[before:]), 60,
+        wait_until(lambda: any(c.weights_id == fp[0.9] for c in observer.received(CHUNKS)[before:]), 60,
                    "a chunk from the new model", node)
         assert observer.set_parameters(NODE, {"alpha": 1.5})[0].successful is False  # refused, old model serves
     finally:
@@ -80,10 +80,10 @@ def test_the_node_serves_a_merged_smolvla_and_swaps_it_live(lerobot_checkpoints,
         node.stop()
         observer.close()
     chunks = observer.received(CHUNKS)
-    assert {c.weights_fingerprint for c in chunks} == {fp[0.5], fp[0.9]}, log
-    actions = {c.weights_fingerprint: messages.action_chunk_arrays(c)[0] for c in chunks}
+    assert {c.weights_id for c in chunks} == {fp[0.5], fp[0.9]}, log
+    actions = {c.weights_id: messages.action_chunk_arrays(c)[0] for c in chunks}
     assert actions[fp[0.5]].shape == (actions[fp[0.5]].shape[0], 8)
     assert not np.allclose(actions[fp[0.5]], actions[fp[0.9]]), "the alpha change did not change the output"
     for c in chunks:  # constant inputs: each model always gives the same chunk, so none mixes two merges
-        np.testing.assert_allclose(messages.action_chunk_arrays(c)[0], actions[c.weights_fingerprint], atol=1e-5)
+        np.testing.assert_allclose(messages.action_chunk_arrays(c)[0], actions[c.weights_id], atol=1e-5)
     assert observer.received(Topics().arm_command)

@@ -191,13 +191,15 @@ def test_loading_works_with_the_hub_offline():
 
 @pytest.mark.parametrize("kind", ["pi0", "smolvla"])
 def test_the_nodes_model_manager_merges_and_swaps_a_lerobot_policy_live(kind, lerobot_checkpoints, observations):
+    from retain_ros.merge.live import LiveMerger
     from retain_ros.ros.live_merge import MergeRequest, ModelManager
 
     base, ft = lerobot_checkpoints(kind)
     merger = ResidentMerger.from_checkpoints(base, [ft], groups=kind)
-    manager = ModelManager(io_mapping=io_for(kind))
+    recipes = LiveMerger.from_checkpoints(str(base), [str(ft)], groups=kind)
+    manager = ModelManager(io_mapping=io_for(kind), content_hash=True)
     first = manager.load_initial(MergeRequest(str(base), (str(ft),), alpha=0.25, preset=kind))
-    assert first.fingerprint == merger.merge(0.25).fingerprint()
+    assert first.weights_id == recipes.recipe_id(recipes.resolve(0.25))
     manager.start()
     try:
         manager.request(MergeRequest(str(base), (str(ft),), alpha=0.75, preset=kind))
@@ -208,12 +210,14 @@ def test_the_nodes_model_manager_merges_and_swaps_a_lerobot_policy_live(kind, le
 
         swapped = poll(ready, 120, 0.01)
         assert swapped is not None, "no swap within 120 s"
+        content = poll(lambda: manager.content_sha256, 120, 0.01)
     finally:
         manager.stop()
     expected = merger.merge(0.75)
-    assert swapped.fingerprint == expected.fingerprint() != first.fingerprint
-    assert swapped.policy is first.policy  # one copy of the model: the merge was copied into it in place
+    assert swapped.weights_id == recipes.recipe_id(recipes.resolve(0.75)) != first.weights_id
+    assert swapped.policy is first.policy and swapped.promote  # its standby module was merged into, then promoted
     reference = load(base, kind)
     reference.load_merged(expected.tensors)
+    assert content == fingerprint_tensors(dict(reference.named_parameters()))  # bit for bit what the merge gives
     obs = observations[0]
     np.testing.assert_array_equal(swapped.policy.predict(obs).actions, reference.predict(obs).actions)

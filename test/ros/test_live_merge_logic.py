@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import threading
+import warnings
 
 import numpy as np
 import pytest
+import torch
 from fake_robot import FINGERS, HOME_Q, INSTRUCTION, frames
 from ros_helpers import make_checkpoints
 
@@ -18,6 +21,9 @@ from retain_ros.gripper import gripper_position
 from retain_ros.paths import resolve_checkpoint
 from retain_ros.ros.control_loop import ControlLoop
 from retain_ros.ros.live_merge import MergeRequest, ModelManager
+from retain_ros.merge.resident import ResidentMerger
+from retain_ros.policy.interface import Observation
+from retain_ros.policy.reference_policy import ReferencePolicy
 from retain_ros.ros.processes import wait_until
 
 
@@ -57,7 +63,7 @@ def test_requests_coalesce_swaps_happen_only_when_taken_and_failures_keep_the_ol
         wait(manager.idle)
         last = manager.take_swap() or swapped
         assert last.request.alpha == 0.3 and manager.serving is last
-        assert manager.counts["builds"] <= 3 and last.fingerprint != first.fingerprint
+        assert manager.counts["builds"] <= 3 and last.weights_id != first.weights_id
         corrupt = root / "corrupt"
         shutil.copytree(ft[0], corrupt, dirs_exist_ok=True)
         (corrupt / "model.safetensors").write_bytes(b"garbage")
@@ -65,6 +71,153 @@ def test_requests_coalesce_swaps_happen_only_when_taken_and_failures_keep_the_ol
         wait(manager.idle)
         assert manager.take_swap() is None and manager.serving is last
         assert "old model kept" in manager.last_error
+    finally:
+        manager.stop()
+
+
+def swap_when_ready(manager: ModelManager):
+    wait(lambda: manager._ready is not None)
+    return manager.take_swap()
+
+
+def live_tensor_bytes() -> tuple[int, int]:
+    """(bytes of every CPU tensor storage alive in this process, number of ReferencePolicy objects alive)."""
+    gc.collect()
+    seen, total, policies = set(), 0, 0
+    with warnings.catch_warnings():  # isinstance on some of torch's deprecated module attributes warns
+        warnings.simplefilter("ignore")
+        objects = gc.get_objects()
+        tensors = [o for o in objects if isinstance(o, torch.Tensor)]
+        policies = sum(isinstance(o, ReferencePolicy) for o in objects)
+    for obj in tensors:
+        if obj.device.type == "cpu":
+            storage = obj.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total, policies
+
+
+@pytest.mark.parametrize("layout", ["resident", "streamed"])
+def test_an_alpha_change_is_merged_into_the_standby_copy_and_the_swap_copies_nothing(ckpts, layout):
+    """The control thread's swap is a reference swap: the serving tensors are never written, then exchanged."""
+    _, base, ft = ckpts
+    manager = ModelManager()
+    first = manager.load_initial(MergeRequest(base, ft, 0.5, layout=layout))
+    assert first.memory.layout == layout
+    policy = first.policy
+    serving = {n: (t.data_ptr(), t.clone()) for n, t in policy.named_parameters()}
+    manager.start()
+    try:
+        manager.request(MergeRequest(base, ft, 0.8, layout=layout))
+        wait(lambda: manager._ready is not None)
+        assert all(torch.equal(t, serving[n][1]) for n, t in policy.named_parameters())  # untouched while serving
+        swapped = manager.take_swap()
+        assert swapped.policy is policy and swapped.promote and swapped.generation == 2
+        after = dict(policy.named_parameters())
+        assert all(after[n].data_ptr() != ptr for n, (ptr, _) in serving.items())  # other storage: no copy made
+        expected = ResidentMerger.from_checkpoints(base, list(ft)).merge(0.8).tensors
+        assert all(torch.equal(after[n], expected[n]) for n in expected)
+        manager.request(MergeRequest(base, ft, 0.3, layout=layout))  # the old copy is the standby now
+        third = swap_when_ready(manager)
+        assert {n: t.data_ptr() for n, t in policy.named_parameters()} == {n: p for n, (p, _) in serving.items()}
+        assert third.weights_id not in (first.weights_id, swapped.weights_id)
+    finally:
+        manager.stop()
+
+
+def test_chunks_racing_live_merges_each_come_from_one_complete_merge(ckpts):
+    """A control thread predicting and swapping as fast as it can, while alphas change: every output is exactly the
+    output of the merge its weights identity names (base and finetuned are unrelated: a half merge matches none)."""
+    _, base, ft = ckpts
+    alphas = (0.5, 0.2, 0.9, 0.35, 0.65)
+    manager = ModelManager()
+    manager.load_initial(MergeRequest(base, ft, alphas[0]))
+    obs = Observation(frames(), HOME_Q, gripper_position(FINGERS, 0.08), INSTRUCTION, 0)
+    reference = ResidentMerger.from_checkpoints(base, list(ft))
+    check_policy = ReferencePolicy.from_pretrained(base)
+    expected = {}
+    for alpha in alphas:
+        check_policy.load_merged(reference.merge(alpha).tensors)
+        weights_id = reference_id(manager, alpha)
+        expected[weights_id] = check_policy.predict(obs).actions
+    seen, stop = [], threading.Event()
+
+    def control_thread():
+        while not stop.is_set():
+            manager.take_swap()
+            model = manager.serving
+            seen.append((model.weights_id, model.policy.predict(obs).actions))
+
+    thread = threading.Thread(target=control_thread)
+    manager.start()
+    thread.start()
+    try:
+        for alpha in alphas[1:] * 3:
+            manager.request(MergeRequest(base, ft, alpha))
+            wait(lambda: manager.idle() and manager.serving.request.alpha == alpha)
+    finally:
+        stop.set()
+        thread.join()
+        manager.stop()
+    assert len({w for w, _ in seen}) == len(alphas) and manager.counts["swaps"] == len(alphas[1:]) * 3
+    for weights_id, actions in seen:
+        np.testing.assert_array_equal(actions, expected[weights_id])
+
+
+def reference_id(manager: ModelManager, alpha: float) -> str:
+    """The recipe identity the manager's merger gives `alpha`."""
+    merger = manager._merger
+    return merger.recipe_id(merger.resolve(alpha))
+
+
+@pytest.mark.parametrize("layout", ["resident", "streamed"])
+def test_a_failed_reload_keeps_the_old_model_serving_and_frees_what_it_allocated(ckpts, layout):
+    _, base, ft = ckpts
+    manager = ModelManager()
+    manager.load_initial(MergeRequest(base, ft, 0.5, layout=layout))
+    manager.start()
+    try:
+        manager.request(MergeRequest(base, ft, 0.7, layout=layout))
+        serving = swap_when_ready(manager)  # the standby copy exists now
+        obs = Observation(frames(), HOME_Q, gripper_position(FINGERS, 0.08), INSTRUCTION, 0)
+        before_actions = serving.policy.predict(obs).actions
+        before_bytes, before_policies = live_tensor_bytes()
+        # a reload that fails after loading the new policy and the merger's inputs (the group exists in no preset)
+        manager.request(MergeRequest(base, ft, 0.5, group_alpha={"vision": 0.2}, preset="all", reload=True,
+                                     layout=layout))
+        wait(manager.idle)
+        assert manager.take_swap() is None and manager.serving is serving
+        assert "unknown group 'vision'" in manager.last_error and "old model kept" in manager.last_error
+        after_bytes, after_policies = live_tensor_bytes()
+        model_bytes = sum(t.numel() * t.element_size() for _, t in serving.policy.named_parameters())
+        # nothing of the failed reload is alive, and the standby copy was freed before it started
+        assert after_policies == before_policies and after_bytes <= before_bytes - model_bytes + 4096
+        np.testing.assert_array_equal(serving.policy.predict(obs).actions, before_actions)
+        manager.request(MergeRequest(base, ft, 0.6, layout=layout))  # the old files merge again (read anew)
+        again = swap_when_ready(manager)
+        assert again.request.alpha == 0.6 and manager.last_error == ""
+    finally:
+        manager.stop()
+
+
+def test_equal_recipes_give_equal_content_hashes_computed_off_the_critical_path(ckpts):
+    _, base, ft = ckpts
+    manager = ModelManager(content_hash=True)
+    first = manager.load_initial(MergeRequest(base, ft, 0.3))
+    assert manager.content_sha256 == ""  # not hashed while building: the worker does it when idle
+    manager.start()
+    try:
+        hashes = {}
+        for alpha in (0.3, 0.7, 0.3):
+            if alpha != manager.serving.request.alpha:
+                manager.request(MergeRequest(base, ft, alpha))
+                swap_when_ready(manager)
+            wait(lambda: manager.content_sha256 != "")
+            hashes.setdefault(manager.serving.weights_id, set()).add(manager.content_sha256)
+        merged = ResidentMerger.from_checkpoints(base, list(ft))
+        assert hashes == {first.weights_id: {merged.merge(0.3).fingerprint()},
+                          reference_id(manager, 0.7): {merged.merge(0.7).fingerprint()}}
     finally:
         manager.stop()
 

@@ -2,7 +2,9 @@
 
 The inputs are constant (FakeRobot), so a chunk is a function of the weights alone: the test recomputes the chunk of
 every alpha it sets in its own process and checks that each published chunk equals exactly one of them and carries
-that merge's fingerprint. Base and finetuned weights are unrelated, so a half-swapped model would match none.
+that merge's weights identity (the recipe's). With `content_hash` on, the node's `content_sha256` shows the served
+weights are bit-identical to the test's own merge. Base and finetuned weights are unrelated, so a half-swapped model
+would match none.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fake_robot import FINGERS, HOME_Q, INSTRUCTION, FakeRobot, frames
 from ros_helpers import latest_status, make_checkpoints, wait_until
 from test_policy_node import STATUS, T, count, start_policy
 
+from retain_ros.merge.live import LiveMerger
 from retain_ros.merge.resident import ResidentMerger
 from retain_ros.control import messages
 from retain_ros.policy.interface import Observation, load_policy
@@ -25,31 +28,35 @@ CHUNKS = "/retain_policy/action_chunk"
 
 
 class Expected:
-    """Chunks and fingerprints of the merges the test asks for, computed in the test process."""
+    """Chunks, weights identities and content hashes of the merges the test asks for, computed in this process."""
 
     def __init__(self, base, finetuned):
         self.policy = load_policy(base)
         self.merger = ResidentMerger.from_checkpoints(base, finetuned)
+        self.recipes = LiveMerger.from_checkpoints(base, finetuned)
         self.obs = Observation(frames(), HOME_Q, gripper_position(FINGERS, 0.08), INSTRUCTION, 0)
-        self.by_fingerprint: dict[str, np.ndarray] = {}
+        self.by_id: dict[str, np.ndarray] = {}
+        self.content: dict[str, str] = {}
 
     def add(self, alpha) -> str:
         merged = self.merger.merge(alpha)
         self.policy.load_merged(merged.tensors)
-        self.by_fingerprint[merged.fingerprint()] = self.policy.predict(self.obs).actions
-        return merged.fingerprint()
+        weights_id = self.recipes.recipe_id(merged.alphas)
+        self.by_id[weights_id] = self.policy.predict(self.obs).actions
+        self.content[weights_id] = merged.fingerprint()
+        return weights_id
 
     def check(self, chunk) -> None:
-        assert chunk.weights_fingerprint in self.by_fingerprint, "chunk from an unknown (half-updated?) model"
-        expected = self.by_fingerprint[chunk.weights_fingerprint]
+        assert chunk.weights_id in self.by_id, "chunk from an unknown (half-updated?) model"
+        expected = self.by_id[chunk.weights_id]
         actions, _ = messages.action_chunk_arrays(chunk)
-        assert np.allclose(actions, expected, atol=1e-4), "chunk does not match its fingerprint's merge"
+        assert np.allclose(actions, expected, atol=1e-4), "chunk does not match its weights identity's merge"
 
 
-def serving(observer, fingerprint):
+def serving(observer, weights_id):
     def check():
         s = latest_status(observer)
-        return s if s and s["fingerprint"] == fingerprint and s["state"] == "commanding" else None
+        return s if s and s["weights_id"] == weights_id and s["state"] == "commanding" else None
     return check
 
 
@@ -59,9 +66,11 @@ def test_alpha_changes_swap_whole_models_and_bad_changes_are_refused(ros, tiny_c
     root, base, finetuned = tiny_checkpoints
     expected = Expected(base, finetuned)
     fp_half = expected.add(0.5)
-    proc = start_policy(ros, tiny_checkpoints, execute_steps=2)
+    proc = start_policy(ros, tiny_checkpoints, execute_steps=2, content_hash=True)
     FakeRobot(observer.node)
     wait_until(serving(observer, fp_half), 60, "serving alpha 0.5", proc)
+    status = wait_until(lambda: (s := latest_status(observer)) and s["content_sha256"] and s, 30, "content hash", proc)
+    assert status["content_sha256"] == expected.content[fp_half]  # the served weights are the merge, bit for bit
 
     # one change
     fp_75 = expected.add(0.75)
@@ -70,6 +79,9 @@ def test_alpha_changes_swap_whole_models_and_bad_changes_are_refused(ros, tiny_c
     status = wait_until(serving(observer, fp_75), 30, "serving alpha 0.75", proc)
     assert status["alphas"] == {g: [0.75] for g in ("vision", "language", "action")}
     assert status["reload_s"] > 0 and status["generation"] == 2
+    assert status["memory"]["layout"] == "streamed"  # the CPU default: two model copies, inputs in the page cache
+    status = wait_until(lambda: (s := latest_status(observer)) and s["content_sha256"] and s, 30, "content hash", proc)
+    assert status["weights_id"] == fp_75 and status["content_sha256"] == expected.content[fp_75]
 
     # a burst coalesces: nine requests at once, far fewer builds, the last one wins
     burst = [round(0.1 * i, 1) for i in range(1, 10)]
@@ -86,7 +98,7 @@ def test_alpha_changes_swap_whole_models_and_bad_changes_are_refused(ros, tiny_c
     fp_last = expected.add(0.9)
     status = wait_until(serving(observer, fp_last), 30, "serving the last alpha of the burst", proc)
     status = wait_until(lambda: (s := latest_status(observer)) and not s["pending"] and s, 30, "idle merger", proc)
-    assert status["fingerprint"] == fp_last
+    assert status["weights_id"] == fp_last
     assert status["merge_builds"] - builds < len(burst)
 
     # group alpha
@@ -117,17 +129,17 @@ def test_alpha_changes_swap_whole_models_and_bad_changes_are_refused(ros, tiny_c
         assert observer.set_parameters(NODE, {"finetuned_checkpoints": [str(path)]})[0].successful
         status = wait_until(lambda: (s := latest_status(observer)) and s["merge_failures"] > failures and s, 30,
                             f"failure report for {words}", proc)
-        assert status["fingerprint"] == fp_group and "old model kept" in status["last_error"]
+        assert status["weights_id"] == fp_group and "old model kept" in status["last_error"]
         assert status["state"] == "commanding"
 
     # back to the good checkpoint, then ~/reload re-reads the files: same weights, new generation
     assert observer.set_parameters(NODE, {"finetuned_checkpoints": [str(finetuned[0])]})[0].successful
-    status = wait_until(lambda: (s := latest_status(observer)) and s["fingerprint"] == fp_group and
+    status = wait_until(lambda: (s := latest_status(observer)) and s["weights_id"] == fp_group and
                         not s["pending"] and s["last_error"] == "" and s, 30, "good checkpoint again", proc)
     generation = status["generation"]
     assert observer.call_trigger("/retain_policy/reload").success
     wait_until(lambda: (s := latest_status(observer)) and s["generation"] > generation and
-               s["fingerprint"] == fp_group, 30, "reloaded", proc)
+               s["weights_id"] == fp_group, 30, "reloaded", proc)
 
     # every chunk published during all of this came from exactly one complete merge
     chunks = observer.received(CHUNKS)

@@ -30,7 +30,7 @@ def executed() -> Executed:
     chunk = ActionChunk(ACTIONS, 1 / 15, DROID_ACTION_SPACE, observation_stamp_ns=1_700_000_000_123_456_789)
     plan = PlannedCommand(np.array([0.1, 0.2, 0.3]), np.zeros((3, 7)), np.zeros((3, 7)), 1.0, skipped=2,
                           clamped=True, sent_ns=0, start=np.zeros(7))
-    model = ServingModel(policy=None, fingerprint="ab" * 32, alphas={"vision": (0.25,), "action": (0.5, 0.75)},
+    model = ServingModel(policy=None, weights_id="ab" * 32, alphas={"vision": (0.25,), "action": (0.5, 0.75)},
                          request=None, generation=3)
     return Executed(chunk, plan, model, inference_s=0.026, image_stamp_ns=1_700_000_000_100_000_000, sequence=41)
 
@@ -44,7 +44,7 @@ def test_the_node_message_round_trips_through_rclpy_and_the_bag_typestore():
         actions, alphas = messages.action_chunk_arrays(found)
         np.testing.assert_array_equal(actions, ACTIONS)
         assert alphas == {"vision": (0.25,), "action": (0.5, 0.75)}
-        assert found.weights_fingerprint == "ab" * 32 and found.generation == 3 and found.sequence == 41
+        assert found.weights_id == "ab" * 32 and found.generation == 3 and found.sequence == 41
         assert messages.stamp_to_ns(found.observation_stamp) == 1_700_000_000_123_456_789
         assert messages.stamp_to_ns(found.image_stamp) == 1_700_000_000_100_000_000
         assert messages.stamp_to_ns(found.header.stamp) == 1_700_000_000_200_000_000

@@ -62,7 +62,7 @@ def test_starts_from_params_file_commands_and_stops_on_stale_streams(ros, tiny_c
     fake = FakeRobot(observer.node)
     status = wait_until(lambda: (s := latest_status(observer)) and s["state"] == "commanding" and s,
                         60, "status 'commanding'", proc)
-    assert status["active"] and len(status["fingerprint"]) == 64
+    assert status["active"] and len(status["weights_id"]) == 64
     assert status["alphas"] == {"vision": [0.5], "language": [0.5], "action": [0.5]}
     wait_until(lambda: count(observer) >= 5, 30, "5 trajectories", proc)
     for msg in observer.received(T.arm_command):
@@ -71,7 +71,7 @@ def test_starts_from_params_file_commands_and_stops_on_stale_streams(ros, tiny_c
     assert widths and all(math.isfinite(w) and 0.0 <= w <= 0.08 for w in widths)
     chunk = observer.received("/retain_policy/action_chunk")[-1]
     actions, alphas = messages.action_chunk_arrays(chunk)
-    assert chunk.weights_fingerprint == status["fingerprint"] and chunk.generation == status["generation"]
+    assert chunk.weights_id == status["weights_id"] and chunk.generation == status["generation"]
     assert actions.shape == (chunk.horizon, 8) and chunk.action_dim == 8 and np.all(np.isfinite(actions))
     assert alphas == {"vision": (0.5,), "language": (0.5,), "action": (0.5,)}
     assert chunk.action_space == "droid_joint_velocity" and chunk.executed == 3 and chunk.inference_time > 0

@@ -46,7 +46,7 @@ def test_a_node_started_paused_commands_nothing_until_resume(ros, tiny_checkpoin
     _, _, observer, _ = ros
     proc = start_policy(ros, tiny_checkpoints, start_paused=True)
     FakeRobot(observer.node)
-    status = wait_until(lambda: (s := latest_status(observer)) and s["fingerprint"] and s, 60, "a status", proc)
+    status = wait_until(lambda: (s := latest_status(observer)) and s["weights_id"] and s, 60, "a status", proc)
     n_status = len(observer.received(STATUS))
     wait_until(lambda: len(observer.received(STATUS)) >= n_status + 3, 30, "three more status messages", proc)
     status = latest_status(observer)
