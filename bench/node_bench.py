@@ -1,9 +1,12 @@
-"""Policy-node benchmark: inference latency, node overhead per chunk, re-merge / swap time, command-rate jitter.
+"""Policy-node benchmark: inference latency, node overhead per chunk, live alpha changes at every model size.
 
-    .venv/bin/python bench/node_bench.py [--repeats 50] [--synthetic-params 0]
+    .venv/bin/python bench/node_bench.py [--repeats 50] [--synthetic-params 1e9] [--layouts streamed,resident]
+                                         [--device cuda] [--lerobot-pi0 full]
 
-Runs the node's plain-logic parts in-process (no ROS graph, so DDS transport is not included): the reference VLA at
-its default size with random base / finetuned weights written to a temp dir. Prints numbers; asserts nothing.
+Runs the node's plain-logic parts (no ROS graph, so DDS transport is not included): the reference VLA at its default
+size with random base / finetuned weights written to a temp dir; optionally a large synthetic checkpoint pair and a
+LeRobot pi0 with random weights, each measured in a child process of its own (`bench/live_swap_bench.py`) so that its
+peak memory is its own. Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import live_swap_bench
 
 from retain_ros.policy.configuration_reference import ReferenceVLAConfig
 from retain_ros.policy.reference_policy import example_observation, random_policy
@@ -74,8 +79,8 @@ def bench_inference(manager: ModelManager, repeats: int) -> None:
 
 
 def bench_swap(manager: ModelManager, base: str, ft: tuple[str, ...], repeats: int) -> None:
-    """Parameter change -> ready model (merge + load + fingerprint) -> swap between chunks."""
-    ready, merges, loads, swaps = [], [], [], []
+    """Parameter change -> ready model (merge into the standby copy) -> swap between chunks."""
+    ready, merges, swaps = [], [], []
     for i in range(repeats):
         manager.request(MergeRequest(base, ft, 0.05 + 0.9 * (i % 10) / 10, preset="reference"))
         t0 = time.perf_counter()
@@ -86,12 +91,24 @@ def bench_swap(manager: ModelManager, base: str, ft: tuple[str, ...], repeats: i
         swaps.append(time.perf_counter() - t1)
         ready.append(t1 - t0)
         merges.append(model.merge_s)
-        loads.append(model.load_s)
     size = sum(t.numel() for _, t in manager.serving.policy.named_parameters())
-    print(f"re-merge ({size / 1e6:.1f} M params)   p50 {pct(merges, 50):8.3f} ms   p99 {pct(merges, 99):8.3f} ms")
-    print(f"load into standby policy    p50 {pct(loads, 50):8.3f} ms   p99 {pct(loads, 99):8.3f} ms")
-    print(f"request -> ready (incl. fingerprint) p50 {pct(ready, 50):8.2f} ms   p99 {pct(ready, 99):8.2f} ms")
+    print(f"re-merge into the standby copy ({size / 1e6:.1f} M params, layout {manager.memory()['layout']}) "
+          f"p50 {pct(merges, 50):8.3f} ms   p99 {pct(merges, 99):8.3f} ms")
+    print(f"request -> ready            p50 {pct(ready, 50):8.2f} ms   p99 {pct(ready, 99):8.2f} ms")
     print(f"swap on the control thread  p50 {pct(swaps, 50) * 1e3:8.2f} us   p99 {pct(swaps, 99) * 1e3:8.2f} us")
+
+
+def bench_live_changes(manager: ModelManager, base: str, ft: tuple[str, ...]) -> None:
+    """Alpha changes while a control thread ticks at 15 Hz and runs inference, as in the node (live_swap_bench)."""
+    obs = example_observation(manager.serving.policy.spec, size=(128, 128))
+    result = live_swap_bench.measure_changes(manager, lambda a: MergeRequest(base, ft, a, preset="reference"),
+                                             [0.2, 0.4, 0.6, 0.8, 0.3, 0.7], lambda model: model.policy.predict(obs))
+    change = result["change_to_serving_s"]
+    print(f"parameter change -> serving, control thread at 15 Hz with inference: p50 "
+          f"{statistics.median(change) * 1e3:.1f} ms, max {max(change) * 1e3:.1f} ms; swap max "
+          f"{result['swap_max_s'] * 1e6:.0f} us; longest tick interval {result['tick_interval_max_s'] * 1e3:.1f} ms "
+          f"= {result['tick_interval_max_s'] / result['period_s']:.2f} periods; peak RSS "
+          f"{live_swap_bench.peak_rss_bytes() / 1e9:.2f} GB (memory: {manager.memory()})")
 
 
 def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds: float, change_s: float) -> None:
@@ -150,40 +167,6 @@ def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds:
               "chunk periods (goal <= 1 + jitter)")
 
 
-def bench_synthetic(num_params: float) -> None:
-    """Resident re-merge of a large synthetic checkpoint pair (merge only; no policy fits these weights)."""
-    import torch
-    from safetensors.torch import save_file
-
-    from retain_ros.merge.resident import ResidentMerger
-
-    with tempfile.TemporaryDirectory() as tmp:
-        n = int(num_params) // 16
-        for name, seed in (("base", 0), ("ft", 1)):
-            gen = torch.Generator().manual_seed(seed)
-            save_file({f"action_expert.w{i}": torch.randn(n, generator=gen) for i in range(16)},
-                      f"{tmp}/{name}.safetensors")
-        merger = ResidentMerger.from_checkpoints(f"{tmp}/base.safetensors", [f"{tmp}/ft.safetensors"], groups="all")
-        out = merger.allocate()
-        standby = {name: torch.empty_like(t) for name, t in merger.merge(0.1, out=out).tensors.items()}
-        merges, loads, prints = [], [], []
-        for alpha in (0.2, 0.4, 0.6, 0.8):
-            merged = merger.merge(alpha, out=out)
-            merges.append(merged.seconds)
-            t0 = time.perf_counter()
-            for name, tensor in merged.tensors.items():  # what load_merged does: one copy into the standby model
-                standby[name].copy_(tensor)
-            t1 = time.perf_counter()
-            merged.fingerprint()
-            loads.append(t1 - t0)
-            prints.append(time.perf_counter() - t1)
-        gb = 3 * 4 * n * 16 / 1e9
-        merge_s, load_s, print_s = (statistics.median(v) for v in (merges, loads, prints))
-        print(f"synthetic {num_params / 1e9:.2f} B params fp32: re-merge p50 {merge_s:.3f} s "
-              f"({gb / merge_s:.1f} GB/s read+write), copy into the standby model {load_s:.3f} s, fingerprint "
-              f"{print_s:.3f} s: parameter change -> ready to swap {merge_s + load_s + print_s:.2f} s")
-
-
 def main() -> None:
     """Run every benchmark and print the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -191,7 +174,10 @@ def main() -> None:
     parser.add_argument("--jitter-seconds", type=float, default=5.0)
     parser.add_argument("--alpha-change-s", type=float, default=0.25, help="alpha changes this often in the "
                         "second command-interval run")
-    parser.add_argument("--synthetic-params", type=float, default=0.0, help="e.g. 1e9 (needs ~3x4 GB RAM)")
+    parser.add_argument("--synthetic-params", type=float, default=0.0,
+                        help="also measure live changes of a synthetic fp32 pair of this size, e.g. 1e9 (8 GB of files; "
+                             "~16 GB RAM for the resident layout); see bench/live_swap_bench.py")
+    parser.add_argument("--layouts", default="streamed,resident", help="merge layouts for --synthetic-params")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base, ft = checkpoints(Path(tmp))
@@ -203,12 +189,13 @@ def main() -> None:
         try:
             bench_inference(manager, args.repeats)
             bench_swap(manager, base, ft, args.repeats)
+            bench_live_changes(manager, base, ft)
             bench_jitter(manager, base, ft, args.jitter_seconds, 0.0)
             bench_jitter(manager, base, ft, args.jitter_seconds, args.alpha_change_s)
         finally:
             manager.stop()
     if args.synthetic_params > 0:
-        bench_synthetic(args.synthetic_params)
+        live_swap_bench.main(["--params", str(args.synthetic_params), "--layouts", args.layouts])
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ class ModelManager:
         self._merger_key: tuple | None = None
         self._base_id = ""
         self._hasher: tuple[int, ContentHasher] | None = None
+        self._standby_of: Policy | None = None  # the policy whose standby copy exists
         self._content: tuple[int, str] = (0, "")
         self.counts = {"requests": 0, "builds": 0, "failures": 0, "swaps": 0}
         self.swap_s = 0.0  # the last swap's time on the control thread
@@ -206,6 +207,12 @@ class ModelManager:
             return digest if serving is not None and generation == serving.generation else ""
 
     @property
+    def standby_ready(self) -> bool:
+        """Whether the next alpha change can merge at once (the standby copy exists, or none is needed)."""
+        with self._cond:
+            return not self._standby_missing()
+
+    @property
     def groups(self) -> tuple[str, ...]:
         """The parameter groups of the current preset (empty before the first merge or without finetuned)."""
         merger = self._merger
@@ -255,11 +262,16 @@ class ModelManager:
         while not self._stop.is_set():
             with self._cond:
                 build = self._done_id != self._wanted_id and self._ready is None
-                hashing = not build and self._hash_job()
-                if not build and not hashing:
+                standby = not build and self._standby_missing()
+                hashing = not build and not standby and self._hash_job()
+                if not build and not standby and not hashing:
                     self._cond.wait(timeout=0.5)
                     continue
-                request, request_id, asked_at = self._wanted, self._wanted_id, self._wanted_at
+                request, request_id, asked_at, serving = self._wanted, self._wanted_id, self._wanted_at, self._serving
+            if standby:  # make the standby copy now, so the first alpha change does not wait for its allocation
+                serving.policy.weight_targets("standby")
+                self._standby_of = serving.policy
+                continue
             if hashing:
                 self._hash_step()
                 continue
@@ -281,6 +293,11 @@ class ModelManager:
                 with self._cond:
                     self._done_id = request_id
                     self._cond.notify_all()
+
+    def _standby_missing(self) -> bool:
+        """Whether the serving policy has no standby copy yet while there are merges to come (caller holds `_cond`)."""
+        serving = self._serving
+        return serving is not None and self._merger is not None and self._standby_of is not serving.policy
 
     def _hash_job(self) -> bool:
         """Whether the serving weights still need hashing; prepares the hasher (caller holds `_cond`)."""
@@ -311,6 +328,7 @@ class ModelManager:
         """Free what a reload replaces anyway (the standby copy, the merger's inputs) before it allocates anew."""
         if self._serving is not None:
             self._serving.policy.release_standby()
+        self._standby_of = None
         if self._merger is not None:
             self._merger.close()
         self._merger, self._merger_key, self._hasher = None, None, None
@@ -342,6 +360,7 @@ class ModelManager:
         else:
             policy, merger = serving.policy, self._merger
             targets = policy.weight_targets("standby") if merger is not None else None
+            self._standby_of = policy if merger is not None else self._standby_of
         if merger is not None:
             try:
                 done = merger.merge_into(request.alpha_spec(), targets)
