@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import traceback
+import weakref
 from dataclasses import dataclass, field, replace
 
 from retain_ros.errors import ConfigError
@@ -138,6 +139,7 @@ class ModelManager:
         self._base_id = ""
         self._hasher: tuple[int, ContentHasher] | None = None
         self._standby_of: Policy | None = None  # the policy whose standby copy exists
+        self._retired: weakref.ref = lambda: None  # the policy a reload replaced, until it is freed
         self._content: tuple[int, str] = (0, "")
         self.counts = {"requests": 0, "builds": 0, "failures": 0, "swaps": 0}
         self.swap_s = 0.0  # the last swap's time on the control thread
@@ -230,6 +232,7 @@ class ModelManager:
                 return None
             started = time.perf_counter()
             self._ready = None
+            old_policy = self._serving.policy
             if ready.promote:
                 try:
                     ready.policy.promote_standby()
@@ -237,6 +240,8 @@ class ModelManager:
                     self._failed(f"swap refused, old model kept: {exc}")
                     self._cond.notify_all()
                     return None
+            if old_policy is not ready.policy:  # a reload: the old model is freed once the last chunk lets go of it
+                self._retired = weakref.ref(old_policy)
             self._serving = ready
             self.swap_s = time.perf_counter() - started
             self.counts["swaps"] += 1
@@ -262,15 +267,18 @@ class ModelManager:
         while not self._stop.is_set():
             with self._cond:
                 build = self._done_id != self._wanted_id and self._ready is None
-                standby = not build and self._standby_missing()
+                # not while a model a reload replaced is still alive: never three copies at once
+                standby = (not build and self._ready is None and self._standby_missing()
+                           and self._retired() is None)
                 hashing = not build and not standby and self._hash_job()
                 if not build and not standby and not hashing:
                     self._cond.wait(timeout=0.5)
                     continue
-                request, request_id, asked_at, serving = self._wanted, self._wanted_id, self._wanted_at, self._serving
-            if standby:  # make the standby copy now, so the first alpha change does not wait for its allocation
-                serving.policy.weight_targets("standby")
-                self._standby_of = serving.policy
+                request, request_id, asked_at = self._wanted, self._wanted_id, self._wanted_at
+                policy = self._serving.policy if standby else None
+            if policy is not None:  # make the standby copy now, so the first alpha change does not wait for it
+                policy.weight_targets("standby")
+                self._standby_of, policy = policy, None  # no reference of this thread keeps a replaced model alive
                 continue
             if hashing:
                 self._hash_step()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import shutil
 import threading
+import time
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -197,6 +199,33 @@ def test_a_failed_reload_keeps_the_old_model_serving_and_frees_what_it_allocated
         manager.request(MergeRequest(base, ft, 0.6, layout=layout))  # the old files merge again (read anew)
         again = swap_when_ready(manager)
         assert again.request.alpha == 0.6 and manager.last_error == ""
+    finally:
+        manager.stop()
+
+
+def test_a_reload_never_holds_three_copies_of_the_model(ckpts):
+    """A reload frees the standby copy first, loads the new model next to the serving one, and makes the new model's
+    standby copy only once the replaced model is gone."""
+    _, base, ft = ckpts
+    manager = ModelManager()
+    first = manager.load_initial(MergeRequest(base, ft, 0.5))
+    model_bytes = sum(t.numel() * t.element_size() for _, t in first.policy.named_parameters())
+    manager.start()
+    try:
+        wait(lambda: manager.standby_ready)
+        two_copies, _ = live_tensor_bytes()
+        manager.request(MergeRequest(base, ft, 0.5, reload=True))
+        reloaded = swap_when_ready(manager)
+        assert reloaded.policy is not first.policy and reloaded.weights_id == first.weights_id
+        retired = weakref.ref(first.policy)
+        time.sleep(1.0)  # the worker would have made the standby copy by now: it must wait for the old model
+        assert retired() is not None and not manager.standby_ready
+        assert live_tensor_bytes()[0] < two_copies + model_bytes / 2, model_bytes  # a third copy would add one
+        del first
+        gc.collect()
+        assert retired() is None
+        wait(lambda: manager.standby_ready)
+        assert live_tensor_bytes()[0] < two_copies + model_bytes / 2
     finally:
         manager.stop()
 
