@@ -23,6 +23,7 @@ inference too. Files are written once under `--out-dir` and reused. Prints numbe
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -106,7 +107,7 @@ class WeightsOnlyPolicy:
         if which == "serving":
             return {n: [t] for n, t in self._serving.items()}
         if self._standby is None:
-            self._standby = {n: torch.zeros_like(t) for n, t in self._serving.items()}  # touched, as a copy is
+            self._standby = {n: t.clone() for n, t in self._serving.items()}  # a copy, as a model's deepcopy is
         return {n: [t] for n, t in self._standby.items()}
 
     def promote_standby(self) -> None:
@@ -141,10 +142,11 @@ def measure_changes(manager, request_for: Callable[[float], object], alphas: lis
 
     thread = threading.Thread(target=control_thread, daemon=True)
     thread.start()
-    changes, merges = [], []
+    changes, merges, asked_at = [], [], []
     try:
         for alpha in alphas:
             asked = time.perf_counter()
+            asked_at.append(asked)
             manager.request(request_for(alpha))
             while alpha not in served:
                 if manager.last_error:
@@ -158,7 +160,10 @@ def measure_changes(manager, request_for: Callable[[float], object], alphas: lis
         thread.join()
     intervals = np.diff(ticks)
     return {"change_to_serving_s": changes, "merge_s": merges, "swap_max_s": max(swaps),
-            "tick_interval_max_s": float(intervals.max()), "period_s": PERIOD_S}
+            "tick_interval_max_s": float(intervals.max()), "period_s": PERIOD_S,
+            "late_ticks": int(np.count_nonzero(intervals > 1.5 * PERIOD_S)), "ticks": len(ticks),
+            "late_after_request_s": [round(ticks[i] - max([a for a in asked_at if a <= ticks[i]], default=ticks[0]), 3)
+                                     for i in np.nonzero(intervals > 1.5 * PERIOD_S)[0]]}
 
 
 def inference_times(policy, repeats: int = 10) -> list[float]:
@@ -194,9 +199,12 @@ def child(args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     first = manager.load_initial(request_for(0.5))
+    if args.merge_threads and manager._merger is not None:
+        manager._merger.threads = args.merge_threads
     result = {"load_s": time.perf_counter() - t0, "peak_rss_load": peak_rss_bytes(),
               "checkpoint_bytes": checkpoint_bytes(Path(base)), "memory": manager.memory(),
-              "params": sum(t.numel() for _, t in first.policy.named_parameters())}
+              "params": sum(t.numel() for _, t in first.policy.named_parameters()),
+              "merge_threads": manager._merger.threads if manager._merger is not None else 0}
     if args.device.startswith("cuda"):
         result["device_peak_load"] = torch.cuda.max_memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -209,6 +217,7 @@ def child(args: argparse.Namespace) -> dict:
 
         obs = Observation(images, np.zeros(7), 0.0, "pick up the red block", 0)
         predict = lambda model: model.policy.predict(obs)  # noqa: E731
+    gc.freeze()  # as the node does after loading: no full collection scans the startup objects in the control loop
     reset_peak_rss()
     manager.start()
     try:
@@ -251,7 +260,9 @@ def report(name: str, r: dict) -> str:
              f"({len(change)} changes: {', '.join(f'{c:.2f}' for c in change)}; merge p50 "
              f"{statistics.median(r['merge_s']):.3f} s)",
              f"  control loop: swap max {r['swap_max_s'] * 1e6:.0f} us, longest tick interval "
-             f"{r['tick_interval_max_s'] * 1e3:.1f} ms = {r['tick_interval_max_s'] / r['period_s']:.2f} periods",
+             f"{r['tick_interval_max_s'] * 1e3:.1f} ms = {r['tick_interval_max_s'] / r['period_s']:.2f} periods; "
+             f"{r['late_ticks']} of {r['ticks']} intervals over 1.5 periods (starting "
+             f"{r['late_after_request_s']} s after a change request); merge threads {r['merge_threads']}",
              f"  peak RSS: {r['peak_rss_load'] / gb:.2f} GB after loading, {r['peak_rss_changes'] / gb:.2f} GB during "
              f"changes = {r['peak_rss_changes'] / ckpt:.2f}x the checkpoint; accounting: device "
              f"{r['memory']['device_gb']:.2f} GB, pinned host {r['memory']['host_gb']:.2f} GB"]
@@ -302,7 +313,8 @@ def fits_table() -> str:
 def run_case(args: argparse.Namespace, base: Path, ft: Path, layout: str, preset: str) -> dict:
     """Run one case in a child process and return its measurements."""
     cmd = [sys.executable, __file__, "--child", "--base", str(base), "--ft", str(ft), "--layout", layout,
-           "--preset", preset, "--device", args.device, "--changes", str(args.changes)]
+           "--preset", preset, "--device", args.device, "--changes", str(args.changes),
+           "--merge-threads", str(args.merge_threads)]
     if args.lerobot_pi0:
         cmd += ["--lerobot-pi0", args.lerobot_pi0]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -323,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="measure a LeRobot pi0 with random weights instead (needs .venv-lerobot)")
     parser.add_argument("--out-dir", type=Path, default=REPO / "bench_out" / "live_swap",
                         help="where the checkpoint pairs are written and kept")
+    parser.add_argument("--merge-threads", type=int, default=0, help="CPU threads of the merge (default: the "
+                        "merger's choice, one core less than the machine has)")
     parser.add_argument("--fits-table", action="store_true", help="print the 'what fits where' table (accounting "
                         "only, no measurement) and exit")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

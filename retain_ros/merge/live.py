@@ -37,6 +37,16 @@ BLOCK_ELEMENTS = 1 << 20  # per input and block; measured fastest on CPU (4 MB o
 _HEADROOM_BYTES = 2 << 30  # left free on a GPU for inference activations when choosing the resident layout
 
 
+def lower_thread_priority(increment: int = 10) -> None:
+    """Make the calling thread background work for the OS scheduler (Linux: nice is per thread), so that a control
+    loop thread gets a core first while merges run; best effort (no change where the OS does not allow it)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except (AttributeError, OSError):
+        pass
+
+
 def free_memory_bytes(device: str | torch.device) -> int:
     """Memory that can still be allocated on `device`: CUDA's free memory, or the kernel's MemAvailable on CPU."""
     device = torch.device(device)
@@ -127,14 +137,15 @@ class LiveMerger:
         device: where the targets live and the arithmetic runs.
         block_elements: elements per input and block when streaming.
         model_bytes: one copy of the model's weights, for the memory accounting (default: as stored).
-        threads: CPU threads that merge blocks in parallel (default: 2 on CPU, where reading the page cache and the
-            arithmetic both release the GIL; 1 on CUDA, where one stream does the work).
+        threads: CPU threads that merge blocks in parallel (default on CPU: one per core, at most 4; they run at a
+            lower OS priority than the control thread (`lower_thread_priority`) and release the GIL in reads and
+            arithmetic; 1 on CUDA, where one stream does the work).
     """
 
     def __init__(self, plan: MergePlan, layout: str = AUTO_LAYOUT, device: str | torch.device = "cpu",
                  block_elements: int = BLOCK_ELEMENTS, model_bytes: int | None = None, threads: int | None = None):
         self.device = torch.device(device)
-        self.threads = threads or (min(2, os.cpu_count() or 1) if self.device.type == "cpu" else 1)
+        self.threads = threads or (min(4, os.cpu_count() or 1) if self.device.type == "cpu" else 1)
         self.mode = plan.mode
         self.groups = plan.preset.groups
         self.preset_name = plan.preset.name
@@ -247,12 +258,16 @@ class LiveMerger:
                 self._plan_tensor(name, spec.numel, alphas, targets[name], blocks, finish)
             if self.threads > 1 and len(blocks) > 1:
                 if self._pool is None:  # kept: its threads' block buffers are reused by the next merge
-                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="retain_merge")
-                for _ in self._pool.map(self._merge_block, blocks):  # the first error is raised here
+                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="retain_merge",
+                                                    initializer=lower_thread_priority)
+                # one task per thread over a contiguous run of blocks: few hand-offs, so the threads that hold the
+                # GIL between blocks rarely make a control thread wait for it
+                per = -(-len(blocks) // self.threads)
+                runs = [blocks[i:i + per] for i in range(0, len(blocks), per)]
+                for _ in self._pool.map(self._merge_blocks, runs):  # the first error is raised here
                     pass
             else:
-                for block in blocks:
-                    self._merge_block(block)
+                self._merge_blocks(blocks)
             for step in finish:
                 step()
         if self.device.type == "cuda":
@@ -280,14 +295,14 @@ class LiveMerger:
             if other.data_ptr() != dst.data_ptr():
                 finish.append(lambda other=other: other.copy_(dst))
 
-    def _merge_block(self, block: tuple) -> None:
-        name, which, used, out, start = block
+    def _merge_blocks(self, blocks: list[tuple]) -> None:
         with torch.no_grad():
-            parts = self._read(which, name, start, out.numel())
-            if out.dtype == parts[0].dtype:
-                combine(parts, used, out=out)
-            else:  # merged in the stored dtype, then cast: what loading the merged file into this model does
-                out.copy_(combine(parts, used))
+            for name, which, used, out, start in blocks:
+                parts = self._read(which, name, start, out.numel())
+                if out.dtype == parts[0].dtype:
+                    combine(parts, used, out=out)
+                else:  # merged in the stored dtype, then cast: what loading the merged file into this model does
+                    out.copy_(combine(parts, used))
 
     def _read(self, which: list[int], name: str, start: int, count: int) -> list[torch.Tensor]:
         """Elements [start, start + count) of one tensor in the inputs `which`, on the merge device."""

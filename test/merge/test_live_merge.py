@@ -166,3 +166,23 @@ def test_the_node_parameter_table_offers_the_layouts_the_merger_has():
     from retain_ros.merge.live import LAYOUTS
 
     assert MERGE_LAYOUTS == LAYOUTS
+
+
+def test_merge_threads_run_at_a_lower_priority_than_the_control_thread():
+    import threading
+
+    from retain_ros.merge.live import lower_thread_priority
+
+    seen = []
+
+    def body():
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        lower_thread_priority()
+        seen.append((before, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    (before, after), = seen
+    assert after == min(19, before + 10)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # only that thread changed
