@@ -178,8 +178,8 @@ def main() -> None:
     parser.add_argument("--alpha-change-s", type=float, default=0.25, help="alpha changes this often in the "
                         "second command-interval run")
     parser.add_argument("--synthetic-params", type=float, default=0.0,
-                        help="also measure live changes of a synthetic fp32 pair of this size, e.g. 1e9 (8 GB of files; "
-                             "~16 GB RAM for the resident layout); see bench/live_swap_bench.py")
+                        help="also measure live changes of a synthetic fp32 pair of this size, e.g. 1e9 (8 GB of "
+                             "files; ~16 GB RAM for the resident layout); see bench/live_swap_bench.py")
     parser.add_argument("--layouts", default="streamed,resident", help="merge layouts for --synthetic-params")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

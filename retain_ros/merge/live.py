@@ -26,7 +26,7 @@ import torch
 
 from retain_ros.errors import ConfigError
 from retain_ros.merge.groups import AUTO
-from retain_ros.merge.maths import SEQUENTIAL, AlphaSpec, coefficients, combine, copied_input
+from retain_ros.merge.maths import SEQUENTIAL, AlphaSpec, as_alpha_spec, coefficients, combine, copied_input
 from retain_ros.merge.plan import MergePlan, plan_merge
 from retain_ros.merge.recipe import assignment_digest, file_digests, recipe_id
 from retain_ros.merge.resident import ResidentMerger
@@ -38,8 +38,10 @@ _HEADROOM_BYTES = 2 << 30  # left free on a GPU for inference activations when c
 
 
 def lower_thread_priority(increment: int = 10) -> None:
-    """Make the calling thread background work for the OS scheduler (Linux: nice is per thread), so that a control
-    loop thread gets a core first while merges run; best effort (no change where the OS does not allow it)."""
+    """Make the calling thread background work for the OS scheduler (Linux: nice is per thread).
+
+    A control loop thread then gets a core first while merges run. Best effort: no change where the OS refuses.
+    """
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
@@ -209,11 +211,7 @@ class LiveMerger:
         Raises:
             ConfigError: alpha not in [0, 1], unknown group, wrong number of values.
         """
-        if isinstance(alpha, Mapping):
-            alpha = AlphaSpec.uniform(alpha.get("default", 0.0), **{g: v for g, v in alpha.items() if g != "default"})
-        elif not isinstance(alpha, AlphaSpec):
-            alpha = AlphaSpec.uniform(alpha)
-        return alpha.resolve(self.groups, self.num_finetuned)
+        return as_alpha_spec(alpha).resolve(self.groups, self.num_finetuned)
 
     def recipe_id(self, alphas: Mapping[str, Sequence[float]]) -> str:
         """Identity of the weights these inputs give at resolved `alphas`."""
@@ -277,8 +275,11 @@ class LiveMerger:
 
     def _plan_tensor(self, name: str, numel: int, alphas: dict[str, tuple[float, ...]],
                      dests: Sequence[torch.Tensor], blocks: list, finish: list) -> None:
-        """Append the blocks of one tensor (name, inputs, coefficients, output view, first element) and what
-        completes it once they are done (a non-contiguous target, tied copies)."""
+        """Append the blocks of one tensor and what completes it once they are done.
+
+        A block is (name, inputs, coefficients, output view, first element); completing is copying into a
+        non-contiguous target and into tied copies.
+        """
         group = self._group_of[name]
         coeffs: tuple[float, ...] = (1.0,) if group is None else coefficients(alphas[group], self.mode)
         chosen = 0 if group is None else copied_input(coeffs)

@@ -84,6 +84,15 @@ class AlphaSpec:
         return resolved
 
 
+def as_alpha_spec(alpha: AlphaSpec | float | Mapping[str, float]) -> AlphaSpec:
+    """An AlphaSpec from a spec, one alpha for every group, or a mapping group -> alpha ('default' for the rest)."""
+    if isinstance(alpha, AlphaSpec):
+        return alpha
+    if isinstance(alpha, Mapping):
+        return AlphaSpec.uniform(alpha.get("default", 0.0), **{g: v for g, v in alpha.items() if g != "default"})
+    return AlphaSpec.uniform(alpha)
+
+
 def coefficients(alphas: Sequence[float], mode: str = SEQUENTIAL) -> tuple[float, ...]:
     """Weights (c_0, ..., c_n) of theta_pre and each finetuned input for one group.
 

@@ -20,7 +20,7 @@ import torch
 
 from retain_ros.merge.checkpoint import Checkpoint
 from retain_ros.merge.groups import AUTO
-from retain_ros.merge.maths import SEQUENTIAL, AlphaSpec, coefficients, combine, fingerprint_tensors
+from retain_ros.merge.maths import SEQUENTIAL, AlphaSpec, as_alpha_spec, coefficients, combine, fingerprint_tensors
 from retain_ros.merge.plan import MergePlan, plan_merge
 
 _FIXED = "__fixed__"  # integer/bool tensors: taken from the base, never interpolated
@@ -97,11 +97,7 @@ class ResidentMerger:
         Raises:
             ConfigError: alpha not in [0, 1], unknown group, wrong number of values.
         """
-        if isinstance(alpha, Mapping):
-            alpha = AlphaSpec.uniform(alpha.get("default", 0.0), **{g: v for g, v in alpha.items() if g != "default"})
-        elif not isinstance(alpha, AlphaSpec):
-            alpha = AlphaSpec.uniform(alpha)
-        return alpha.resolve(self.groups, self.num_finetuned)
+        return as_alpha_spec(alpha).resolve(self.groups, self.num_finetuned)
 
     def allocate(self) -> dict[tuple[str, torch.dtype], torch.Tensor]:
         """Fresh output buffers (pass them to `merge(out=...)` to reuse memory across merges).
