@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "test" / "lerobot_backend"))  # the tests' LeRobot checkpoint builders (--lerobot-pi0)
 PERIOD_S = 1 / 15
 
 
@@ -182,6 +184,15 @@ def inference_times(policy, repeats: int = 10) -> list[float]:
 
 def child(args: argparse.Namespace) -> dict:
     """One case in this process: load, then change alpha several times; returns the measurements."""
+    if args.lerobot_pi0 == "tiny":  # LeRobot builds the model from config.json: at the tests' size only inside this
+        import lerobot_helpers
+
+        with lerobot_helpers.tiny_pi_models():
+            return _child(args)
+    return _child(args)
+
+
+def _child(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
     from retain_ros.ros.live_merge import MergeRequest, ModelManager
 
@@ -235,7 +246,6 @@ def child(args: argparse.Namespace) -> dict:
 
 def lerobot_pair(root: Path, size: str) -> tuple[Path, Path]:
     """LeRobot pi0 base + finetuned copy with random weights (bf16), built with the tests' helpers, reused."""
-    sys.path.insert(0, str(REPO / "test" / "lerobot_backend"))
     import contextlib
 
     import lerobot_helpers as helpers
@@ -317,7 +327,9 @@ def run_case(args: argparse.Namespace, base: Path, ft: Path, layout: str, preset
            "--merge-threads", str(args.merge_threads)]
     if args.lerobot_pi0:
         cmd += ["--lerobot-pi0", args.lerobot_pi0]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, (
+        str(REPO), os.environ.get("PYTHONPATH", ""))))}  # this checkout's retain_ros; the hub is never asked
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     if done.returncode != 0:
         raise SystemExit(f"case {layout} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
