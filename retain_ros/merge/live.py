@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +134,7 @@ class LiveMerger:
     """Merges any alphas of one base and its finetuned checkpoints into given weight tensors.
 
     Args:
-        plan: a validated plan (its checkpoints stay open while the layout reads files).
+        plan: a validated plan; the merger owns it from here (it closes the files when it no longer reads them).
         layout: 'auto', 'resident' or 'streamed' (see the module docstring and `plan_memory`).
         device: where the targets live and the arithmetic runs.
         block_elements: elements per input and block when streaming.
@@ -176,8 +176,11 @@ class LiveMerger:
             self._resident = ResidentMerger(plan, self.device)
         elif self.device.type != "cpu":  # streamed to a GPU: the inputs wait in pinned host memory
             self._resident = ResidentMerger(plan, "cpu", pin_memory=True)
-        else:  # streamed on CPU: read from the files at every merge
-            self._checkpoints = list(plan.inputs)
+        self._checkpoints = list(plan.inputs)
+        self._check_files_unchanged()  # the bytes just copied (or to be read) are those that were hashed
+        if self._resident is not None:
+            plan.close()  # copied: the files are not read again
+            self._checkpoints = []
 
     @classmethod
     def from_checkpoints(cls, base: str, finetuned: Sequence[str], groups: str = AUTO, layout: str = AUTO_LAYOUT,
@@ -191,15 +194,17 @@ class LiveMerger:
         """
         plan = plan_merge(base, finetuned, AlphaSpec.uniform(0.0), groups, mode)
         try:
-            merger = cls(plan, layout, device, block_elements, model_bytes, threads)
+            return cls(plan, layout, device, block_elements, model_bytes, threads)
         except BaseException:
             plan.close()
             raise
-        if not merger._checkpoints:
-            plan.close()  # the inputs were copied; the files are not read again
-        return merger
 
     # ------------------------------------------------------------------------------------------------- queries
+    @property
+    def holds_inputs(self) -> bool:
+        """Whether this merger keeps copies of the inputs in memory (resident, or pinned for a GPU)."""
+        return self._resident is not None
+
     @property
     def names(self) -> list[str]:
         """Every tensor the merge writes, in file order."""
@@ -215,7 +220,7 @@ class LiveMerger:
 
     def recipe_id(self, alphas: Mapping[str, Sequence[float]]) -> str:
         """Identity of the weights these inputs give at resolved `alphas`."""
-        return recipe_id(self.digests, alphas, self.mode, self.preset_name, self._assignment)
+        return recipe_id(self.digests, alphas, self.mode, self.preset_name, self._assignment, self.device.type)
 
     def check_targets(self, targets: Mapping[str, Sequence[torch.Tensor]]) -> None:
         """Check that `targets` has every tensor of the checkpoints, with their shapes.
@@ -261,9 +266,11 @@ class LiveMerger:
                 # one task per thread over a contiguous run of blocks: few hand-offs, so the threads that hold the
                 # GIL between blocks rarely make a control thread wait for it
                 per = -(-len(blocks) // self.threads)
-                runs = [blocks[i:i + per] for i in range(0, len(blocks), per)]
-                for _ in self._pool.map(self._merge_blocks, runs):  # the first error is raised here
-                    pass
+                futures = [self._pool.submit(self._merge_blocks, blocks[i:i + per])
+                           for i in range(0, len(blocks), per)]
+                wait(futures)  # all of them, also after an error: none may still write when this returns
+                for future in futures:
+                    future.result()
             else:
                 self._merge_blocks(blocks)
             for step in finish:
@@ -336,7 +343,10 @@ class LiveMerger:
                                   "then reload")
 
     def _check_files_unchanged(self) -> None:
-        """The open input files still hold what was hashed (only read again in the streamed CPU layout)."""
+        """The open input files still hold what was hashed.
+
+        Checked after loading, and around every merge that reads them again (the streamed CPU layout).
+        """
         for checkpoint in self._checkpoints:
             for file, stamp in checkpoint.file_stamps().items():
                 if stamp != self._stamps[file]:

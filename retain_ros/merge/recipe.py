@@ -3,7 +3,8 @@
 Merging is deterministic (`combine` rounds once, in a fixed order), so the same inputs, preset, mode, alphas and merge
 arithmetic give bit-identical weights. The recipe identity is a sha256 over exactly those: the sha256 of every input
 file (computed once per file and remembered in the digest cache, as `retain-merge` does), the preset's name and its
-tensor -> group assignment, the mode, the resolved alphas (exact float bits) and `ENGINE_VERSION`. A content hash of
+tensor -> group assignment, the mode, the resolved alphas (exact float bits), the kind of device that computes (CUDA
+kernels may round differently from the CPU's) and `ENGINE_VERSION`. A content hash of
 the weights themselves (`maths.ContentHasher`) stays available to check that claim; it is not needed to serve.
 """
 
@@ -41,7 +42,7 @@ def assignment_digest(group_of: Mapping[str, str]) -> str:
 
 
 def recipe_id(inputs: Sequence[Sequence[str]], alphas: Mapping[str, Sequence[float]], mode: str = "",
-              preset: str = "", assignment: str = "") -> str:
+              preset: str = "", assignment: str = "", device: str = "cpu") -> str:
     """The identity of the weights a recipe produces (hex sha256).
 
     Args:
@@ -50,10 +51,11 @@ def recipe_id(inputs: Sequence[Sequence[str]], alphas: Mapping[str, Sequence[flo
         mode: merge mode.
         preset: preset name.
         assignment: `assignment_digest` of the preset on these inputs.
+        device: the kind of device that computes the merge ('cpu', 'cuda'): their kernels may round differently.
     """
-    record = {"engine": ENGINE_VERSION, "inputs": [list(files) for files in inputs], "mode": mode, "preset": preset,
-              "assignment": assignment, "alphas": {g: [float(a).hex() for a in values]
-                                                   for g, values in sorted(alphas.items())}}
+    record = {"engine": ENGINE_VERSION, "device": device, "inputs": [list(files) for files in inputs], "mode": mode,
+              "preset": preset, "assignment": assignment,
+              "alphas": {g: [float(a).hex() for a in values] for g, values in sorted(alphas.items())}}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 

@@ -246,7 +246,8 @@ class LeRobotPolicy:
         if which == "serving":
             return dict(self._targets)
         if self._standby is None:
-            module = copy.deepcopy(self.policy)  # predict never runs this module until promote_standby
+            with self._lock:  # not while a predict runs on it: a copy of a module in use could catch a half state
+                module = copy.deepcopy(self.policy)
             self._standby = (module, self._targets_of(module))
         return dict(self._standby[1])
 

@@ -19,6 +19,7 @@ reported in `status()`, what it allocated is freed, and the old model keeps serv
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -27,8 +28,9 @@ import weakref
 from dataclasses import dataclass, field, replace
 
 from retain_ros.errors import ConfigError
-from retain_ros.merge.live import AUTO_LAYOUT, LiveMerger, MemoryPlan, lower_thread_priority, model_bytes
+from retain_ros.merge.live import AUTO_LAYOUT, LiveMerger, MemoryPlan, lower_thread_priority, model_bytes, plan_memory
 from retain_ros.merge.maths import AlphaSpec, ContentHasher
+from retain_ros.merge.plan import MergePlan, plan_merge
 from retain_ros.merge.recipe import base_recipe_id
 from retain_ros.policy.interface import Policy, load_policy
 from retain_ros.ros.worker_thread import WorkerThread
@@ -135,7 +137,7 @@ class ModelManager:
         self._ready: ServingModel | None = None
         self._serving: ServingModel | None = None
         self._merger: LiveMerger | None = None
-        self._merger_key: tuple | None = None
+        self._groups: tuple[str, ...] = ()
         self._base_id = ""
         self._hasher: tuple[int, ContentHasher] | None = None
         self._standby_of: Policy | None = None  # the policy whose standby copy exists
@@ -172,6 +174,21 @@ class ModelManager:
         with self._cond:
             self._cond.notify_all()
         return self._worker.stop(timeout_s)
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Stop the worker and let go of every model copy and the merge inputs (the node's cleanup).
+
+        Returns whether the worker ended within `timeout_s`.
+        """
+        stopped = self.stop(timeout_s)
+        with self._cond:
+            if self._serving is not None:
+                self._serving.policy.release_standby()
+            if self._merger is not None:
+                self._merger.close()
+            self._serving = self._ready = self._merger = self._hasher = self._standby_of = None
+        collect_cycles()
+        return stopped
 
     def request(self, request: MergeRequest) -> int:
         """Ask for a new model; returns the request id. Never blocks on a merge."""
@@ -216,9 +233,8 @@ class ModelManager:
 
     @property
     def groups(self) -> tuple[str, ...]:
-        """The parameter groups of the current preset (empty before the first merge or without finetuned)."""
-        merger = self._merger
-        return tuple(merger.groups) if merger is not None else ()
+        """The parameter groups of the serving model's preset (empty before the first merge or without finetuned)."""
+        return self._groups
 
     def take_swap(self) -> ServingModel | None:
         """Control thread, between chunks: make a ready model serve. Returns it, or None when nothing was ready.
@@ -241,7 +257,7 @@ class ModelManager:
                     self._cond.notify_all()
                     return None
             if old_policy is not ready.policy:  # a reload: the old model is freed once the last chunk lets go of it
-                self._retired = weakref.ref(old_policy)
+                self._retired, self._hasher = weakref.ref(old_policy), None
             self._serving = ready
             self.swap_s = time.perf_counter() - started
             self.counts["swaps"] += 1
@@ -309,13 +325,15 @@ class ModelManager:
 
         Then the first alpha change neither waits for the copy's memory nor pays the first pass over the inputs
         (measured on CPU: reading page-cache pages the second time costs ~1.6x later passes, the kernel promoting
-        them to its active list). A failure here is left to the next request to report.
+        them to its active list). A failure here (e.g. out of memory) is logged; the next alpha change tries again
+        and reports it.
         """
-        targets = policy.weight_targets("standby")
         try:
+            targets = policy.weight_targets("standby")
             self._merger.merge_into(current.alpha_spec(), targets)
-        except Exception as exc:  # noqa: BLE001  (a later request reports a real problem with the inputs)
-            log.debug("warming the standby copy failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001  (the worker must survive; a request reports a lasting problem)
+            # the message only: a log handler keeping the exception would keep its frames and this model alive
+            log.warning("could not prepare the standby copy now (%s); the next alpha change makes it", str(exc))
         self._standby_of = policy
 
     def _standby_missing(self) -> bool:
@@ -326,7 +344,8 @@ class ModelManager:
     def _hash_job(self) -> bool:
         """Whether the serving weights still need hashing; prepares the hasher (caller holds `_cond`)."""
         serving = self._serving
-        if not self.content_hash or serving is None or self._content[0] == serving.generation:
+        if (not self.content_hash or serving is None or self._ready is not None
+                or self._content[0] == serving.generation):
             return False
         if self._hasher is None or self._hasher[0] != serving.generation:
             # under _cond: take_swap cannot promote meanwhile, so these are the serving copy's tensors
@@ -336,7 +355,15 @@ class ModelManager:
     def _hash_step(self) -> None:
         """Hash one piece of the serving weights (only this thread writes weights, and only the standby copy)."""
         generation, hasher = self._hasher
-        if hasher.step():
+        try:
+            finished = hasher.step()
+        except Exception as exc:  # noqa: BLE001  (e.g. a device error: no hash for this model, the worker goes on)
+            log.warning("content hash of generation %d failed: %s", generation, str(exc))
+            with self._cond:
+                self._content, self._hasher = (generation, ""), None
+                self.last_event = f"content hash of generation {generation} failed: {exc}"
+            return
+        if finished:
             with self._cond:
                 self._content, self._hasher = (generation, hasher.hexdigest()), None
 
@@ -348,27 +375,89 @@ class ModelManager:
     def _load(self, checkpoint: str) -> Policy:
         return load_policy(checkpoint, device=self.device, seed=self.seed, io_mapping=self.io_mapping)
 
+    def _plan(self, request: MergeRequest) -> MergePlan | None:
+        """Open and check the request's checkpoints, preset, alphas and layout from the headers (None: base alone).
+
+        Raises:
+            ConfigError: what retain-merge reports, an unknown group alpha or layout; nothing was freed or loaded.
+        """
+        if not request.finetuned:
+            return None
+        plan = plan_merge(request.base, list(request.finetuned), AlphaSpec.uniform(0.0), request.preset)
+        try:
+            request.alpha_spec().resolve(plan.preset.groups, len(plan.finetuned))
+            plan_memory(request.layout, 0, 0, self.device)
+        except BaseException:
+            plan.close()
+            raise
+        return plan
+
+    def _new_merger(self, plan: MergePlan, request: MergeRequest, policy: Policy) -> LiveMerger:
+        """A live merger of `plan` (which it then owns) for a model like `policy`."""
+        copy_bytes = model_bytes({name: [tensor] for name, tensor in policy.named_parameters()})
+        return LiveMerger(plan, request.layout, self.device, model_bytes=copy_bytes)
+
     def _free_spares(self) -> None:
-        """Free what a reload replaces anyway (the standby copy, the merger's inputs) before it allocates anew."""
+        """Free what a reload replaces anyway before it allocates anew.
+
+        That is the standby copy, and the merger's inputs where it holds them (resident or pinned). A merger that
+        reads the files holds nothing worth freeing and stays, so a failed reload leaves alpha changes as they were.
+        """
         if self._serving is not None:
             self._serving.policy.release_standby()
-        self._standby_of = None
-        if self._merger is not None:
+        self._standby_of, self._hasher = None, None
+        if self._merger is not None and self._merger.holds_inputs:
             self._merger.close()
-        self._merger, self._merger_key, self._hasher = None, None, None
+            self._merger = None
         if str(self.device).startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()
 
+    def _wait_for_retired(self, timeout_s: float = 10.0) -> None:
+        """Wait until the model a reload replaced is freed, so that a new copy is not a third one.
+
+        The last chunk computed with it lets go of it; if it stays, reference cycles are collected once.
+        """
+        deadline, collected = time.monotonic() + timeout_s, False
+        while self._retired() is not None and time.monotonic() < deadline and not self._stop.is_set():
+            if not collected and time.monotonic() > deadline - timeout_s + 1.0:
+                collect_cycles()
+                collected = True
+            time.sleep(0.01)
+        if self._retired() is not None:
+            log.warning("the model a reload replaced is still referenced after %.0f s; allocating anyway", timeout_s)
+
     def _build(self, request: MergeRequest, first: bool = False) -> ServingModel:
         """Build a complete model for `request` without touching the serving copy."""
         started = time.perf_counter()
         serving = self._serving
-        reread = first or request.reload or self._merger_key != request.files_key()
-        merge_s = load_s = 0.0
-        if reread:
+        if first or serving is None or request.reload or request.files_key() != serving.request.files_key():
+            return self._build_reload(request, started)
+        policy = serving.policy
+        generation = serving.generation + 1
+        self.counts["builds"] += 1
+        if not request.finetuned:  # the base alone: same weights, new request
+            return ServingModel(policy, self._base_id, {}, request, generation,
+                                build_s=time.perf_counter() - started)
+        if self._merger is None:  # a failed reload freed it: the serving files again, next to the serving model
+            self._merger = self._new_merger(self._plan(request), request, policy)
+        if self._standby_of is not policy:
+            self._wait_for_retired()
+        targets = policy.weight_targets("standby")
+        self._standby_of = policy
+        done = self._merger.merge_into(request.alpha_spec(), targets)
+        return ServingModel(policy, done.weights_id, done.alphas, request, generation, done.seconds,
+                            build_s=time.perf_counter() - started, promote=True, memory=self._merger.memory)
+
+    def _build_reload(self, request: MergeRequest, started: float) -> ServingModel:
+        """Load `request.base` as a new policy and merge into it; the serving model keeps serving meanwhile."""
+        serving = self._serving
+        plan = self._plan(request)  # a bad file, preset or alpha fails here, before anything is freed
+        merger = None
+        try:
             self._free_spares()
+            self._wait_for_retired()
             policy = self._load(request.base)
             load_s = time.perf_counter() - started
             if serving is not None:
@@ -377,29 +466,36 @@ class ModelManager:
                     raise ConfigError(f"checkpoint {request.base} has a different architecture than the serving "
                                       f"model: {why}. Fix: use a checkpoint of the same model")
             targets = policy.weight_targets("serving")  # nobody runs this policy yet
-            merger = (LiveMerger.from_checkpoints(request.base, list(request.finetuned), groups=request.preset,
-                                                  layout=request.layout, device=self.device,
-                                                  model_bytes=model_bytes(targets))
-                      if request.finetuned else None)
-        else:
-            policy, merger = serving.policy, self._merger
-            targets = policy.weight_targets("standby") if merger is not None else None
-            self._standby_of = policy if merger is not None else self._standby_of
-        if merger is not None:
-            try:
+            if plan is not None:
+                merger, plan = self._new_merger(plan, request, policy), None
                 done = merger.merge_into(request.alpha_spec(), targets)
-            except BaseException:
-                if reread:
-                    merger.close()
-                raise
-            merge_s, alphas, weights_id = done.seconds, done.alphas, done.weights_id
-        else:
-            alphas = {}
-            weights_id = base_recipe_id(request.base) if reread else self._base_id
-        if reread:  # commit only after success: a failure leaves nothing allocated
-            self._merger, self._merger_key, self._base_id = merger, request.files_key(), weights_id
+                merge_s, alphas, weights_id = done.seconds, done.alphas, done.weights_id
+            else:
+                merge_s, alphas, weights_id = 0.0, {}, base_recipe_id(request.base)
+        except BaseException:
+            if plan is not None:
+                plan.close()
+            if merger is not None:
+                merger.close()
+            raise
+        if self._merger is not None:  # commit: the old merger (if kept) goes, the new one serves the next changes
+            self._merger.close()
+        self._merger, self._base_id = merger, weights_id
+        self._groups = tuple(merger.groups) if merger is not None else ()
         self.counts["builds"] += 1
         generation = 1 if serving is None else serving.generation + 1
         return ServingModel(policy, weights_id, alphas, request, generation, merge_s, load_s,
-                            time.perf_counter() - started, promote=not reread and merger is not None,
-                            memory=merger.memory if merger is not None else None)
+                            time.perf_counter() - started, memory=merger.memory if merger is not None else None)
+
+
+def collect_cycles() -> None:
+    """Collect reference cycles, also among the objects `gc.freeze()` set aside; what survives is frozen again.
+
+    The node freezes its startup objects, a model a reload later replaces among them.
+    """
+    frozen = gc.get_freeze_count() > 0
+    if frozen:
+        gc.unfreeze()
+    gc.collect()
+    if frozen:
+        gc.freeze()

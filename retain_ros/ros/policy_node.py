@@ -209,8 +209,8 @@ class PolicyNode(ManagedNode):
         if self.loop is not None:
             self.loop.stop()
             self.loop = None
-        if self.manager is not None:
-            self.manager.stop()
+        if self.manager is not None:  # after the loop: nothing else holds the models now
+            self.manager.close()
             self.manager = None
         for entity in self._entities:
             self._destroy(entity)

@@ -174,31 +174,49 @@ def reference_id(manager: ModelManager, alpha: float) -> str:
 
 
 @pytest.mark.parametrize("layout", ["resident", "streamed"])
-def test_a_failed_reload_keeps_the_old_model_serving_and_frees_what_it_allocated(ckpts, layout):
+def test_a_failed_reload_keeps_the_old_model_serving_and_frees_what_it_allocated(ckpts, tmp_path, layout):
     _, base, ft = ckpts
     manager = ModelManager()
     manager.load_initial(MergeRequest(base, ft, 0.5, layout=layout))
     manager.start()
     try:
         manager.request(MergeRequest(base, ft, 0.7, layout=layout))
-        serving = swap_when_ready(manager)  # the standby copy exists now
+        serving = swap_when_ready(manager)
+        wait(lambda: manager.standby_ready)
         obs = Observation(frames(), HOME_Q, gripper_position(FINGERS, 0.08), INSTRUCTION, 0)
         before_actions = serving.policy.predict(obs).actions
+        model_bytes = sum(t.numel() * t.element_size() for _, t in serving.policy.named_parameters())
         before_bytes, before_policies = live_tensor_bytes()
-        # a reload that fails after loading the new policy and the merger's inputs (the group exists in no preset)
+        groups = manager.groups
+
+        # caught from the headers (the preset has no such group): nothing is freed or loaded
         manager.request(MergeRequest(base, ft, 0.5, group_alpha={"vision": 0.2}, preset="all", reload=True,
                                      layout=layout))
         wait(manager.idle)
         assert manager.take_swap() is None and manager.serving is serving
         assert "unknown group 'vision'" in manager.last_error and "old model kept" in manager.last_error
-        after_bytes, after_policies = live_tensor_bytes()
-        model_bytes = sum(t.numel() * t.element_size() for _, t in serving.policy.named_parameters())
-        # nothing of the failed reload is alive, and the standby copy was freed before it started
-        assert after_policies == before_policies and after_bytes <= before_bytes - model_bytes + 4096
+        bytes_now, policies_now = live_tensor_bytes()
+        assert policies_now == before_policies and abs(bytes_now - before_bytes) < model_bytes / 2
+        assert manager.standby_ready and manager.groups == groups
+
+        # caught after the new model was loaded (another architecture): it is freed. To make room for it the standby
+        # copy was freed (made again by the worker), and resident inputs too (read again at the next change)
+        other_base, other_ft = make_checkpoints(tmp_path / "other", horizon=3)
+        manager.request(MergeRequest(str(other_base), (str(other_ft[0]),), 0.5, reload=True, layout=layout))
+        wait(manager.idle)
+        assert manager.take_swap() is None and manager.serving is serving
+        assert "different architecture" in manager.last_error
+        wait(lambda: manager.standby_ready)
+        bytes_now, policies_now = live_tensor_bytes()
+        assert policies_now == before_policies and bytes_now < before_bytes + model_bytes / 2
+        if layout == "resident":
+            assert bytes_now < before_bytes - 2.5 * model_bytes  # the standby copy and both inputs
+        assert manager.groups == groups  # the node still checks group alphas against the serving preset
         np.testing.assert_array_equal(serving.policy.predict(obs).actions, before_actions)
-        manager.request(MergeRequest(base, ft, 0.6, layout=layout))  # the old files merge again (read anew)
+
+        manager.request(MergeRequest(base, ft, 0.6, layout=layout))  # alpha changes work as before
         again = swap_when_ready(manager)
-        assert again.request.alpha == 0.6 and manager.last_error == ""
+        assert again.request.alpha == 0.6 and again.policy is serving.policy and manager.last_error == ""
     finally:
         manager.stop()
 
@@ -228,6 +246,38 @@ def test_a_reload_never_holds_three_copies_of_the_model(ckpts):
         assert live_tensor_bytes()[0] < two_copies + model_bytes / 2
     finally:
         manager.stop()
+
+
+def test_the_worker_survives_a_failure_to_make_the_standby_copy_and_close_frees_the_models(ckpts):
+    """Review finding: an error while making the standby copy (a GPU out of memory) ended the worker thread, and
+    changes then stayed pending for ever; and the node's cleanup kept every model copy alive."""
+    _, base, ft = ckpts
+    manager = ModelManager()
+    first = manager.load_initial(MergeRequest(base, ft, 0.5))
+    real = type(first.policy).weight_targets
+    failures = []
+
+    def out_of_memory_once(self, which="standby"):
+        if which == "standby" and not failures:
+            failures.append(which)
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, which)
+
+    first.policy.weight_targets = out_of_memory_once.__get__(first.policy)
+    manager.start()
+    try:
+        wait(lambda: failures)
+        manager.request(MergeRequest(base, ft, 0.8))
+        swapped = swap_when_ready(manager)
+        assert swapped.request.alpha == 0.8 and manager.last_error == ""
+    finally:
+        del first.policy.weight_targets
+        manager.stop()
+    policy = weakref.ref(first.policy)
+    del first, swapped
+    assert policy() is not None  # the manager still holds it
+    assert manager.close()
+    assert policy() is None and manager.serving is None
 
 
 def test_equal_recipes_give_equal_content_hashes_computed_off_the_critical_path(ckpts):
