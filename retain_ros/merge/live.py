@@ -153,8 +153,9 @@ class LiveMerger:
         self.preset_name = plan.preset.name
         self.num_finetuned = len(plan.finetuned)
         self.warnings = list(plan.warnings)
-        self.block_elements = int(block_elements)
         self._specs = dict(plan.base.specs)
+        # no block buffer larger than the largest tensor (a small model needs no 4 MB buffers)
+        self.block_elements = max(1, min(int(block_elements), max((s.numel for s in self._specs.values()), default=1)))
         stored = sum(s.numel * s.dtype.itemsize for s in self._specs.values())
         self.input_bytes = stored * len(plan.inputs)
         self.memory = plan_memory(layout, stored if model_bytes is None else model_bytes, self.input_bytes,
