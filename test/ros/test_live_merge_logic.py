@@ -155,6 +155,7 @@ def test_chunks_racing_live_merges_each_come_from_one_complete_merge(ckpts):
     manager.start()
     thread.start()
     try:
+        wait(lambda: seen)  # the first model has served a chunk
         for alpha in alphas[1:] * 3:
             manager.request(MergeRequest(base, ft, alpha))
             wait(lambda: manager.idle() and manager.serving.request.alpha == alpha)
