@@ -86,6 +86,12 @@ class MemoryPlan:
     reason: str
 
 
+def check_layout(layout: str) -> None:
+    """Raises ConfigError (naming the choices) unless `layout` is one of `LAYOUTS`."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown merge_layout '{layout}'; choose one of: {', '.join(LAYOUTS)}")
+
+
 def plan_memory(layout: str, model_bytes: int, input_bytes: int, device: str | torch.device,
                 free_bytes: int | None = None) -> MemoryPlan:
     """Resolve `layout` ('auto' chooses from the device's free memory) and account for its memory.
@@ -99,8 +105,7 @@ def plan_memory(layout: str, model_bytes: int, input_bytes: int, device: str | t
     Raises:
         ConfigError: unknown layout.
     """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"unknown merge_layout '{layout}'; choose one of: {', '.join(LAYOUTS)}")
+    check_layout(layout)
     device = torch.device(device)
 
     def make(chosen: str, reason: str) -> MemoryPlan:

@@ -28,7 +28,8 @@ import weakref
 from dataclasses import dataclass, field, replace
 
 from retain_ros.errors import ConfigError
-from retain_ros.merge.live import AUTO_LAYOUT, LiveMerger, MemoryPlan, lower_thread_priority, model_bytes, plan_memory
+from retain_ros.merge.live import (AUTO_LAYOUT, LiveMerger, MemoryPlan, check_layout, lower_thread_priority,
+                                   model_bytes)
 from retain_ros.merge.maths import AlphaSpec, ContentHasher
 from retain_ros.merge.plan import MergePlan, plan_merge
 from retain_ros.merge.recipe import base_recipe_id
@@ -386,7 +387,7 @@ class ModelManager:
         plan = plan_merge(request.base, list(request.finetuned), AlphaSpec.uniform(0.0), request.preset)
         try:
             request.alpha_spec().resolve(plan.preset.groups, len(plan.finetuned))
-            plan_memory(request.layout, 0, 0, self.device)
+            check_layout(request.layout)
         except BaseException:
             plan.close()
             raise
