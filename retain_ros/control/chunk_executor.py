@@ -1,5 +1,12 @@
 """Action chunk -> safe joint trajectory for a joint_trajectory_controller (plain logic, no ROS).
 
+Every command is planned from the state the controller will start it from. ros2_controllers' JTC anchors a new
+trajectory at the arm's MEASURED position and velocity when it first samples it (docs/robot.md cites the lines), so
+the plan starts from the newest joint state, extrapolated to the send time with its velocity, with a bound on how far
+that estimate can be off (`StartState`); without measured velocities the running command's velocity stands in (a stop
+is a running command too: nothing is ever assumed at rest while it moves). Every check holds for each corner of that
+bound: each joint's cubic is affine in its start, so its extremes over the box are at the corners.
+
 Two execution modes (`ExecutorConfig.mode`):
 - 'chunk': one trajectory per chunk (`plan`):
   1. reject anything non-finite (the chunk is dropped; the controller keeps holding);
@@ -8,33 +15,36 @@ Two execution modes (`ExecutorConfig.mode`):
      target at (k + 1) dt after the observation), or absolute positions are taken as they are;
   3. drop the actions whose target time passed while the model ran (latency compensation);
   4. keep `execute_steps` actions, optionally blended with the remainder of the previous chunk;
-  5. clamp to the position limits; give the first point at least `min_lead_time_s`; stretch any segment (also the first
-     one, from the measured state) whose speed would exceed the scaled velocity limit or whose change of speed from the
-     segment before (from the commanded velocity for the first) would exceed the scaled acceleration limit; add
-     finite-difference velocities with a zero final velocity (Jazzy rejects others);
-  6. check the result once more: strictly increasing times, finite, within limits, final velocity zero.
+  5. clamp to the position limits; give the first point at least `min_lead_time_s`; stretch segments until the
+     controller's cubic splines (from the start state) stay within the scaled velocity and acceleration limits; when
+     no timing from the moving start can (a reversal, or a first segment that would overshoot a position limit),
+     brake to rest first along the current motion, then run the chunk from there;
+  6. check the result once more (`check_plan`): closed-form extremes of every segment, the first included.
 - 'stream': one single-point trajectory per control period (`plan_step`), as DROID and openpi's DROID client execute:
-  the action's step is re-anchored on the LATEST measured joint positions (target = q_now + v dt, v clamped to the
-  scaled velocity limit and to the scaled acceleration limit from the previous step's velocity), positions only, so the
-  controller moves at constant speed to it.
+  the action's step is re-anchored on the LATEST measured joint positions (target = q_now + v dt), positions only, so
+  the controller moves at constant speed to it. The whole joint vector is scaled together (the direction is kept)
+  to the scaled velocity limit and to the scaled acceleration limit from the set-point velocity the controller has
+  when the step arrives (zero once the previous step has ended). Each step takes `STEP_OVERLAP` periods, so the
+  controller is still moving when the next one comes and streaming is continuous.
 `speed_scale` scales the velocity and acceleration limits (low for first runs on a robot); paths are kept, only time
 stretches (chunk mode) or steps shrink (stream mode).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from retain_ros.control.splines import (braking_tail, hermite_peaks, hermite_state, knot_velocities,
-                                        segment_speeds)
+from retain_ros.control.splines import (braking_tail, hermite_peaks, hermite_position_range, hermite_state,
+                                        knot_velocities, segment_speeds)
 from retain_ros.droid_action import (ACTION_KINDS, JOINT_POSITION, VELOCITY_KINDS, arm_velocities_rad_s,
                                      integrate_velocities)
 from retain_ros.errors import ConfigError
 from retain_ros.fr3 import FR3_DDQ_MAX, FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
 
 EXECUTION_MODES = ("chunk", "stream")
+STEP_OVERLAP = 1.25  # a streamed step lasts this many periods: the next one arrives while the controller still moves
 
 
 class UnsafeChunk(ConfigError):
@@ -84,7 +94,9 @@ class ExecutorConfig:
         blend_weight: weight of the previous chunk's remainder where the two overlap (0 = replace, no blending).
         max_start_jump_rad: a first target farther than this from the measured state rejects the chunk.
         position_margin_rad: targets are kept this far inside the position limits.
-        stop_decel_rad_s2: deceleration of the stop command sent when commanding stops mid-chunk (Franka: 10 max).
+        stop_decel_rad_s2: deceleration of the stop command sent when commanding stops mid-chunk, at most the scaled
+            acceleration limit; more (up to the unscaled limit) only where the room left before a position limit
+            needs it.
         speed_scale: factor (0, 1] on the velocity and acceleration limits.
         min_lead_time_s: the first point is reached no sooner than this after the command is sent, so a small
             mismatch between the measured state and the first target is not crossed at full speed.
@@ -125,6 +137,57 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
+class MeasuredState:
+    """The newest joint state message of the arm.
+
+    Attributes:
+        positions: (J,) joint positions (rad).
+        velocities: (J,) joint velocities (rad/s), or None when the message carries none.
+        age_s: how long before the controller's first sample of the command the state was measured (s): its age when
+            planned plus the delay until the controller reads the command.
+    """
+
+    positions: np.ndarray
+    velocities: np.ndarray | None = None
+    age_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class StartState:
+    """The state the controller will start the next command from: an estimate and a bound on its error.
+
+    Attributes:
+        positions: (J,) estimated joint positions at the controller's first sample (rad).
+        velocities: (J,) estimated joint velocities then (rad/s).
+        position_error: (J,) the true positions are within +- this of the estimate.
+        velocity_error: (J,) the true velocities are within +- this of the estimate.
+    """
+
+    positions: np.ndarray
+    velocities: np.ndarray
+    position_error: np.ndarray
+    velocity_error: np.ndarray
+
+    @classmethod
+    def exact(cls, positions: np.ndarray, velocities: np.ndarray | None = None) -> StartState:
+        """A start known exactly (at rest when `velocities` is None)."""
+        positions = np.asarray(positions, float)
+        zeros = np.zeros_like(positions)
+        return cls(positions, zeros if velocities is None else np.asarray(velocities, float), zeros, zeros)
+
+    def corners(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The four (positions, velocities) corners of the error box.
+
+        Each joint's cubic is affine in its own start, so its extreme position, velocity and acceleration over the
+        whole box are reached at one of these corners.
+        """
+        q, v, dq, dv = self.positions, self.velocities, self.position_error, self.velocity_error
+        if not (dq.any() or dv.any()):
+            return [(q, v)]
+        return [(q + sq * dq, v + sv * dv) for sq in (-1.0, 1.0) for sv in (-1.0, 1.0)]
+
+
+@dataclass(frozen=True)
 class PlannedCommand:
     """One command for the controller, relative to the moment it is sent (header stamp 0 = now).
 
@@ -137,9 +200,17 @@ class PlannedCommand:
         skipped: actions dropped because their time had passed.
         clamped: some value was clamped to a limit (or a segment slowed down).
         sent_ns: the clock time the plan was made for.
-        start: (J,) the measured joint positions the controller starts from.
-        start_velocity: (J,) the velocity the arm is expected to have then (the running command's); None = at rest.
+        start: (J,) the joint positions the controller is expected to start from.
+        start_velocity: (J,) the velocity it starts from (cubic), or, for a positions-only step, the set-point velocity
+            the controller had before it (the step's speed may differ from it by the acceleration limit x its
+            duration); None = at rest.
         braking_tail: the last point is not an action but the rest point of a constant deceleration after them.
+        start_position_error: (J,) bound on the error of `start` (None = exact).
+        start_velocity_error: (J,) bound on the error of `start_velocity` (None = exact).
+        braked: the first point brings the arm to rest from its motion before the chunk's actions (they could not
+            be reached from the moving state within the limits).
+        is_stop: the command stops the arm (`ChunkExecutor.stop`).
+        note: why a stop could not keep every scaled limit (a stop is sent anyway: it is the best there is).
     """
 
     times_s: np.ndarray
@@ -152,6 +223,11 @@ class PlannedCommand:
     start: np.ndarray
     start_velocity: np.ndarray | None = None
     braking_tail: bool = False
+    start_position_error: np.ndarray | None = None
+    start_velocity_error: np.ndarray | None = None
+    braked: bool = False
+    is_stop: bool = False
+    note: str = ""
 
     @property
     def actions_end_s(self) -> float:
@@ -160,8 +236,8 @@ class PlannedCommand:
 
     @property
     def actions_executed(self) -> int:
-        """Points that are the chunk's actions (the braking tail after them is not one)."""
-        return len(self.times_s) - int(self.braking_tail)
+        """Points that are the chunk's actions (neither the braking tail nor a braking point before them)."""
+        return len(self.times_s) - int(self.braking_tail) - int(self.braked)
 
     @property
     def duration_s(self) -> float:
@@ -173,10 +249,19 @@ class PlannedCommand:
         """The velocity the command starts from (zeros when at rest)."""
         return np.zeros_like(self.start) if self.start_velocity is None else self.start_velocity
 
+    @property
+    def start_state(self) -> StartState:
+        """The start and its error bound."""
+        zeros = np.zeros_like(self.start)
+        dq = zeros if self.start_position_error is None else self.start_position_error
+        dv = zeros if self.start_velocity_error is None else self.start_velocity_error
+        return StartState(self.start, self.initial_velocity, dq, dv)
+
     def state_at(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(positions, velocities) the controller's interpolation gives `t_s` after the command was sent.
 
-        Positions and velocities -> cubic Hermite segments (as the JTC's splines); positions only -> linear.
+        Positions and velocities -> cubic Hermite segments (as the JTC's splines); positions only -> linear. After the
+        last point the controller holds it (zero velocity).
         """
         times = np.concatenate([[0.0], self.times_s])
         points = np.vstack([self.start, self.positions])
@@ -191,7 +276,7 @@ class PlannedCommand:
 
 
 class ChunkExecutor:
-    """Turns action chunks into `PlannedCommand`s; remembers the last plan for blending and stopping.
+    """Turns action chunks into `PlannedCommand`s; remembers the running command (a stop too).
 
     Args:
         config: execution settings.
@@ -199,6 +284,8 @@ class ChunkExecutor:
 
     def __init__(self, config: ExecutorConfig) -> None:
         self._previous: PlannedCommand | None = None
+        self._settling_ddq: np.ndarray | None = None
+        self._config = config
         self.config = config
 
     @property
@@ -208,42 +295,79 @@ class ChunkExecutor:
 
     @config.setter
     def config(self, config: ExecutorConfig) -> None:
+        old = getattr(self, "_ddq_max", None)
         self._config = config
         self.limits = config.limits.scaled(config.speed_scale)
         self._q_min = np.asarray(config.limits.q_min, float) + config.position_margin_rad
         self._q_max = np.asarray(config.limits.q_max, float) - config.position_margin_rad
         self._dq_max = np.asarray(self.limits.dq_max, float)
         self._ddq_max = np.asarray(self.limits.ddq_max, float)
+        if old is not None and old.shape == self._ddq_max.shape:  # the running command may still accelerate as
+            self._settling_ddq = np.maximum(old, self._ddq_max)   # fast as the old limits allowed
 
     @property
     def num_joints(self) -> int:
         """Arm joints the executor commands."""
         return len(self._dq_max)
 
-    def stop(self, now_ns: int, min_time_s: float = 0.1) -> PlannedCommand | None:
-        """A command that brings the arm to rest from where the last plan has it now; None when it is at rest.
+    @property
+    def running(self) -> PlannedCommand | None:
+        """The last command sent (a stop included), or None."""
+        return self._previous
+
+    def start_state(self, measured: MeasuredState | np.ndarray, now_ns: int) -> StartState:
+        """Where the controller will start a command sent at `now_ns`, from the newest joint state.
+
+        With measured velocities: the positions extrapolated by them over the measurement's age; the error bound
+        is what the arm's acceleration (at most the acceleration limit the running command was
+        planned for) can change in that time. Without: the running command's velocity stands in for the arm's.
+        """
+        m = self._measured(measured)
+        age = m.age_s
+        if m.velocities is not None:
+            v = m.velocities
+        else:
+            v = self._commanded_state(now_ns)[1]
+        ddq = self._ddq_max if self._settling_ddq is None else self._settling_ddq
+        return StartState(m.positions + v * age, v, 0.5 * ddq * age ** 2, ddq * age)
+
+    def stop(self, now_ns: int, measured: MeasuredState | np.ndarray | None = None,
+             min_time_s: float = 0.1) -> PlannedCommand | None:
+        """A command that brings the arm to rest from its motion; None when no command runs (the controller holds).
 
         Sent when commanding stops (stale stream, pause, rejected chunk, deactivate, shutdown) so the arm does not
-        finish a chunk computed from inputs that are no longer trusted. The stop point is the commanded position plus
-        the distance covered while decelerating at `stop_decel_rad_s2` (no reversal, no acceleration spike), inside the
-        position limits. Forgets the last plan.
+        finish a chunk computed from inputs that are no longer trusted. Never raises: it decelerates along the current
+        motion (no reversal) at `stop_decel_rad_s2`, at most the scaled acceleration limit, for as long as that takes;
+        where the room left before a position limit (inside `position_margin_rad`, then the limit itself) is shorter,
+        it brakes harder: to the scaled acceleration limit, then up to the unscaled one. A stop that cannot keep a limit
+        even so is still sent (it is the best there is) and says why in its `note`.
+        The stop becomes the running command: the next plan starts from its deceleration, not from rest.
         """
-        prev, self._previous = self._previous, None
-        if prev is None:
-            return None
-        t = (int(now_ns) - prev.sent_ns) * 1e-9
-        if t >= prev.duration_s:
-            return None  # the last trajectory has ended: the controller already holds its final point
-        q, v = prev.state_at(t)
-        duration = max(min_time_s, float(np.max(np.abs(v))) / self.config.stop_decel_rad_s2)
-        target = np.clip(q + v * duration / 2.0, self._q_min, self._q_max)
+        prev = self._previous
+        if prev is None or (int(now_ns) - prev.sent_ns) * 1e-9 >= prev.duration_s:
+            return None  # nothing runs: the controller already holds its last point
+        if measured is None:
+            q, v = prev.state_at((int(now_ns) - prev.sent_ns) * 1e-9)
+            start = StartState.exact(q, v)
+        else:
+            start = self.start_state(measured, now_ns)
+        q, v, dq, dv = start.positions, start.velocities, start.position_error, start.velocity_error
+        duration, q_lo, q_hi = self._stop_duration(start, min_time_s)
+        target = np.clip(q + v * duration / 2.0, q_lo, q_hi)
         plan = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0, False,
-                              int(now_ns), q, v)
-        check_plan(plan, self.config.limits)
+                              int(now_ns), q, v, start_position_error=dq, start_velocity_error=dv, is_stop=True)
+        note = ""
+        try:
+            check_plan(plan, self.config.limits)
+        except UnsafeChunk as exc:
+            note = f"the arm cannot stop within every limit from {np.round(v, 3).tolist()} rad/s: {exc}"
+        plan = replace(plan, note=note, clamped=bool(note))
+        self._previous = plan
         return plan
 
     def plan(self, actions: np.ndarray, dt_s: float, kind: str, gripper_index: int | None,
-             q_observed: np.ndarray, q_now: np.ndarray, observation_ns: int, now_ns: int) -> PlannedCommand:
+             q_observed: np.ndarray, measured: MeasuredState | np.ndarray, observation_ns: int,
+             now_ns: int) -> PlannedCommand:
         """Plan the command for one chunk (chunk mode).
 
         Args:
@@ -252,7 +376,7 @@ class ChunkExecutor:
             kind: an action kind of `retain_ros.droid_action` (velocities are integrated, positions taken as given).
             gripper_index: column of the gripper position, or None.
             q_observed: (J,) joint positions in the observation the chunk was computed from.
-            q_now: (J,) latest measured joint positions (where the controller will anchor).
+            measured: the newest joint state (where the controller will anchor); an array = positions measured now.
             observation_ns: clock time of the observation.
             now_ns: clock time the command will be sent.
 
@@ -260,10 +384,12 @@ class ChunkExecutor:
             The command; also remembered for blending the next chunk.
 
         Raises:
-            UnsafeChunk: non-finite or mis-shaped input, every action already in the past, or a start jump too large.
+            UnsafeChunk: non-finite or mis-shaped input, every action already in the past, a start jump too large, or
+                no timing within the limits (the caller then stops the arm).
         """
         arm = self._arm_part(actions, gripper_index)
-        q_observed, q_now = self._check_state(q_observed, "q_observed"), self._check_state(q_now, "q_now")
+        q_observed = self._check_state(q_observed, "q_observed")
+        start = self.start_state(measured, now_ns)
         self._check_dt(dt_s)
         targets, clamped = self._targets(arm, dt_s, kind, q_observed)
         elapsed_s = max(0.0, (now_ns - observation_ns) * 1e-9)
@@ -277,69 +403,98 @@ class ChunkExecutor:
         positions = self._blend(positions, times, now_ns)
         clamped |= bool(((positions < self._q_min) | (positions > self._q_max)).any())
         positions = np.clip(positions, self._q_min, self._q_max)
-        self._check_jump(positions[0], q_now)
+        self._check_jump(positions[0], start.positions)
         times = times + max(0.0, self.config.min_lead_time_s - times[0])
-        v_start = self._commanded_velocity(now_ns)
-        times, slowed = self._respect_limits(positions, times, q_now, v_start, moving_end=True)
-        velocities = knot_velocities(q_now, positions, times, moving_end=True)
-        tail = braking_tail(positions[-1], velocities[-1], self._ddq_max)
-        if tail is not None and np.all((tail[0] >= self._q_min) & (tail[0] <= self._q_max)):
-            positions = np.vstack([positions, tail[0]])
-            times = np.append(times, times[-1] + tail[1])
-            velocities = np.vstack([velocities, np.zeros(self.num_joints)])
-        else:  # at rest already, or no room to brake inside the limits: stop at the last action instead
-            times, stopped = self._respect_limits(positions, times, q_now, v_start, moving_end=False)
-            velocities, tail, slowed = knot_velocities(q_now, positions, times), None, slowed or stopped
+        timed = self._fit(start, positions, times)
+        braked = timed is None
+        if braked:  # no timing from the moving start: brake to rest along the motion, then run the chunk from there
+            timed = self._after_braking(start, positions, times)
+        points, times, velocities, tail, slowed = timed
         gripper = None
         if gripper_index is not None:
             gripper = float(np.clip(actions[keep.start, gripper_index], 0.0, 1.0))
-        plan = PlannedCommand(times, positions, velocities, gripper, skipped, clamped or slowed, int(now_ns), q_now,
-                              v_start, braking_tail=tail is not None)
+        plan = PlannedCommand(times, points, velocities, gripper, skipped, clamped or slowed or braked, int(now_ns),
+                              start.positions, start.velocities, braking_tail=tail,
+                              start_position_error=start.position_error,
+                              start_velocity_error=start.velocity_error, braked=braked)
         check_plan(plan, self.limits)
-        self._previous = plan
+        self._previous, self._settling_ddq = plan, None
         return plan
 
     def plan_step(self, action: np.ndarray, dt_s: float, kind: str, gripper_index: int | None,
-                  q_now: np.ndarray, now_ns: int) -> PlannedCommand:
+                  measured: MeasuredState | np.ndarray, now_ns: int) -> PlannedCommand:
         """Plan one streamed step (stream mode): the action re-anchored on the latest measured joint positions.
 
-        Velocity kinds: target = q_now + v dt_s with v in rad/s (DROID: 0.2 rad x the scaled a per step), clamped to
-        the velocity limit and to the acceleration limit from the velocity the previous step commanded; positions:
-        the action itself, reached no faster than the velocity limit. The single point is reached after
-        max(dt_s, min_lead_time_s), positions only.
+        Velocity kinds: target = q_now + v dt_s with v in rad/s (DROID: 0.2 rad x the scaled a per step); positions:
+        the step towards the action. The step's velocity vector is scaled as a whole (its direction kept) to the
+        velocity limit and to the acceleration limit from the set-point velocity the controller has now; only where
+        no scaling of it can (the arm still moves another way) does each joint change speed on its own, by at most
+        the acceleration limit. The single point is reached after `STEP_OVERLAP` x max(dt_s, min_lead_time_s),
+        positions only.
 
         Raises:
             UnsafeChunk: non-finite or mis-shaped input, or a target farther than max_start_jump_rad.
         """
         arm = self._arm_part(np.asarray(action, dtype=np.float64).reshape(1, -1), gripper_index)[0]
-        q_now = self._check_state(q_now, "q_now")
+        start = self.start_state(measured, now_ns)
         self._check_dt(dt_s)
         lead = max(dt_s, self.config.min_lead_time_s)
+        duration = STEP_OVERLAP * lead
         if kind in VELOCITY_KINDS:
-            requested = arm_velocities_rad_s(arm, kind, dt_s)
-            previous = self._previous_step_velocity(now_ns, lead)
-            reach = self._ddq_max * lead
-            velocity = np.clip(np.clip(requested, -self._dq_max, self._dq_max), previous - reach, previous + reach)
-            clamped = bool((velocity != requested).any())
-            target = q_now + velocity * lead
+            requested = arm_velocities_rad_s(arm, kind, dt_s) * lead / duration
         elif kind == JOINT_POSITION:
-            target, clamped = arm, False
+            requested = (arm - start.positions) / duration
         else:
             raise UnsafeChunk(f"action kind '{kind}' is unknown; use one of {', '.join(ACTION_KINDS)}")
+        reference = self._set_point_velocity(now_ns, start)
+        speed = self._step_speed(requested, reference, duration, start.position_error / duration)
+        clamped = not np.allclose(speed, requested, rtol=1e-12, atol=1e-12)
+        target = start.positions + speed * duration
         clamped |= bool(((target < self._q_min) | (target > self._q_max)).any())
         target = np.clip(target, self._q_min, self._q_max)
-        self._check_jump(target, q_now)
-        needed = float(np.max(np.abs(target - q_now) / self._dq_max))
-        too_far = needed > lead * (1.0 + 1e-9)  # positions too far for one period: slowed down
-        duration = needed * 1.001 if too_far else lead
-        clamped |= too_far
+        self._check_jump(target, start.positions)
         gripper = None if gripper_index is None else float(np.clip(action[gripper_index], 0.0, 1.0))
-        plan = PlannedCommand(np.array([duration]), target[None, :], None, gripper, 0, clamped, int(now_ns), q_now)
+        plan = PlannedCommand(np.array([duration]), target[None, :], None, gripper, 0, clamped, int(now_ns),
+                              start.positions, reference, start_position_error=start.position_error)
         check_plan(plan, self.limits)
-        self._previous = plan
+        self._previous, self._settling_ddq = plan, None
         return plan
 
     # ------------------------------------------------------------------------------------------------ helpers
+    def _stop_duration(self, start: StartState, min_time_s: float) -> tuple[float, np.ndarray, np.ndarray]:
+        """(duration, lower, upper position bound) of the gentlest stop that fits, in this order of preference:
+        inside the margin at the scaled acceleration, inside the limits at the scaled acceleration, inside the limits
+        at up to the unscaled acceleration, else at the unscaled acceleration (the limit is then passed: physics)."""
+        q, v, dq, dv = start.positions, start.velocities, start.position_error, start.velocity_error
+        gentle = max(min_time_s, _braking_time(v, dv, dq, np.minimum(self.config.stop_decel_rad_s2, self._ddq_max)))
+        scaled = _braking_time(v, dv, dq, self._ddq_max)
+        hardware = _braking_time(v, dv, dq, np.asarray(self.config.limits.ddq_max, float))
+        real_lo, real_hi = np.asarray(self.config.limits.q_min, float), np.asarray(self.config.limits.q_max, float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            def fits(lo: np.ndarray, hi: np.ndarray) -> float:  # longest stop whose braking distance fits the room
+                room = np.maximum(np.where(v > 0, hi - q, q - lo), 0.0)
+                return float(np.min(np.where(np.abs(v) > 1e-12, 2.0 * room / np.abs(v), np.inf)))
+            in_margin, in_limits = fits(self._q_min, self._q_max), fits(real_lo, real_hi)
+        if scaled <= in_margin:
+            return min(gentle, in_margin), self._q_min, self._q_max
+        if scaled <= in_limits:
+            return min(gentle, in_limits), real_lo, real_hi
+        return max(hardware, min(scaled, in_limits)), real_lo, real_hi
+
+    def _measured(self, measured: MeasuredState | np.ndarray) -> MeasuredState:
+        if not isinstance(measured, MeasuredState):
+            measured = MeasuredState(np.asarray(measured, dtype=np.float64))
+        q = self._check_state(measured.positions, "the measured joint positions")
+        v = measured.velocities
+        if v is not None:
+            v = np.asarray(v, dtype=np.float64).reshape(-1)
+            if v.shape != q.shape or not np.isfinite(v).all():
+                raise UnsafeChunk(f"the measured joint velocities must be {self.num_joints} finite numbers, got "
+                                  f"{v.tolist()}")
+        if not (np.isfinite(measured.age_s) and measured.age_s >= 0.0):
+            raise UnsafeChunk(f"the joint state's age must be >= 0 s, got {measured.age_s}")
+        return MeasuredState(q, v, float(measured.age_s))
+
     def _arm_part(self, actions: np.ndarray, gripper_index: int | None) -> np.ndarray:
         actions = np.asarray(actions, dtype=np.float64)
         if actions.ndim != 2 or actions.shape[0] < 1:
@@ -371,22 +526,42 @@ class ChunkExecutor:
             raise UnsafeChunk(f"the first target is {jump:.3f} rad from the measured state (limit "
                               f"max_start_jump_rad={self.config.max_start_jump_rad}); chunk rejected")
 
-    def _commanded_velocity(self, now_ns: int) -> np.ndarray:
-        """The velocity the running command asks for now (zero when none runs): where the next one starts from."""
+    def _commanded_state(self, now_ns: int) -> tuple[np.ndarray | None, np.ndarray]:
+        """(positions or None, velocity) the running command asks for now; zero velocity when none runs."""
         prev = self._previous
         if prev is None:
-            return np.zeros(self.num_joints)
-        return prev.state_at((int(now_ns) - prev.sent_ns) * 1e-9)[1]
+            return None, np.zeros(self.num_joints)
+        return prev.state_at((int(now_ns) - prev.sent_ns) * 1e-9)
 
-    def _previous_step_velocity(self, now_ns: int, lead_s: float) -> np.ndarray:
-        """The speed the stream was commanding: the last step's while the next follows within a period of its end.
+    def _set_point_velocity(self, now_ns: int, start: StartState) -> np.ndarray:
+        """The controller's set-point velocity now: the running command's (zero once it has ended), or, when this
+        executor has sent nothing yet, the arm's own."""
+        if self._previous is None:
+            return start.velocities
+        return self._commanded_state(now_ns)[1]
 
-        A step ends as the next tick comes, with the arm still moving; later, the running command's speed, or zero.
-        """
-        prev = self._previous
-        if prev is not None and prev.velocities is None and (now_ns - prev.sent_ns) * 1e-9 <= prev.duration_s + lead_s:
-            return (prev.positions[0] - prev.start) / prev.times_s[0]
-        return self._commanded_velocity(now_ns)
+    def _step_speed(self, requested: np.ndarray, reference: np.ndarray, duration: float,
+                    uncertainty: np.ndarray) -> np.ndarray:
+        """The step's velocity: `requested` scaled as a whole into the velocity limit and within the acceleration
+        limit x `duration` of `reference`; per joint only where no common scale fits. `uncertainty` (rad/s, from the
+        start position's error) is kept free on both bounds."""
+        vmax = np.maximum(self._dq_max - uncertainty, 0.0)
+        reach = np.maximum(self._ddq_max * duration - uncertainty, 0.0)
+        lo, hi = np.maximum(-vmax, reference - reach), np.minimum(vmax, reference + reach)
+        slowing = lo > hi  # faster than the limit already: slow down as fast as allowed
+        brake = reference - np.sign(reference) * reach
+        lo, hi = np.where(slowing, brake, lo), np.where(slowing, brake, hi)
+        s_lo, s_hi = 0.0, 1.0
+        for r, a, b in zip(requested, lo, hi):
+            if r > 0:
+                s_lo, s_hi = max(s_lo, a / r), min(s_hi, b / r)
+            elif r < 0:
+                s_lo, s_hi = max(s_lo, b / r), min(s_hi, a / r)
+            elif not a <= 0.0 <= b:
+                s_lo = np.inf
+        if s_lo <= s_hi:
+            return requested * s_hi
+        return np.clip(requested, lo, hi)
 
     def _targets(self, arm: np.ndarray, dt_s: float, kind: str, q_observed: np.ndarray) -> tuple[np.ndarray, bool]:
         if kind in VELOCITY_KINDS:  # the path at full speed; speed_scale stretches time, not the path
@@ -396,9 +571,9 @@ class ChunkExecutor:
         raise UnsafeChunk(f"action kind '{kind}' is unknown; use one of {', '.join(ACTION_KINDS)}")
 
     def _blend(self, positions: np.ndarray, times: np.ndarray, now_ns: int) -> np.ndarray:
-        """Mix in the previous plan where it still runs: w * old + (1 - w) * new at the same absolute time."""
+        """Mix in the previous chunk where it still runs: w * old + (1 - w) * new at the same absolute time."""
         prev, w = self._previous, self.config.blend_weight
-        if prev is None or w <= 0.0:
+        if prev is None or w <= 0.0 or prev.is_stop:
             return positions
         prev_times = prev.times_s + (prev.sent_ns - now_ns) * 1e-9  # previous points on this plan's time axis
         overlap = times <= prev_times[-1]
@@ -410,77 +585,153 @@ class ChunkExecutor:
             out[overlap, j] = w * old + (1.0 - w) * positions[overlap, j]
         return out
 
-    def _respect_limits(self, positions: np.ndarray, times: np.ndarray, q_now: np.ndarray, v_start: np.ndarray,
-                        moving_end: bool, max_rounds: int = 100) -> tuple[np.ndarray, bool]:
-        """Stretch segments until the controller's splines stay within the velocity and acceleration limits.
+    def _fit(self, start: StartState, positions: np.ndarray, times: np.ndarray):
+        """(points, times, velocities, braking tail?, slowed?) through `positions` from `start`, or None when no
+        timing keeps the controller's splines within the limits."""
+        fitted = self._respect_limits(positions, times, start, moving_end=True)
+        if fitted is None:
+            return None
+        times, slowed = fitted
+        velocities = knot_velocities(start.positions, positions, times, moving_end=True)
+        tail = braking_tail(positions[-1], velocities[-1], self._ddq_max)
+        if tail is not None and np.all((tail[0] >= self._q_min) & (tail[0] <= self._q_max)):
+            return (np.vstack([positions, tail[0]]), np.append(times, times[-1] + tail[1]),
+                    np.vstack([velocities, np.zeros(self.num_joints)]), True, slowed)
+        # at rest already, or no room to brake inside the limits: stop at the last action instead
+        fitted = self._respect_limits(positions, times, start, moving_end=False)
+        if fitted is None:
+            return None
+        times, stopped = fitted
+        return positions, times, knot_velocities(start.positions, positions, times), False, slowed or stopped
 
-        The splines are the ones the JTC will run (`splines.hermite_peaks`): from (q_now, v_start) through the points
-        with monotone knot velocities, to rest at the last point or (moving_end) through it into a braking tail, which
-        meets the limits by construction. Only time stretches; the path is kept.
+    def _after_braking(self, start: StartState, positions: np.ndarray, times: np.ndarray):
+        """The chunk after a braking point that brings the arm to rest along its motion (`stop`'s deceleration).
 
         Raises:
-            UnsafeChunk: no stretch found within `max_rounds` (nothing is commanded).
+            UnsafeChunk: the braking point leaves the position limits, or no timing from rest fits.
+        """
+        q, v = start.positions, start.velocities
+        brake_s = max(1e-3, _braking_time(v, start.velocity_error, start.position_error, self._ddq_max))
+        rest = q + v * brake_s / 2.0
+        if np.any((rest < self._q_min) | (rest > self._q_max)):
+            raise UnsafeChunk("the arm cannot come to rest inside the position limits at the scaled acceleration "
+                              "limit; chunk rejected (the stop brakes harder)")
+        timed = self._fit(StartState.exact(rest), positions, times)
+        if timed is None:
+            raise UnsafeChunk("no timing of the chunk keeps the controller's motion within velocity_max and "
+                              "acceleration_max; chunk rejected")
+        points, rest_times, velocities, tail, slowed = timed
+        return (np.vstack([rest, points]), np.concatenate([[brake_s], brake_s + rest_times]),
+                np.vstack([np.zeros(self.num_joints), velocities]), tail, slowed)
+
+    def _respect_limits(self, positions: np.ndarray, times: np.ndarray, start: StartState, moving_end: bool,
+                        max_rounds: int = 100) -> tuple[np.ndarray, bool] | None:
+        """Stretch segments until the controller's splines stay within the velocity and acceleration limits.
+
+        The splines are the ones the JTC will run (`splines.hermite_peaks`): from the start state (each corner of its
+        error box) through the points with monotone knot velocities, to rest at the last point or (moving_end) through
+        it into a braking tail, which meets the limits by construction. Only time stretches; the path is kept.
+        Returns None when no stretch does: the first segment would leave the position limits (stretching it only
+        lets the arm coast further) or no timing is found within `max_rounds`.
         """
         steps = np.diff(np.concatenate([[0.0], times]))
-        delta = positions - np.vstack([q_now, positions[:-1]])
+        delta = positions - np.vstack([start.positions, positions[:-1]])
         stretched = np.maximum(steps, np.max(np.abs(delta) / self._dq_max, axis=1) * 1.001)
+        q_lo, q_hi = self._allowed_range(start)
         for _ in range(max_rounds):
-            ratio = limit_ratio(q_now, v_start, positions, np.cumsum(stretched), self._dq_max, self._ddq_max,
-                                moving_end)
+            at = np.cumsum(stretched)
+            velocities = knot_velocities(start.positions, positions, at, moving_end)
+            if not within_positions(start, positions, velocities, at, q_lo, q_hi):
+                return None
+            v_ratio, a_ratio = spline_ratios(start, positions, velocities, at, self._dq_max, self._ddq_max)
+            ratio = np.maximum(v_ratio, np.sqrt(a_ratio))
             if np.all(ratio <= 1.0 + 1e-9):
-                return np.cumsum(stretched), bool((stretched > steps).any())
+                return at, bool((stretched > steps).any())
             bad = ratio > 1.0
             stretched[bad] *= np.minimum(ratio[bad], 2.0) * 1.001
-        raise UnsafeChunk("no timing of the chunk keeps the controller's motion within velocity_max and "
-                          "acceleration_max; chunk rejected")
+        return None
+
+    def _allowed_range(self, start: StartState) -> tuple[np.ndarray, np.ndarray]:
+        """Position limits the motion must stay in (an arm already outside them may only come back)."""
+        lo, hi = np.asarray(self.limits.q_min, float), np.asarray(self.limits.q_max, float)
+        return (np.minimum(lo, start.positions - start.position_error),
+                np.maximum(hi, start.positions + start.position_error))
 
 
-def limit_ratio(start: np.ndarray, start_velocity: np.ndarray, positions: np.ndarray, times_s: np.ndarray,
-                dq_max: np.ndarray, ddq_max: np.ndarray, moving_end: bool = False) -> np.ndarray:
-    """(N,) for each spline segment through these points, how far it is over the limits (<= 1: within).
+def _braking_time(v: np.ndarray, dv: np.ndarray, dq: np.ndarray, decel: np.ndarray) -> float:
+    """Time to brake from v to rest at `decel` along a cubic to q + v T / 2, for every corner of the start's error box.
 
-    Acceleration scales with 1/time^2, so its ratio is square-rooted: stretching a segment by the ratio brings both
-    within.
+    From the estimate the deceleration is |v| / T; a start velocity dv off adds 4 dv / T and a start position dq off
+    adds 6 dq / T^2 (the cubic's acceleration at its start), so T solves decel T^2 - (|v| + 4 dv) T - 6 dq = 0.
     """
-    velocities = knot_velocities(start, positions, times_s, moving_end)
-    v_ratio, a_ratio = spline_ratios(start, start_velocity, positions, velocities, times_s, dq_max, ddq_max)
-    return np.maximum(v_ratio, np.sqrt(a_ratio))
+    b = np.abs(v) + 4.0 * dv
+    t = (b + np.sqrt(b * b + 24.0 * decel * dq)) / (2.0 * decel)
+    return float(np.max(t))
 
 
-def spline_ratios(start: np.ndarray, start_velocity: np.ndarray, positions: np.ndarray, velocities: np.ndarray,
-                  times_s: np.ndarray, dq_max: np.ndarray, ddq_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) peak velocity / limit and (N,) peak acceleration / limit of each cubic segment, worst joint.
+def within_positions(start: StartState, positions: np.ndarray, velocities: np.ndarray, times_s: np.ndarray,
+                     q_min: np.ndarray, q_max: np.ndarray) -> bool:
+    """Every cubic segment from every corner of the start stays within [q_min, q_max] (closed-form extremes)."""
+    for q0, v0 in start.corners():
+        lo, hi = hermite_position_range(q0, v0, positions, velocities, times_s)
+        if (lo < q_min - 1e-9).any() or (hi > q_max + 1e-9).any():
+            return False
+    return True
+
+
+def spline_ratios(start: StartState, positions: np.ndarray, velocities: np.ndarray, times_s: np.ndarray,
+                  dq_max: np.ndarray, ddq_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) peak velocity / limit and (N,) peak acceleration / limit of each cubic segment, worst joint and corner.
 
     The first segment may keep the speed the arm already has (no command can change the present).
     """
-    peak_v, peak_a = hermite_peaks(start, start_velocity, positions, velocities, times_s)
-    allowed_v = np.tile(np.asarray(dq_max, float), (len(times_s), 1))
-    allowed_v[0] = np.maximum(allowed_v[0], np.abs(start_velocity))
-    return np.max(peak_v / allowed_v, axis=1), np.max(peak_a / np.asarray(ddq_max), axis=1)
+    v_ratio, a_ratio = np.zeros(len(times_s)), np.zeros(len(times_s))
+    for q0, v0 in start.corners():
+        peak_v, peak_a = hermite_peaks(q0, v0, positions, velocities, times_s)
+        allowed_v = np.tile(np.asarray(dq_max, float), (len(times_s), 1))
+        allowed_v[0] = np.maximum(allowed_v[0], np.abs(v0))
+        v_ratio = np.maximum(v_ratio, np.max(peak_v / allowed_v, axis=1))
+        a_ratio = np.maximum(a_ratio, np.max(peak_a / np.asarray(ddq_max), axis=1))
+    return v_ratio, a_ratio
 
 
 def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
-    """The last line of defence before a command leaves the node.
+    """The last line of defence before a command leaves the node: the controller's motion, not only the points.
+
+    Cubic commands: each segment's closed-form extremes of position, velocity and acceleration, from every corner of
+    the start's error box, the first segment included (it may keep, not exceed, the speed the arm already has).
+    Positions-only steps: the linear segment's speed from every start corner within the velocity limit, and its
+    change from the set-point velocity before it within the acceleration limit x its duration.
 
     Raises:
         UnsafeChunk: non-finite values, non-increasing or non-positive times, a position outside the limits, a velocity
-            or a segment's speed (from the start state too) over the limits, or a nonzero final velocity.
+            or acceleration over them, or a nonzero final velocity.
     """
     arrays = [plan.times_s, plan.positions, plan.start] + ([] if plan.velocities is None else [plan.velocities])
     if not all(np.isfinite(a).all() for a in arrays):
         raise UnsafeChunk("planned command contains non-finite values")
     if plan.times_s[0] <= 0 or (np.diff(plan.times_s) <= 0).any():
         raise UnsafeChunk(f"time_from_start must be positive and strictly increase, got {plan.times_s.tolist()}")
-    if (plan.positions < np.asarray(limits.q_min)).any() or (plan.positions > np.asarray(limits.q_max)).any():
+    q_min, q_max = np.asarray(limits.q_min, float), np.asarray(limits.q_max, float)
+    if (plan.positions < q_min).any() or (plan.positions > q_max).any():
         raise UnsafeChunk("planned positions leave the joint limits")
-    speeds = segment_speeds(plan.start, plan.positions, plan.times_s)
-    if (np.abs(speeds) > np.asarray(limits.dq_max) * (1.0 + 1e-6)).any():
-        raise UnsafeChunk("a planned segment is faster than the velocity limits")
-    if plan.velocities is not None:
-        if (plan.velocities[-1] != 0.0).any():
-            raise UnsafeChunk("planned velocities do not end at zero")
-        ratios = spline_ratios(plan.start, plan.initial_velocity, plan.positions, plan.velocities, plan.times_s,
-                               limits.dq_max, limits.ddq_max)
-        if any((r > 1.0 + 1e-6).any() for r in ratios):
-            raise UnsafeChunk("the controller's spline through the planned points exceeds the velocity or "
-                              "acceleration limits")
+    start = plan.start_state
+    dq_max, ddq_max = np.asarray(limits.dq_max, float), np.asarray(limits.ddq_max, float)
+    if plan.velocities is None:
+        speeds = [segment_speeds(q0, plan.positions, plan.times_s) for q0, _ in start.corners()]
+        if any((np.abs(s) > dq_max * (1.0 + 1e-6)).any() for s in speeds):
+            raise UnsafeChunk("a planned segment is faster than the velocity limits")
+        reach = ddq_max * plan.times_s[0] * (1.0 + 1e-6)
+        if any((np.abs(s[0] - start.velocities) > reach).any() for s in speeds):
+            raise UnsafeChunk("a planned step changes the controller's velocity faster than the acceleration limits")
+        return
+    if (plan.velocities[-1] != 0.0).any():
+        raise UnsafeChunk("planned velocities do not end at zero")
+    lo = np.minimum(q_min, start.positions - start.position_error)
+    hi = np.maximum(q_max, start.positions + start.position_error)
+    if not within_positions(start, plan.positions, plan.velocities, plan.times_s, lo - 1e-6, hi + 1e-6):
+        raise UnsafeChunk("the controller's spline through the planned points leaves the joint limits")
+    ratios = spline_ratios(start, plan.positions, plan.velocities, plan.times_s, dq_max, ddq_max)
+    if any((r > 1.0 + 1e-6).any() for r in ratios):
+        raise UnsafeChunk("the controller's spline through the planned points exceeds the velocity or "
+                          "acceleration limits")

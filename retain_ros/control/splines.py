@@ -78,6 +78,35 @@ def hermite_peaks(start: np.ndarray, start_velocity: np.ndarray, positions: np.n
     return peak_v, np.maximum(np.abs(a_start), np.abs(a_end))
 
 
+def hermite_position_range(start: np.ndarray, start_velocity: np.ndarray, positions: np.ndarray,
+                           velocities: np.ndarray, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, J) lowest and highest position each cubic segment reaches, in closed form.
+
+    A segment's position has its extremes at its ends or where its velocity (a quadratic) is zero inside it; the first
+    segment, which starts from the arm's own velocity, can overshoot its end point this way.
+    """
+    p0 = np.vstack([start, positions[:-1]])
+    v0 = np.vstack([start_velocity, velocities[:-1]])
+    h = np.broadcast_to(np.diff(np.concatenate([[0.0], times_s]))[:, None], p0.shape)
+    d = positions - p0
+    # p(t) = p0 + v0 t + c2 t^2 + c3 t^3 (Hermite form); v(t) = v0 + 2 c2 t + 3 c3 t^2
+    c2 = (3.0 * d / h - 2.0 * v0 - velocities) / h
+    c3 = (-2.0 * d / h + v0 + velocities) / h ** 2
+    lo, hi = np.minimum(p0, positions), np.maximum(p0, positions)
+    qa, qb, qc = 3.0 * c3, 2.0 * c2, v0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disc = np.where(qa != 0.0, qb * qb - 4.0 * qa * qc, 0.0)
+        root = np.sqrt(np.maximum(disc, 0.0))
+        roots = [np.where(qa != 0.0, (-qb + root) / (2.0 * qa), np.where(qb != 0.0, -qc / qb, -1.0)),
+                 np.where(qa != 0.0, (-qb - root) / (2.0 * qa), -1.0)]
+    for t in roots:
+        inside = (disc >= 0.0) & (t > 0.0) & (t < h)
+        t = np.where(inside, t, 0.0)
+        p = p0 + v0 * t + c2 * t ** 2 + c3 * t ** 3
+        lo, hi = np.where(inside, np.minimum(lo, p), lo), np.where(inside, np.maximum(hi, p), hi)
+    return lo, hi
+
+
 def hermite_state(p0: np.ndarray, v0: np.ndarray, p1: np.ndarray, v1: np.ndarray, h: float,
                   t: float) -> tuple[np.ndarray, np.ndarray]:
     """(position, velocity) at time t in [0, h] of the cubic Hermite segment (p0, v0) -> (p1, v1)."""

@@ -143,6 +143,35 @@ class JointTrajectoryController:
         dq = (d00 * p0 + d10 * v0 + d01 * p1 + d11 * v1) / h
         return q, dq
 
+    def sample_many(self, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Set-points at many times at once: (positions, velocities, accelerations), each (T, J).
+
+        The same interpolation as `sample`, vectorised, with the acceleration (the second derivative) in closed form:
+        what a limit check of the controller's motion needs, sampled finely over whole sequences of commands.
+        """
+        t = np.asarray(times_s, dtype=float)
+        times, n = self._times, len(self.joint_names)
+        if len(times) == 1:
+            shape = (len(t), n)
+            return np.broadcast_to(self._positions[0], shape).copy(), np.zeros(shape), np.zeros(shape)
+        k = np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2)
+        h = (times[k + 1] - times[k])[:, None]
+        s = np.clip((t - times[k])[:, None] / h, 0.0, 1.0)
+        p0, p1 = self._positions[k], self._positions[k + 1]
+        if self._velocities is None:
+            q, dq, ddq = p0 + s * (p1 - p0), (p1 - p0) / h, np.zeros_like(p0)
+        else:
+            m0, m1 = self._velocities[k] * h, self._velocities[k + 1] * h
+            q = (2 * s**3 - 3 * s**2 + 1) * p0 + (s**3 - 2 * s**2 + s) * m0 + (-2 * s**3 + 3 * s**2) * p1 \
+                + (s**3 - s**2) * m1
+            dq = ((6 * s**2 - 6 * s) * p0 + (3 * s**2 - 4 * s + 1) * m0 + (-6 * s**2 + 6 * s) * p1
+                  + (3 * s**2 - 2 * s) * m1) / h
+            ddq = ((12 * s - 6) * p0 + (6 * s - 4) * m0 + (6 - 12 * s) * p1 + (6 * s - 2) * m1) / h**2
+        outside = (t < times[0]) | (t >= times[-1])  # at the start itself: the anchor's state, its velocity included
+        q = np.where(outside[:, None], np.where((t < times[0])[:, None], self._positions[0], self._positions[-1]), q)
+        dq, ddq = np.where(outside[:, None], 0.0, dq), np.where(outside[:, None], 0.0, ddq)
+        return q, dq, ddq
+
     # ------------------------------------------------------------------------------------------------- helpers
     def _joint_order(self, names: Sequence[str]) -> np.ndarray:
         unknown = sorted(set(names) - set(self.joint_names))

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
-from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits, UnsafeChunk, check_plan
+from retain_ros.control.chunk_executor import (STEP_OVERLAP, ChunkExecutor, ExecutorConfig, JointLimits,
+                                               UnsafeChunk, check_plan)
 
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 DT = 1.0 / 15.0
@@ -140,7 +141,9 @@ def test_stopping_mid_chunk_decelerates_from_the_commanded_state_without_reversi
     assert stop.times_s[0] == pytest.approx(0.9 / 5.0)
     np.testing.assert_allclose(stop.positions[0], q_now + 0.9 * stop.times_s[0] / 2)  # forward, then rest
     assert np.all(stop.positions[0] < moving.positions[-1])  # short of where the chunk was going
-    assert executor.stop(now_ns=int(0.3e9)) is None  # the last plan is forgotten: one stop only
+    again = executor.stop(now_ns=int(0.3e9))  # the stop is the running command: a second one continues its braking
+    np.testing.assert_allclose(again.start_velocity, stop.state_at(0.1)[1])
+    assert executor.stop(now_ns=int(1e9)) is None  # at rest: the controller holds
 
 
 def test_no_stop_once_the_last_trajectory_has_ended_or_nothing_was_sent():
@@ -246,13 +249,14 @@ def test_the_first_point_is_never_sooner_than_the_lead_time():
 
 def test_a_streamed_droid_step_moves_0_2_rad_times_a_from_the_measured_state():
     """Stream mode, DROID kind, limits wide enough: all-ones -> 0.2 rad per step on every joint, from q_now (not from
-    the state the chunk was computed from); a vector whose largest entry is 2 is halved first."""
+    the state the chunk was computed from), reached in 1.25 periods so the next step arrives while the controller still
+    moves; a vector whose largest entry is 2 is halved first."""
     wide = JointLimits(dq_max=(10.0,) * 7, ddq_max=(1e4,) * 7)
     executor = ChunkExecutor(ExecutorConfig(wide, mode="stream"))
     q_now = HOME + 0.05
     step = executor.plan_step(np.ones(8), DT, "droid_joint_velocity", 7, q_now, now_ns=0)
     np.testing.assert_allclose(step.positions[0], q_now + 0.2)
-    assert step.velocities is None and step.times_s[0] == pytest.approx(DT) and step.gripper == 1.0
+    assert step.velocities is None and step.times_s[0] == pytest.approx(STEP_OVERLAP * DT) and step.gripper == 1.0
     a = np.zeros(8)
     a[0], a[1] = 2.0, 1.0  # scaled to (1.0, 0.5)
     step = executor.plan_step(a, DT, "droid_joint_velocity", 7, q_now, now_ns=int(DT * 1e9))
@@ -260,29 +264,49 @@ def test_a_streamed_droid_step_moves_0_2_rad_times_a_from_the_measured_state():
     np.testing.assert_allclose(step.positions[0][2:], q_now[2:])
 
 
+def step_speed(step, q_now=HOME):
+    return (step.positions[0] - q_now) / step.times_s[0]
+
+
 def test_streamed_steps_respect_the_velocity_and_acceleration_limits():
-    """FR3 joint 1: a = 1 asks 3 rad/s; from rest 10 rad/s^2 allows 10 / 15 = 0.667 rad/s in the first step, then
-    0.667 more per step, capped at 2.62 rad/s (x speed_scale)."""
+    """a = 1 asks 0.2 rad per period on every joint: 3 rad/s, reached in 1.25 periods, 2.4 rad/s. From rest 10 rad/s^2
+    allows 10 x 1.25 / 15 = 0.833 rad/s in the first step, then 0.833 more per step, up to 2.4 (within 2.62)."""
     executor = ChunkExecutor(ExecutorConfig(mode="stream"))
     speeds = []
-    for k in range(6):
+    for k in range(5):
         step = executor.plan_step(np.ones(8), DT, "droid_joint_velocity", 7, HOME, now_ns=int(k * DT * 1e9))
-        speeds.append((step.positions[0, 0] - HOME[0]) / DT)
-        assert step.clamped
-    np.testing.assert_allclose(speeds, [10 / 15, 20 / 15, 30 / 15, 2.62, 2.62, 2.62], rtol=1e-6)
+        speeds.append(step_speed(step))
+        check_plan(step, JointLimits())
+    np.testing.assert_allclose(np.array(speeds)[:, 0], [1 / 1.2, 2 / 1.2, 2.4, 2.4, 2.4], rtol=1e-6)
+    assert all(np.allclose(s, s[0]) for s in speeds)  # every joint the same speed: the direction is kept
     slow = ChunkExecutor(ExecutorConfig(mode="stream", speed_scale=0.25))
     for k in range(6):
         step = slow.plan_step(np.ones(8), DT, "droid_joint_velocity", 7, HOME, now_ns=int(k * DT * 1e9))
-    assert (step.positions[0, 0] - HOME[0]) / DT == pytest.approx(0.25 * 2.62)
+    np.testing.assert_allclose(step_speed(step), 0.25 * 2.62)  # joints 1-4 bind; 5-7 (faster limits) follow them
+
+
+def test_speed_scale_keeps_the_direction_of_a_streamed_step():
+    """Review finding: clipping each joint on its own turned (3, 1.5, 0, ...) rad/s into (0.79, 0.79, 0, ...) at
+    speed_scale 0.3; scaled as a vector it stays (2 : 1)."""
+    executor = ChunkExecutor(ExecutorConfig(mode="stream", speed_scale=0.3))
+    a = np.zeros(8)
+    a[0], a[1] = 1.0, 0.5
+    for k in range(8):
+        speed = step_speed(executor.plan_step(a, DT, "droid_joint_velocity", 7, HOME, now_ns=int(k * DT * 1e9)))
+        assert speed[0] == pytest.approx(2 * speed[1]) and np.all(speed[2:7] == 0.0)
+    assert speed[0] == pytest.approx(0.3 * 2.62)
 
 
 def test_a_streamed_position_step_is_slowed_not_jumped_and_a_stop_follows_it():
     executor = ChunkExecutor(ExecutorConfig(mode="stream", max_start_jump_rad=1.0))
     a = np.append(HOME + np.array([0.5, 0, 0, 0, 0, 0, 0]), 0.0)
     step = executor.plan_step(a, DT, "joint_position", 7, HOME, now_ns=0)
-    assert step.times_s[0] == pytest.approx(0.5 / 2.62 * 1.001) and step.clamped  # 0.5 rad at 2.62 rad/s
-    stop = executor.stop(now_ns=int(step.times_s[0] / 2 * 1e9))  # halfway, moving at 2.62 rad/s
-    np.testing.assert_allclose(stop.start[0], HOME[0] + 0.25, atol=1e-9)
-    assert stop.times_s[0] == pytest.approx(2.617 / 5.0, rel=1e-3)
+    duration = STEP_OVERLAP * DT
+    assert step.times_s[0] == pytest.approx(duration) and step.clamped  # from rest: 10 rad/s^2 x 1.25 periods
+    assert step_speed(step)[0] == pytest.approx(10.0 * duration)
+    stop = executor.stop(now_ns=int(duration / 2 * 1e9))  # halfway, moving at 0.833 rad/s
+    np.testing.assert_allclose(stop.start[0], HOME[0] + 10.0 * duration ** 2 / 2, atol=1e-9)
+    assert stop.times_s[0] == pytest.approx(10.0 * duration / 5.0, rel=1e-3)
     with pytest.raises(UnsafeChunk, match="max_start_jump_rad"):
-        executor.plan_step(np.append(HOME + 1.5, 0.0), DT, "joint_position", 7, HOME, now_ns=0)
+        fast = ChunkExecutor(ExecutorConfig(FAST, mode="stream", max_start_jump_rad=0.05))  # 2.62 rad/s: 0.22 rad
+        fast.plan_step(np.append(HOME + 1.5, 0.0), DT, "joint_position", 7, HOME, now_ns=0)
