@@ -462,9 +462,12 @@ class ChunkExecutor:
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _stop_duration(self, start: StartState, min_time_s: float) -> tuple[float, np.ndarray, np.ndarray]:
-        """(duration, lower, upper position bound) of the gentlest stop that fits, in this order of preference:
-        inside the margin at the scaled acceleration, inside the limits at the scaled acceleration, inside the limits
-        at up to the unscaled acceleration, else at the unscaled acceleration (the limit is then passed: physics)."""
+        """(duration, lower, upper position bound) of the gentlest stop that fits.
+
+        In this order of preference: inside the margin at the scaled acceleration, inside the limits at the scaled
+        acceleration, inside the limits at up to the unscaled acceleration, else at the unscaled acceleration (the
+        limit is then passed: physics).
+        """
         q, v, dq, dv = start.positions, start.velocities, start.position_error, start.velocity_error
         gentle = max(min_time_s, _braking_time(v, dv, dq, np.minimum(self.config.stop_decel_rad_s2, self._ddq_max)))
         scaled = _braking_time(v, dv, dq, self._ddq_max)
@@ -534,17 +537,21 @@ class ChunkExecutor:
         return prev.state_at((int(now_ns) - prev.sent_ns) * 1e-9)
 
     def _set_point_velocity(self, now_ns: int, start: StartState) -> np.ndarray:
-        """The controller's set-point velocity now: the running command's (zero once it has ended), or, when this
-        executor has sent nothing yet, the arm's own."""
+        """The controller's set-point velocity now.
+
+        The running command's (zero once it has ended), or, when this executor has sent nothing yet, the arm's own.
+        """
         if self._previous is None:
             return start.velocities
         return self._commanded_state(now_ns)[1]
 
     def _step_speed(self, requested: np.ndarray, reference: np.ndarray, duration: float,
                     uncertainty: np.ndarray) -> np.ndarray:
-        """The step's velocity: `requested` scaled as a whole into the velocity limit and within the acceleration
-        limit x `duration` of `reference`; per joint only where no common scale fits. `uncertainty` (rad/s, from the
-        start position's error) is kept free on both bounds."""
+        """The step's velocity: `requested` scaled as a whole into the limits.
+
+        Within the velocity limit and within the acceleration limit x `duration` of `reference`; per joint only where
+        no common scale fits. `uncertainty` (rad/s, from the start position's error) is kept free on both bounds.
+        """
         vmax = np.maximum(self._dq_max - uncertainty, 0.0)
         reach = np.maximum(self._ddq_max * duration - uncertainty, 0.0)
         lo, hi = np.maximum(-vmax, reference - reach), np.minimum(vmax, reference + reach)
@@ -586,8 +593,10 @@ class ChunkExecutor:
         return out
 
     def _fit(self, start: StartState, positions: np.ndarray, times: np.ndarray):
-        """(points, times, velocities, braking tail?, slowed?) through `positions` from `start`, or None when no
-        timing keeps the controller's splines within the limits."""
+        """(points, times, velocities, braking tail?, slowed?) through `positions` from `start`.
+
+        None when no timing keeps the controller's splines within the limits.
+        """
         fitted = self._respect_limits(positions, times, start, moving_end=True)
         if fitted is None:
             return None
