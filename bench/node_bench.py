@@ -138,7 +138,7 @@ def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds:
             now = time.monotonic_ns()
             for c in spec.camera_names:
                 streams.put(c, obs.images[c], now)
-            streams.put(JOINTS, np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]), now)
+            streams.put(JOINTS, messages.JointReading(np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])), now)
             streams.put(GRIPPER, 0.0, now)
             streams.put(INSTRUCTION, "pick", now)
 

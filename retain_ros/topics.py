@@ -15,7 +15,7 @@ class Topics:
 
     exterior_image: str = "/cameras/exterior/image_raw"
     wrist_image: str = "/cameras/wrist/image_raw"
-    joint_states: str = "/joint_states"
+    joint_states: str = "/franka/joint_states"
     gripper_states: str = "/franka_gripper/joint_states"  # franka_ros2's gripper node
     instruction: str = "/instruction"
     arm_command: str = "/fr3_arm_controller/joint_trajectory"

@@ -42,7 +42,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert all(len(f) == 64 for f in weights_ids.values()) and summary["reload_s"] > 0
     # the bag has both nodes' topics and one marker per episode
     counts = bag_counts(out / "bag")
-    for topic in ("/cameras/exterior/image_raw", "/cameras/wrist/image_raw", "/joint_states", "/instruction",
+    for topic in ("/cameras/exterior/image_raw", "/cameras/wrist/image_raw", "/franka/joint_states", "/instruction",
                   "/fr3_arm_controller/joint_trajectory", "/franka_gripper/width_command",
                   "/retain_policy/action_chunk", "/retain_policy/status", "/sim_robot/episode"):
         assert counts.get(topic, 0) > 0, (topic, counts)

@@ -45,6 +45,7 @@ from retain_ros.fr3 import FR3_DDQ_MAX, FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
 
 EXECUTION_MODES = ("chunk", "stream")
 STEP_OVERLAP = 1.25  # a streamed step lasts this many periods: the next one arrives while the controller still moves
+TRACKING_ACCEL_FRACTION = 0.1  # of the acceleration limit: how far the arm's motion may stray from the command's
 
 
 class UnsafeChunk(ConfigError):
@@ -318,18 +319,26 @@ class ChunkExecutor:
     def start_state(self, measured: MeasuredState | np.ndarray, now_ns: int) -> StartState:
         """Where the controller will start a command sent at `now_ns`, from the newest joint state.
 
-        With measured velocities: the positions extrapolated by them over the measurement's age; the error bound
-        is what the arm's acceleration (at most the acceleration limit the running command was
-        planned for) can change in that time. Without: the running command's velocity stands in for the arm's.
+        The measurement is carried forward over its age by what the running command did in that time (the arm follows
+        it), or, with no command running, by its own velocity; without measured velocities the running command's
+        velocity stands in for the arm's. The error bound is the part of the arm's acceleration the running command
+        does not explain (`TRACKING_ACCEL_FRACTION` of the acceleration limit) acting over that age.
         """
         m = self._measured(measured)
         age = m.age_s
-        if m.velocities is not None:
-            v = m.velocities
+        prev = self._previous
+        if prev is not None:
+            t_now = (int(now_ns) - prev.sent_ns) * 1e-9
+            q_then, v_then = prev.state_at(t_now - age)
+            q_cmd, v_cmd = prev.state_at(t_now)
+            q = m.positions + (q_cmd - q_then)
+            v = v_cmd if m.velocities is None else m.velocities + (v_cmd - v_then)
         else:
-            v = self._commanded_state(now_ns)[1]
+            v = np.zeros(self.num_joints) if m.velocities is None else m.velocities
+            q = m.positions + v * age
         ddq = self._ddq_max if self._settling_ddq is None else self._settling_ddq
-        return StartState(m.positions + v * age, v, 0.5 * ddq * age ** 2, ddq * age)
+        dv = TRACKING_ACCEL_FRACTION * ddq * age
+        return StartState(q, v, 0.5 * dv * age, dv)
 
     def stop(self, now_ns: int, measured: MeasuredState | np.ndarray | None = None,
              min_time_s: float = 0.1) -> PlannedCommand | None:
@@ -358,7 +367,7 @@ class ChunkExecutor:
                               int(now_ns), q, v, start_position_error=dq, start_velocity_error=dv, is_stop=True)
         note = ""
         try:
-            check_plan(plan, self.config.limits)
+            check_plan(plan, self.config.limits, self.config.position_margin_rad)
         except UnsafeChunk as exc:
             note = f"the arm cannot stop within every limit from {np.round(v, 3).tolist()} rad/s: {exc}"
         plan = replace(plan, note=note, clamped=bool(note))
@@ -417,7 +426,7 @@ class ChunkExecutor:
                               start.positions, start.velocities, braking_tail=tail,
                               start_position_error=start.position_error,
                               start_velocity_error=start.velocity_error, braked=braked)
-        check_plan(plan, self.limits)
+        check_plan(plan, self.limits, self.config.position_margin_rad)
         self._previous, self._settling_ddq = plan, None
         return plan
 
@@ -456,7 +465,7 @@ class ChunkExecutor:
         gripper = None if gripper_index is None else float(np.clip(action[gripper_index], 0.0, 1.0))
         plan = PlannedCommand(np.array([duration]), target[None, :], None, gripper, 0, clamped, int(now_ns),
                               start.positions, reference, start_position_error=start.position_error)
-        check_plan(plan, self.limits)
+        check_plan(plan, self.limits, self.config.position_margin_rad)
         self._previous, self._settling_ddq = plan, None
         return plan
 
@@ -661,10 +670,14 @@ class ChunkExecutor:
         return None
 
     def _allowed_range(self, start: StartState) -> tuple[np.ndarray, np.ndarray]:
-        """Position limits the motion must stay in (an arm already outside them may only come back)."""
+        """Position limits the motion must stay in.
+
+        An arm already outside them may only come back: from where it is, give or take its error and the margin (the
+        uncertain part of its velocity may carry it a little further before the command brings it back).
+        """
         lo, hi = np.asarray(self.limits.q_min, float), np.asarray(self.limits.q_max, float)
-        return (np.minimum(lo, start.positions - start.position_error),
-                np.maximum(hi, start.positions + start.position_error))
+        slack = start.position_error + self.config.position_margin_rad
+        return np.minimum(lo, start.positions - slack), np.maximum(hi, start.positions + slack)
 
 
 def _braking_time(v: np.ndarray, dv: np.ndarray, dq: np.ndarray, decel: np.ndarray) -> float:
@@ -704,11 +717,12 @@ def spline_ratios(start: StartState, positions: np.ndarray, velocities: np.ndarr
     return v_ratio, a_ratio
 
 
-def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
+def check_plan(plan: PlannedCommand, limits: JointLimits, start_slack_rad: float = 0.01) -> None:
     """The last line of defence before a command leaves the node: the controller's motion, not only the points.
 
     Cubic commands: each segment's closed-form extremes of position, velocity and acceleration, from every corner of
     the start's error box, the first segment included (it may keep, not exceed, the speed the arm already has).
+    An arm that starts outside the position limits may only come back (`start_slack_rad` past where it is).
     Positions-only steps: the linear segment's speed from every start corner within the velocity limit, and its
     change from the set-point velocity before it within the acceleration limit x its duration.
 
@@ -736,8 +750,8 @@ def check_plan(plan: PlannedCommand, limits: JointLimits) -> None:
         return
     if (plan.velocities[-1] != 0.0).any():
         raise UnsafeChunk("planned velocities do not end at zero")
-    lo = np.minimum(q_min, start.positions - start.position_error)
-    hi = np.maximum(q_max, start.positions + start.position_error)
+    slack = start.position_error + start_slack_rad  # an arm outside the limits may only come back (_allowed_range)
+    lo, hi = np.minimum(q_min, start.positions - slack), np.maximum(q_max, start.positions + slack)
     if not within_positions(start, plan.positions, plan.velocities, plan.times_s, lo - 1e-6, hi + 1e-6):
         raise UnsafeChunk("the controller's spline through the planned points leaves the joint limits")
     ratios = spline_ratios(start, plan.positions, plan.velocities, plan.times_s, dq_max, ddq_max)

@@ -153,8 +153,8 @@ class NodeInputs:
                                           else messages.image_to_rgb(msg)), msg, now_ns)
 
     def on_joints(self, msg, now_ns: int) -> str | None:
-        """The arm's sensor_msgs/JointState: the `joint_names` positions, in that order."""
-        return self._put(JOINTS, lambda: messages.joint_positions(msg, self.settings.joint_names), msg, now_ns)
+        """The arm's sensor_msgs/JointState: the `joint_names` positions and velocities (`messages.JointReading`)."""
+        return self._put(JOINTS, lambda: messages.joint_reading(msg, self.settings.joint_names), msg, now_ns)
 
     def on_gripper(self, msg, now_ns: int) -> str | None:
         """The fingers' sensor_msgs/JointState -> DROID gripper position (0 open .. 1 closed)."""
@@ -205,7 +205,7 @@ class NodeInputs:
         text = instruction or (samples[INSTRUCTION].value if INSTRUCTION in samples else "")
         if not text:
             raise ConfigError("no instruction: set the `instruction` parameter or publish on instruction_topic")
-        return Observation(images, np.asarray(samples[JOINTS].value, np.float64), float(gripper), text,
+        return Observation(images, np.asarray(samples[JOINTS].value.positions, np.float64), float(gripper), text,
                            observed_ns), image_stamp
 
     def problems(self, now_ns: int) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -108,6 +109,25 @@ def joint_positions(msg, names: Sequence[str], field: str = "position") -> np.nd
         raise ConversionError(f"JointState {field} of {bad} is not finite ({out.tolist()}); the robot driver "
                               "reports an invalid state")
     return out
+
+
+@dataclass(frozen=True)
+class JointReading:
+    """A JointState's positions and, when the message has them, velocities of the named joints (in that order)."""
+
+    positions: np.ndarray
+    velocities: np.ndarray | None = None
+
+
+def joint_reading(msg, names: Sequence[str]) -> JointReading:
+    """Positions and velocities of `names` out of a JointState; velocities None when the message carries none.
+
+    Raises:
+        ConversionError: as `joint_positions`, for the positions and, when given, the velocities.
+    """
+    positions = joint_positions(msg, names)
+    velocities = joint_positions(msg, names, "velocity") if len(msg.velocity) else None
+    return JointReading(positions, velocities)
 
 
 def trajectory_arrays(msg, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -2,7 +2,9 @@
 
 Subscription callbacks (executor thread) `put` converted samples or `fail` with the conversion error; the control
 thread asks `fresh(now)` for the samples and what is wrong with them in one step, so a stream that fails between a
-check and a read can never reach an observation. One lock guards the dict; samples are immutable once stored (numpy
+check and a read can never reach an observation. A message whose header stamp does not advance past the stored
+sample's (a frozen or re-published frame) is not a new sample: it refreshes nothing, so a stream that only repeats
+itself goes stale. One lock guards the dict; samples are immutable once stored (numpy
 arrays are not written after `put`).
 """
 
@@ -19,7 +21,7 @@ class Sample:
 
     Attributes:
         value: the converted payload (image array, joint positions, text ...).
-        received_ns: node-clock time of arrival (ages are measured on this, not on header stamps).
+        received_ns: node-clock time of arrival (ages are measured on this; header stamps may be on another clock).
         stamp_ns: the message's header stamp (0 when it has none).
     """
 
@@ -42,13 +44,19 @@ class StreamSet:
         self._samples: dict[str, Sample] = {}
         self._errors: dict[str, str] = {}
         self.counts = {name: 0 for name in self.max_age_s}
+        self.repeats = {name: 0 for name in self.max_age_s}
 
-    def put(self, name: str, value: object, received_ns: int, stamp_ns: int = 0) -> None:
-        """Store a good sample (clears the stream's error)."""
+    def put(self, name: str, value: object, received_ns: int, stamp_ns: int = 0) -> bool:
+        """Store a good sample (clears the stream's error); returns False for a repeat (stamp not advancing)."""
         with self._lock:
+            old = self._samples.get(name)
+            if stamp_ns > 0 and old is not None and old.stamp_ns >= stamp_ns:
+                self.repeats[name] = self.repeats.get(name, 0) + 1
+                return False
             self._samples[name] = Sample(value, int(received_ns), int(stamp_ns))
             self._errors.pop(name, None)
             self.counts[name] = self.counts.get(name, 0) + 1
+            return True
 
     def fail(self, name: str, message: str) -> None:
         """Record a bad message: the stream has no usable sample until a good one arrives."""
@@ -86,7 +94,9 @@ class StreamSet:
             else:
                 age = (now_ns - self._samples[name].received_ns) * 1e-9
                 if max_age > 0 and age > max_age:
-                    out[name] = f"stale: last message {age:.2f} s ago (max age {max_age} s)"
+                    repeats = self.repeats.get(name, 0)
+                    out[name] = (f"stale: last message {age:.2f} s ago (max age {max_age} s)" + (
+                        f"; {repeats} message(s) repeated an old header stamp (a frozen source?)" if repeats else ""))
         return out
 
     def ages_s(self, now_ns: int) -> dict[str, float]:

@@ -12,6 +12,11 @@ Runs on its own thread (never in an executor callback), woken every control peri
    while the model runs, so no action's time has passed.
 The observation time is the node-clock time the observation was assembled; it travels with the chunk so that the
 executor drops actions whose time passed during inference.
+
+Every command is planned from the newest joint state (positions and velocities, with its age: the executor
+extrapolates it to where the controller will start). One lock, the command gate, holds the executor and every
+publish: `pause` takes it, so once `pause` returns no trajectory (and no gripper goal: `commanding` is false) goes out
+until `resume`, and the stop `pause` sends itself is the last command. Inference runs outside the gate.
 """
 
 from __future__ import annotations
@@ -25,10 +30,27 @@ from dataclasses import dataclass, field, replace
 
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import ActionChunk
-from retain_ros.control.chunk_executor import ChunkExecutor, PlannedCommand
+from retain_ros.control.chunk_executor import ChunkExecutor, MeasuredState, PlannedCommand
 from retain_ros.control.inputs import JOINTS, NodeInputs
+from retain_ros.control.streams import Sample
 from retain_ros.ros.live_merge import ModelManager, ServingModel
 from retain_ros.ros.worker_thread import WorkerThread
+
+
+CONTROLLER_DELAY_S = 0.002  # from planning to the controller's first sample of a command: publish, DDS, a 1 kHz tick
+MAX_TRANSPORT_S = 0.1  # a joint state's stamp this much older than its arrival is on another clock: not used
+
+
+def measured_state(sample: Sample, now_ns: int) -> MeasuredState:
+    """The joint stream's sample as the executor's `MeasuredState`, aged to the controller's first sample.
+
+    The age counts from the message's header stamp where that is on the node's clock (arrival minus stamp between 0
+    and `MAX_TRANSPORT_S`), else from its arrival.
+    """
+    reading = sample.value
+    transport = (sample.received_ns - sample.stamp_ns) * 1e-9 if sample.stamp_ns > 0 else 0.0
+    age = (now_ns - sample.received_ns) * 1e-9 + (transport if 0.0 <= transport <= MAX_TRANSPORT_S else 0.0)
+    return MeasuredState(reading.positions, reading.velocities, max(0.0, age) + CONTROLLER_DELAY_S)
 
 
 @dataclass
@@ -109,6 +131,7 @@ class ControlLoop:
         self._next_ns = 0
         self._sequence = 0
         self._config_lock = threading.Lock()
+        self._gate = threading.RLock()  # the executor and every publish; `pause` takes it (module docstring)
         self._pending_config = None  # ExecutorConfig waiting for the next tick
         self._streaming: Executed | None = None  # stream mode: the chunk whose actions are being sent
         self._stream_next = 0  # stream mode: index of its next action
@@ -119,9 +142,18 @@ class ControlLoop:
         return self.inputs.streams
 
     def pause(self, reason: str) -> None:
-        """Stop commanding (the running motion is stopped) until `resume`; `reason` shows in the status."""
-        self.pause_reason = reason
-        self.paused.set()
+        """Stop commanding until `resume`, and stop the running motion now (any thread); `reason` shows in the status.
+
+        Once it returns nothing more is published: the control thread checks the pause under the same gate.
+        """
+        with self._gate:
+            self.pause_reason = reason
+            self.paused.set()
+            self._not_commanding("paused", reason)
+
+    def commanding(self) -> bool:
+        """Whether commands go out now (for the gripper goals, which another thread sends)."""
+        return self.state.state == "commanding" and not self.paused.is_set() and not self._stop.is_set()
 
     def resume(self) -> None:
         """Command again from the next tick (once every stream is fresh)."""
@@ -186,40 +218,41 @@ class ControlLoop:
         if swapped is not None:
             self.on_event("info", f"now serving generation {swapped.generation}, alphas {swapped.alphas}, "
                                   f"weights {swapped.weights_id[:12]}")
-        if self.paused.is_set():
-            self._not_commanding("paused", self.pause_reason)
-            return None
-        reason = self.blocked()
-        if reason:
-            if self.state.state == "commanding":  # the controller went away under a running policy: hold it
-                self.pause(f"{reason}; call ~/resume once the controller is active again")
-            self._not_commanding("waiting", reason)
-            return None
-        now = self.clock_ns()
-        samples, problems = self.streams.fresh(now)
-        if problems:
-            self._stale(problems)
-            return None
-        if self.executor.config.mode == "stream":
-            return self._stream_step(now, samples)
-        if now < self._next_ns:
-            return None
+        with self._gate:
+            if self.paused.is_set():
+                self._not_commanding("paused", self.pause_reason)
+                return None
+            reason = self.blocked()
+            if reason:
+                if self.state.state == "commanding":  # the controller went away under a running policy: hold it
+                    self.pause(f"{reason}; call ~/resume once the controller is active again")
+                self._not_commanding("waiting", reason)
+                return None
+            now = self.clock_ns()
+            samples, problems = self.streams.fresh(now)
+            if problems:
+                self._stale(problems, now, samples)
+                return None
+            if self.executor.config.mode == "stream" and not self._chunk_used_up():
+                return self._stream_step(now, samples)
+            if self.executor.config.mode == "chunk" and now < self._next_ns:
+                return None
         return self._infer_and_publish(now, samples)
 
-    def _stream_step(self, now: int, samples: dict) -> Executed | None:
-        """Stream mode: the next action of the current chunk (a new chunk first when it is used up)."""
+    def _chunk_used_up(self) -> bool:
         current = self._streaming
-        if current is None or self._stream_next >= min(len(current.chunk.actions), self.executor.config.execute_steps):
-            current = self._infer_and_publish(now, samples)
-            if current is not None:
-                self._streaming, self._stream_next = current, 1
-            return current
+        return current is None or self._stream_next >= min(len(current.chunk.actions),
+                                                           self.executor.config.execute_steps)
+
+    def _stream_step(self, now: int, samples: dict) -> Executed | None:
+        """Stream mode, under the gate: the next action of the current chunk."""
+        current = self._streaming
         chunk, space = current.chunk, current.chunk.space
         try:  # `samples` are this tick's fresh streams: the step starts from the newest joint state
             plan = self.executor.plan_step(chunk.actions[self._stream_next], chunk.dt_s, space.kind,
-                                           space.gripper_index, samples[JOINTS].value, now)
+                                           space.gripper_index, measured_state(samples[JOINTS], now), now)
         except ConfigError as exc:
-            return self._reject(exc)
+            return self._reject(exc, now, samples)
         done = replace(current, plan=plan, new_chunk=False)
         self._send(done)
         self._stream_next += 1
@@ -242,10 +275,15 @@ class ControlLoop:
             self._not_commanding("waiting", reason)
             return None
         inference_s = time.perf_counter() - started
+        with self._gate:  # from here to the publish, a pause waits (and then stops what was sent)
+            return self._plan_and_publish(model, chunk, obs, image_stamp, inference_s, observed_ns)
+
+    def _plan_and_publish(self, model, chunk, obs, image_stamp: int, inference_s: float,
+                          observed_ns: int) -> Executed | None:
         now = self.clock_ns()
         latest, late = self.streams.fresh(now)
         if late:  # a stream went stale while the model ran: its output must not move the arm
-            self._stale(late)
+            self._stale(late, now, latest)
             return None
         if self._stop.is_set():  # stopped while the model ran: nothing more is sent
             return None
@@ -253,20 +291,22 @@ class ControlLoop:
         if held:  # ~/pause or an inactive controller during inference: this chunk is not sent
             self._not_commanding("paused" if self.paused.is_set() else "waiting", held)
             return None
-        q_now = latest[JOINTS].value
+        measured = measured_state(latest[JOINTS], now)
         space = chunk.space
         try:
             if self.executor.config.mode == "stream":  # the first action, from where the arm is now
-                plan = self.executor.plan_step(chunk.actions[0], chunk.dt_s, space.kind, space.gripper_index, q_now,
-                                               now)
+                plan = self.executor.plan_step(chunk.actions[0], chunk.dt_s, space.kind, space.gripper_index,
+                                               measured, now)
             else:
                 plan = self.executor.plan(chunk.actions, chunk.dt_s, space.kind, space.gripper_index,
-                                          obs.joint_positions, q_now, observed_ns, now)
+                                          obs.joint_positions, measured, observed_ns, now)
         except ConfigError as exc:
-            return self._reject(exc)
+            return self._reject(exc, now, latest)
         self._sequence += 1
         done = Executed(chunk, plan, model, inference_s, image_stamp, self._sequence)
         self._send(done)
+        if self.executor.config.mode == "stream":
+            self._streaming, self._stream_next = done, 1
         st = self.state
         st.inference_s = inference_s
         st.inference_ema_s = inference_s if st.chunks == 0 else 0.8 * st.inference_ema_s + 0.2 * inference_s
@@ -278,8 +318,10 @@ class ControlLoop:
                             observed_ns + int(self.period_s * 1e9) // 2)
         return done
 
-    def _stale(self, problems: dict[str, str]) -> None:
-        self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())), problems)
+    def _stale(self, problems: dict[str, str], now: int, samples: dict) -> None:
+        measured = None if JOINTS in problems or JOINTS not in samples else measured_state(samples[JOINTS], now)
+        self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())), problems,
+                             measured)
 
     def _send(self, done: Executed) -> None:
         self.publish(done)
@@ -289,25 +331,43 @@ class ControlLoop:
             self.on_event("info", "all streams fresh: commanding")
         st.state, st.reason, st.problems = "commanding", "", {}
 
-    def _reject(self, exc: Exception) -> None:
+    def _reject(self, exc: Exception, now: int, samples: dict) -> None:
         self.state.rejected += 1
         self.state.last_rejection = str(exc)
-        self._not_commanding("waiting", f"chunk rejected: {exc}")
+        self._not_commanding("waiting", f"chunk rejected: {exc}", None, measured_state(samples[JOINTS], now))
         self.on_event("warn", f"chunk rejected, controller keeps holding: {exc}")
         return None
 
     def halt(self, reason: str) -> PlannedCommand | None:
-        """After the thread has ended (deactivate, shutdown): the stop command for a motion still running, if any."""
-        was = self.state.state
-        self.state.state = "stopped"  # so that _not_commanding does not send it a second time
-        self.state.reason, self._next_ns, self._streaming = reason, 0, None
-        return self.executor.stop(self.clock_ns()) if was == "commanding" else None
+        """After `stop` (deactivate, shutdown): the stop command for a motion still running, if any. Never raises.
 
-    def _not_commanding(self, state: str, reason: str, problems: dict[str, str] | None = None) -> None:
+        Taken under the gate, so a control thread that has not ended yet (a `stop` that timed out) publishes nothing
+        more: it sees the stop event there.
+        """
+        with self._gate:
+            was = self.state.state
+            self.state.state = "stopped"  # so that _not_commanding does not send it a second time
+            self.state.reason, self._next_ns, self._streaming = reason, 0, None
+            return self._stop_command(None) if was == "commanding" else None
+
+    def _stop_command(self, measured: MeasuredState | None) -> PlannedCommand | None:
+        """The executor's stop from the newest trustworthy joint state (the running command's model without one)."""
+        now = self.clock_ns()
+        stop = self.executor.stop(now, measured)
+        if stop is not None and stop.note:
+            self.on_event("error", f"stop: {stop.note}")
+        return stop
+
+    def _not_commanding(self, state: str, reason: str, problems: dict[str, str] | None = None,
+                        measured: MeasuredState | None = None) -> None:
         st = self.state
         if st.state == "commanding":
             self.on_event("warn", f"stopped commanding (controller holds): {reason}")
-            stop = self.executor.stop(self.clock_ns())
+            if measured is None:
+                samples, problems_now = self.streams.fresh(self.clock_ns())
+                if JOINTS not in problems_now and JOINTS in samples:
+                    measured = measured_state(samples[JOINTS], self.clock_ns())
+            stop = self._stop_command(measured)
             if stop is not None and self.send_stop is not None:
                 self.send_stop(stop)
         st.state, st.reason, st.problems = state, reason, dict(problems or {})

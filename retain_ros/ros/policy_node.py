@@ -195,15 +195,17 @@ class PolicyNode(ManagedNode):
         if not self.loop.stop():
             self.get_logger().error("the control thread did not stop within 30 s (a hung inference?); activate will "
                                     "refuse to start a second one until it ends")
-        with self._gripper_lock:
-            self._gripper.hold()
-        stop = self.loop.halt("inactive")
-        if stop is not None:  # the arm was moving: bring it to rest instead of finishing a chunk
-            self._send_command(stop)
-            self.command_pub.wait_for_all_acked(Duration(seconds=1))
-            self.get_logger().info(f"sent the stop trajectory ({stop.duration_s:.2f} s to rest)")
-        if self.p("start_paused"):  # activating again must not command until someone says so
-            self.loop.pause("deactivated: call ~/resume after activating again")
+        try:
+            with self._gripper_lock:
+                self._gripper.hold()
+            stop = self.loop.halt("inactive")
+            if stop is not None:  # the arm was moving: bring it to rest instead of finishing a chunk
+                self._send_command(stop)
+                self.command_pub.wait_for_all_acked(Duration(seconds=1))
+                self.get_logger().info(f"sent the stop trajectory ({stop.duration_s:.2f} s to rest)")
+        finally:
+            if self.p("start_paused"):  # activating again must not command until someone says so
+                self.loop.pause("deactivated: call ~/resume after activating again")
 
     def _teardown(self) -> None:
         if self.loop is not None:
@@ -266,22 +268,23 @@ class PolicyNode(ManagedNode):
         Goals go out from this thread only (rclpy's action client is not safe to call while another thread spins it).
         """
         now = time.monotonic()
-        commanding = self.active and self.loop is not None and self.loop.state.state == "commanding"
+        # ~/pause sets the loop's pause, then takes this lock: a goal is sent under it, so none after pause returns
         with self._gripper_lock:
+            commanding = self.active and self.loop is not None and self.loop.commanding()
             if not commanding:
                 self._gripper.hold()
                 return
             goal = self._gripper.next_goal(now)
-        if goal is None:
-            return
-        client, kind, name = self._gripper_clients[goal.action]
-        if not client.server_is_ready():
-            with self._gripper_lock:
+            if goal is None:
+                return
+            client, kind, name = self._gripper_clients[goal.action]
+            if not client.server_is_ready():
                 self._gripper.lost(now, f"gripper action {name} is not available")
-            self.get_logger().warning(f"gripper action {name} is not available; is franka_gripper running "
-                                      "(parameter gripper_node)?", throttle_duration_sec=5.0)
-            return
-        client.send_goal_async(fill(kind.Goal(), goal.fields)).add_done_callback(self._on_gripper_goal_response)
+                self.get_logger().warning(f"gripper action {name} is not available; is franka_gripper running "
+                                          "(parameter gripper_node)?", throttle_duration_sec=5.0)
+                return
+            future = client.send_goal_async(fill(kind.Goal(), goal.fields))
+        future.add_done_callback(self._on_gripper_goal_response)
 
     def _on_gripper_goal_response(self, future) -> None:
         try:

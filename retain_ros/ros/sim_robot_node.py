@@ -1,7 +1,7 @@
 """`sim_robot_node` (node name `sim_robot`): the MuJoCo FR3 tabletop behind the topics a real FR3 set-up offers.
 
 Publishes (names from `retain_ros.topics.Topics`): both cameras (sensor_msgs/Image in `image_encoding`, or
-CompressedImage for jpeg/png) at `camera_rate_hz`, /joint_states and the finger joint states every tick, the task
+CompressedImage for jpeg/png) at `camera_rate_hz`, /franka/joint_states and the finger joint states every tick, the task
 instruction (latched), `~/episode` (std_msgs/String JSON: task, seed, reward, success) and, with `publish_clock`,
 /clock in simulated time (run the policy node with use_sim_time:=true then).
 Consumes the JointTrajectory command topic with the joint_trajectory_controller's semantics and the gripper width

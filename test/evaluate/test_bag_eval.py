@@ -113,7 +113,7 @@ def test_parity_the_bag_path_and_the_node_callbacks_build_the_same_observations(
     with Bag(bag) as b:
         from_bag = read_episode(b, b.episodes()[0], NodeInputs(settings, ("exterior", "wrist")),
                                 TargetBuilder(ACTION, ARM, FINGERS, 0.08, 1 / 15), "/action", 1).observations
-        first_joint_msg = next(b.messages(["/joint_states"])).msg
+        first_joint_msg = next(b.messages(["/franka/joint_states"])).msg
         first_image_msg = next(b.messages(["/cameras/exterior/image_raw"])).msg
     base, finetuned = eval_checkpoints
     context = rclpy.Context()
@@ -126,7 +126,7 @@ def test_parity_the_bag_path_and_the_node_callbacks_build_the_same_observations(
         clock = node.get_clock()
         callbacks = {"/cameras/exterior/image_raw": lambda m: node._on_image("exterior", m),
                      "/cameras/wrist/image_raw": lambda m: node._on_image("wrist", m),
-                     "/joint_states": node._on_joints, "/franka_gripper/joint_states": node._on_gripper,
+                     "/franka/joint_states": node._on_joints, "/franka_gripper/joint_states": node._on_gripper,
                      "/instruction": node._on_instruction}
         from_node, last_ns = [], None
         with Reader(bag) as reader:
@@ -167,7 +167,8 @@ def corrupt_bag(tmp_path):
 @pytest.mark.parametrize("case,expected", [
     ("missing", ["does not exist", "metadata.yaml"]),
     ("corrupt", ["cannot be read", "corrupt"]),
-    ("missing_topic", ["/cameras/wrist/image_raw (camera 'wrist')", "The bag has:", "/joint_states (", "--params"]),
+    ("missing_topic", ["/cameras/wrist/image_raw (camera 'wrist')", "The bag has:", "/franka/joint_states (",
+                       "--params"]),
     ("unknown_joints", ["lacks joint(s) ['fr3_joint1'", "panda_joint1", "joint_names"]),
     ("no_actions", ["no executed actions", "/action", "--target joint_states"]),
     ("no_instruction", ["instruction topic '/instruction'", "--instruction"]),
@@ -219,12 +220,12 @@ def test_params_file_topics_are_used(eval_checkpoints, tmp_path, capsys):
     with Reader(bag) as reader, Writer(renamed, version=9) as w:
         conns = {}
         for conn, log_ns, raw in reader.messages():
-            topic = "/robot/joints" if conn.topic == "/joint_states" else conn.topic
+            topic = "/robot/joints" if conn.topic == "/franka/joint_states" else conn.topic
             if topic not in conns:
                 conns[topic] = w.add_connection(topic, conn.msgtype, typestore=TS)
             w.write(conns[topic], log_ns, raw)
     rc, _, err = run_bag(capsys, [renamed], eval_checkpoints, tmp_path / "o1", "--alpha", "0.5")
-    assert rc == 2 and "/joint_states (joint states)" in err and "/robot/joints" in err
+    assert rc == 2 and "/franka/joint_states (joint states)" in err and "/robot/joints" in err
     params = yaml.safe_load(open(config_dir() / "fr3_droid.yaml"))
     params["retain_policy"]["ros__parameters"]["joint_states_topic"] = "/robot/joints"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -39,7 +39,7 @@ def std_messages(k: int, stamp_ns: int, rgb: dict, q: np.ndarray, fingers: np.nd
         ("/cameras/wrist/image_raw", "sensor_msgs/msg/Image", types["sensor_msgs/msg/Image"](
             header=_header(stamp_ns, "wrist_camera"), height=h, width=w, encoding="rgb8", is_bigendian=0,
             step=w * 3 + 4, data=padded.reshape(-1))),
-        ("/joint_states", "sensor_msgs/msg/JointState", types["sensor_msgs/msg/JointState"](
+        ("/franka/joint_states", "sensor_msgs/msg/JointState", types["sensor_msgs/msg/JointState"](
             header=_header(stamp_ns), name=names, position=np.array([*q[order], 9.0]),
             velocity=np.zeros(8), effort=np.zeros(0))),
         ("/franka_gripper/joint_states", "sensor_msgs/msg/JointState", types["sensor_msgs/msg/JointState"](

@@ -71,7 +71,7 @@ def test_replay_round_trip_through_a_running_node(eval_checkpoints, tmp_path):
         messages = sent[topic]
         assert [raw for _, raw, _ in got.get(topic, [])] == [raw for _, raw, _ in messages], topic
     # arrival order follows the bag's log-time order (how closely the timing follows is a bench matter, not a test's)
-    got_t = np.array([t for t, _, _ in got["/joint_states"]], float)
+    got_t = np.array([t for t, _, _ in got["/franka/joint_states"]], float)
     assert np.all(np.diff(got_t) >= 0)
     # the node's outputs were recorded, and its chunks equal what the offline evaluation computes
     assert got.get("/fr3_arm_controller/joint_trajectory") and got.get("/retain_policy/status"), log
@@ -108,6 +108,6 @@ def test_replay_rate_scales_the_timing_and_records_mcap(tmp_path):
     assert replay.returncode == 0, replay.stderr
     assert next((tmp_path / "out").glob("*.mcap"))
     sent, got = read_all(bag), read_all(tmp_path / "out")
-    assert [raw for _, raw, _ in got["/joint_states"]] == [raw for _, raw, _ in sent["/joint_states"]]
-    got_t = np.array([t for t, _, _ in got["/joint_states"]], float)
+    assert [raw for _, raw, _ in got["/franka/joint_states"]] == [raw for _, raw, _ in sent["/franka/joint_states"]]
+    got_t = np.array([t for t, _, _ in got["/franka/joint_states"]], float)
     assert np.all(np.diff(got_t) >= 0)

@@ -17,6 +17,7 @@ from ros_helpers import make_checkpoints
 
 from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig
 from retain_ros.control.inputs import GRIPPER, INSTRUCTION as INSTR, JOINTS, InputSettings, NodeInputs
+from retain_ros.control.messages import JointReading
 from retain_ros.control.streams import StreamSet
 from retain_ros.errors import ConfigError
 from retain_ros.gripper import gripper_position
@@ -315,7 +316,7 @@ def test_control_loop_waits_for_fresh_streams_and_publishes_safe_commands(ckpts)
     assert loop.step() is None and "no message" in loop.state.reason
     for cam, image in frames().items():
         streams.put(cam, image, clock[0])
-    streams.put(JOINTS, HOME_Q, clock[0])
+    streams.put(JOINTS, JointReading(HOME_Q), clock[0])
     streams.put(GRIPPER, gripper_position(FINGERS, 0.08), clock[0])
     assert loop.step() is None and "instruction" in loop.state.reason
     streams.put(INSTR, INSTRUCTION, clock[0])
@@ -323,7 +324,7 @@ def test_control_loop_waits_for_fresh_streams_and_publishes_safe_commands(ckpts)
     assert done is not None and done.model is manager.serving and done.plan.actions_executed == 3
     clock[0] += 10**9  # one second later every stream is stale
     assert loop.step() is None and loop.state.state == "waiting" and "stale" in loop.state.reason
-    streams.put(JOINTS, np.full(7, np.nan), clock[0])  # a NaN state never reaches the executor unnoticed
+    streams.put(JOINTS, JointReading(np.full(7, np.nan)), clock[0])  # a NaN state never reaches the executor unnoticed
     for cam, image in frames().items():
         streams.put(cam, image, clock[0])
     streams.put(GRIPPER, 0.25, clock[0])
@@ -348,7 +349,7 @@ def test_an_inactive_controller_holds_commanding_back_and_the_running_motion_is_
                        send_stop=stops.append, blocked=lambda: blocked[0])
     for cam, image in frames().items():
         streams.put(cam, image, clock[0])
-    streams.put(JOINTS, HOME_Q, clock[0])
+    streams.put(JOINTS, JointReading(HOME_Q), clock[0])
     assert loop.step() is not None and loop.state.state == "commanding"
     clock[0] += 10**8  # 0.1 s into a 0.2 s trajectory
     blocked[0] = "controller 'fr3_arm_controller' is inactive"
@@ -357,7 +358,7 @@ def test_an_inactive_controller_holds_commanding_back_and_the_running_motion_is_
     blocked[0] = None  # active again: the policy stays paused until someone resumes it
     for cam, image in frames().items():
         streams.put(cam, image, clock[0])
-    streams.put(JOINTS, HOME_Q, clock[0])
+    streams.put(JOINTS, JointReading(HOME_Q), clock[0])
     assert loop.step() is None and loop.state.state == "paused" and "~/resume" in loop.state.reason
     loop.resume()
     assert loop.step() is not None and len(published) == 2
@@ -374,7 +375,7 @@ def test_a_pause_during_inference_sends_nothing(ckpts):
                        published.append, 1 / 15, lambda: INSTRUCTION, lambda *event: None)
     for cam, image in frames().items():
         inputs.streams.put(cam, image, 10**9)
-    inputs.streams.put(JOINTS, HOME_Q, 10**9)
+    inputs.streams.put(JOINTS, JointReading(HOME_Q), 10**9)
     policy = manager.serving.policy
     predict = policy.predict
 

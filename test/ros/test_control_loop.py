@@ -1,0 +1,159 @@
+"""The control thread's paths around a stop: streams going stale or a pause during inference, resuming after a stop,
+and a pause racing a publish (real tiny models, the real executor and streams; the clock is the test's)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from fake_robot import HOME_Q, INSTRUCTION, frames
+from ros_helpers import make_checkpoints
+
+from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig
+from retain_ros.control.inputs import JOINTS, InputSettings, NodeInputs
+from retain_ros.control.messages import JointReading
+from retain_ros.ros.control_loop import ControlLoop
+from retain_ros.ros.live_merge import MergeRequest, ModelManager
+
+S = 10**9
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory):
+    base, ft = make_checkpoints(tmp_path_factory.mktemp("ck"))
+    manager = ModelManager()
+    manager.load_initial(MergeRequest(str(base), (str(ft[0]),), 0.5))
+    return manager
+
+
+class Rig:
+    """A ControlLoop with its clock, inputs and what it published and stopped."""
+
+    def __init__(self, manager, mode="chunk", publish_hook=None):
+        self.clock = [S]
+        self.inputs = NodeInputs(InputSettings(gripper_states_topic=""), ("exterior", "wrist"))
+        self.published, self.stops, self.events = [], [], []
+        self.publish_hook = publish_hook
+        self.loop = ControlLoop(self.inputs, manager, ChunkExecutor(ExecutorConfig(execute_steps=3, mode=mode)),
+                                lambda: self.clock[0], self._publish, 1 / 15, lambda: INSTRUCTION,
+                                lambda *event: self.events.append(event), send_stop=self.stops.append)
+        self.predict = manager.serving.policy.predict
+
+    def _publish(self, done):
+        if self.publish_hook is not None:
+            self.publish_hook()
+        self.published.append(done)
+
+    def feed(self, q=HOME_Q, velocities=None, stamp_ns=0):
+        for cam, image in frames().items():
+            self.inputs.streams.put(cam, image, self.clock[0])
+        self.inputs.streams.put(JOINTS, JointReading(np.asarray(q, float), velocities), self.clock[0], stamp_ns)
+
+    def commanding(self):
+        self.feed()
+        done = self.loop.step()
+        assert done is not None and self.loop.state.state == "commanding"
+        return done
+
+    def during_inference(self, manager, action):
+        policy = manager.serving.policy
+
+        def predict(obs):  # the real model; `action` happens while it runs
+            chunk = self.predict(obs)
+            action()
+            return chunk
+
+        policy.predict = predict
+        return policy
+
+
+@pytest.fixture
+def rig(manager):
+    rig = Rig(manager)
+    yield rig
+    manager.serving.policy.predict = rig.predict
+
+
+def test_a_joint_stream_going_stale_during_inference_sends_no_chunk_and_stops_the_arm(rig, manager):
+    first = rig.commanding()
+    assert first.plan.duration_s > 0.3  # still running when the stale stream is noticed
+    rig.clock[0] += int(0.02 * S)
+    rig.feed()
+    rig.loop._next_ns = 0  # the next chunk is due now
+
+    def joints_go_quiet():  # 0.26 s of inference without a joint state: older than joint_states_max_age_s 0.25
+        rig.clock[0] += int(0.26 * S)
+
+    rig.during_inference(manager, joints_go_quiet)
+    assert rig.loop.step() is None and len(rig.published) == 1
+    assert rig.loop.state.state == "waiting" and "joint_states: stale" in rig.loop.state.reason
+    assert len(rig.stops) == 1  # the running chunk is stopped, from the running command's state (no fresh joints)
+    t = (rig.stops[0].sent_ns - first.plan.sent_ns) * 1e-9
+    np.testing.assert_allclose(rig.stops[0].start_velocity, first.plan.state_at(t)[1])
+
+
+def test_a_pause_during_inference_stops_the_arm_at_once_and_sends_nothing_after(rig, manager):
+    rig.commanding()
+    rig.clock[0] += int(0.05 * S)
+    rig.feed()
+    rig.loop._next_ns = 0
+    order = []
+
+    def operator_pauses():  # ~/pause from another thread while the model runs: it must not wait for the model
+        thread = threading.Thread(target=lambda: (rig.loop.pause("paused by ~/pause"), order.append("paused")))
+        thread.start()
+        thread.join(10)
+        order.append(f"stops={len(rig.stops)}")
+
+    rig.during_inference(manager, operator_pauses)
+    assert rig.loop.step() is None
+    assert order == ["paused", "stops=1"]  # the stop went out before the model finished
+    assert len(rig.published) == 1 and rig.loop.state.state == "paused" and not rig.loop.commanding()
+
+
+@pytest.mark.parametrize("velocities", [None, np.full(7, 0.05)])
+def test_resume_after_a_stop_plans_from_the_decelerating_arm(rig, velocities):
+    first = rig.commanding()
+    rig.clock[0] += int(0.1 * S)
+    rig.loop.pause("paused by ~/pause")
+    stop = rig.stops[-1]
+    rig.clock[0] += int(stop.duration_s * 0.3 * S)  # resumed while the stop still decelerates the arm
+    rig.loop.resume()
+    q, v = stop.state_at(stop.duration_s * 0.3)
+    assert np.abs(v).max() > 0.01
+    rig.feed(q, velocities)
+    done = rig.loop.step()
+    assert done is not None and done is not first
+    if velocities is None:  # the running stop's velocity stands in for the arm's
+        np.testing.assert_allclose(done.plan.start_velocity, v, atol=1e-9)
+    else:  # the measured one, carried over the 2 ms until the controller reads the command by the stop's braking
+        np.testing.assert_allclose(done.plan.start_velocity, velocities, atol=10.0 * 0.002)
+        assert not np.allclose(done.plan.start_velocity, v, atol=0.01)
+
+
+def test_no_trajectory_leaves_after_pause_returns(manager):
+    """Pause lands while a command is on its way out: either it goes out before pause returns, or not at all."""
+    about_to_publish, published_after = threading.Event(), []
+    release = threading.Event()
+
+    def slow_publish():  # the control thread has passed every check and is publishing
+        about_to_publish.set()
+        release.wait(0.2)
+
+    rig = Rig(manager, publish_hook=slow_publish)
+    rig.feed()
+    control = threading.Thread(target=rig.loop.step)
+    control.start()
+    assert about_to_publish.wait(30)
+    pauser = threading.Thread(target=lambda: (rig.loop.pause("paused by ~/pause"),
+                                              published_after.append(len(rig.published))))
+    pauser.start()
+    release.set()
+    control.join(30)
+    pauser.join(30)
+    assert published_after == [len(rig.published)]  # nothing was published after pause returned
+    assert rig.stops and rig.loop.state.state == "paused"  # and pause stopped what had gone out
+    rig.clock[0] += int(0.01 * S)
+    rig.feed()
+    assert rig.loop.step() is None and len(rig.published) == published_after[0]
