@@ -456,7 +456,7 @@ class ChunkExecutor:
         else:
             raise UnsafeChunk(f"action kind '{kind}' is unknown; use one of {', '.join(ACTION_KINDS)}")
         reference = self._set_point_velocity(now_ns, start)
-        speed = self._step_speed(requested, reference, duration, start.position_error / duration)
+        speed = self._step_speed(requested, reference, duration, start.position_error / duration, start.positions)
         clamped = not np.allclose(speed, requested, rtol=1e-12, atol=1e-12)
         target = start.positions + speed * duration
         clamped |= bool(((target < self._q_min) | (target > self._q_max)).any())
@@ -555,15 +555,21 @@ class ChunkExecutor:
         return self._commanded_state(now_ns)[1]
 
     def _step_speed(self, requested: np.ndarray, reference: np.ndarray, duration: float,
-                    uncertainty: np.ndarray) -> np.ndarray:
+                    uncertainty: np.ndarray, q: np.ndarray) -> np.ndarray:
         """The step's velocity: `requested` scaled as a whole into the limits.
 
         Within the velocity limit and within the acceleration limit x `duration` of `reference`; per joint only where
-        no common scale fits. `uncertainty` (rad/s, from the start position's error) is kept free on both bounds.
+        no common scale fits; and towards a position limit no faster than a stop from the step's end can brake inside
+        it. `uncertainty` (rad/s, from the start position's error, `q`) is kept free on both bounds.
         """
         vmax = np.maximum(self._dq_max - uncertainty, 0.0)
         reach = np.maximum(self._ddq_max * duration - uncertainty, 0.0)
         lo, hi = np.maximum(-vmax, reference - reach), np.minimum(vmax, reference + reach)
+        # no faster towards a position limit than a stop can still brake from within it: u d + u^2 / 2a <= room
+        a, d = self._ddq_max, duration
+        up, down = np.maximum(self._q_max - q, 0.0), np.maximum(q - self._q_min, 0.0)
+        hi = np.minimum(hi, np.maximum(-a * d + np.sqrt((a * d) ** 2 + 2.0 * a * up), 0.0))
+        lo = np.maximum(lo, -np.maximum(-a * d + np.sqrt((a * d) ** 2 + 2.0 * a * down), 0.0))
         slowing = lo > hi  # faster than the limit already: slow down as fast as allowed
         brake = reference - np.sign(reference) * reach
         lo, hi = np.where(slowing, brake, lo), np.where(slowing, brake, hi)
@@ -676,8 +682,7 @@ class ChunkExecutor:
         uncertain part of its velocity may carry it a little further before the command brings it back).
         """
         lo, hi = np.asarray(self.limits.q_min, float), np.asarray(self.limits.q_max, float)
-        slack = start.position_error + self.config.position_margin_rad
-        return np.minimum(lo, start.positions - slack), np.maximum(hi, start.positions + slack)
+        return outside_range(start, lo, hi, self.config.position_margin_rad)
 
 
 def _braking_time(v: np.ndarray, dv: np.ndarray, dq: np.ndarray, decel: np.ndarray) -> float:
@@ -691,14 +696,29 @@ def _braking_time(v: np.ndarray, dv: np.ndarray, dq: np.ndarray, decel: np.ndarr
     return float(np.max(t))
 
 
+def outside_range(start: StartState, q_min: np.ndarray, q_max: np.ndarray,
+                  slack_rad: float) -> tuple[np.ndarray, np.ndarray]:
+    """The position limits, widened only for a joint that starts outside them: to its start and `slack_rad` beyond."""
+    slack = start.position_error + slack_rad
+    low, high = start.positions - start.position_error < q_min, start.positions + start.position_error > q_max
+    return (np.where(low, start.positions - slack, q_min), np.where(high, start.positions + slack, q_max))
+
+
+def _tiled(start: StartState, positions: np.ndarray, velocities: np.ndarray):
+    """The corners side by side as extra joints: (q0, v0, positions, velocities), K corners x J joints wide."""
+    corners = start.corners()
+    k = len(corners)
+    q0 = np.concatenate([c[0] for c in corners])
+    v0 = np.concatenate([c[1] for c in corners])
+    return q0, v0, np.tile(positions, (1, k)), np.tile(velocities, (1, k)), k
+
+
 def within_positions(start: StartState, positions: np.ndarray, velocities: np.ndarray, times_s: np.ndarray,
                      q_min: np.ndarray, q_max: np.ndarray) -> bool:
     """Every cubic segment from every corner of the start stays within [q_min, q_max] (closed-form extremes)."""
-    for q0, v0 in start.corners():
-        lo, hi = hermite_position_range(q0, v0, positions, velocities, times_s)
-        if (lo < q_min - 1e-9).any() or (hi > q_max + 1e-9).any():
-            return False
-    return True
+    q0, v0, p, v, k = _tiled(start, positions, velocities)
+    lo, hi = hermite_position_range(q0, v0, p, v, times_s)
+    return not ((lo < np.tile(q_min, k) - 1e-9).any() or (hi > np.tile(q_max, k) + 1e-9).any())
 
 
 def spline_ratios(start: StartState, positions: np.ndarray, velocities: np.ndarray, times_s: np.ndarray,
@@ -707,14 +727,11 @@ def spline_ratios(start: StartState, positions: np.ndarray, velocities: np.ndarr
 
     The first segment may keep the speed the arm already has (no command can change the present).
     """
-    v_ratio, a_ratio = np.zeros(len(times_s)), np.zeros(len(times_s))
-    for q0, v0 in start.corners():
-        peak_v, peak_a = hermite_peaks(q0, v0, positions, velocities, times_s)
-        allowed_v = np.tile(np.asarray(dq_max, float), (len(times_s), 1))
-        allowed_v[0] = np.maximum(allowed_v[0], np.abs(v0))
-        v_ratio = np.maximum(v_ratio, np.max(peak_v / allowed_v, axis=1))
-        a_ratio = np.maximum(a_ratio, np.max(peak_a / np.asarray(ddq_max), axis=1))
-    return v_ratio, a_ratio
+    q0, v0, p, v, k = _tiled(start, positions, velocities)
+    peak_v, peak_a = hermite_peaks(q0, v0, p, v, times_s)
+    allowed_v = np.tile(np.asarray(dq_max, float), (len(times_s), k))
+    allowed_v[0] = np.maximum(allowed_v[0], np.abs(v0))
+    return np.max(peak_v / allowed_v, axis=1), np.max(peak_a / np.tile(np.asarray(ddq_max, float), k), axis=1)
 
 
 def check_plan(plan: PlannedCommand, limits: JointLimits, start_slack_rad: float = 0.01) -> None:
@@ -750,8 +767,7 @@ def check_plan(plan: PlannedCommand, limits: JointLimits, start_slack_rad: float
         return
     if (plan.velocities[-1] != 0.0).any():
         raise UnsafeChunk("planned velocities do not end at zero")
-    slack = start.position_error + start_slack_rad  # an arm outside the limits may only come back (_allowed_range)
-    lo, hi = np.minimum(q_min, start.positions - slack), np.maximum(q_max, start.positions + slack)
+    lo, hi = outside_range(start, q_min, q_max, start_slack_rad)
     if not within_positions(start, plan.positions, plan.velocities, plan.times_s, lo - 1e-6, hi + 1e-6):
         raise UnsafeChunk("the controller's spline through the planned points leaves the joint limits")
     ratios = spline_ratios(start, plan.positions, plan.velocities, plan.times_s, dq_max, ddq_max)

@@ -17,6 +17,7 @@ from test_policy_node import STATUS, T, check_trajectory, count, start_policy
 
 from retain_ros.fr3 import FR3_DQ_MAX
 from retain_ros.control import messages
+from retain_ros.control.chunk_executor import STEP_OVERLAP
 from retain_ros.topics import FR3_ARM_JOINTS
 
 
@@ -83,10 +84,10 @@ def test_ctrl_c_sends_the_stop_before_the_node_exits(ros, tiny_checkpoints):
 
 @pytest.mark.slow
 def test_stream_mode_sends_one_re_anchored_step_per_period(ros, tiny_checkpoints):
-    """execute_steps 4: four single-point steps per chunk, each 1/15 s long, each from the latest joint state.
+    """execute_steps 4: four single-point steps per chunk, one per period, each from the latest joint state.
 
-    speed_scale 0.1 bounds a step to at most 5.26 * 0.1 / 15 = 0.035 rad, less than the 0.05 rad the arm is moved by: a
-    step anchored on the old state could not land within a step of the new one."""
+    speed_scale 0.1 bounds a step to at most 5.26 * 0.1 * 1.25 / 15 = 0.044 rad, far less than the 0.2 rad the arm is
+    moved by: a step anchored on the old state could not land near the new one."""
     _, _, observer, _ = ros
     observer.collect(JointState, T.joint_states, qos=1)
     proc = start_policy(ros, tiny_checkpoints, execution_mode="stream", execute_steps=4, speed_scale=0.1)
@@ -96,10 +97,14 @@ def test_stream_mode_sends_one_re_anchored_step_per_period(ros, tiny_checkpoints
     status = wait_until(lambda: (s := latest_status(observer)) and s["commands"] >= 12 and s, 30, "status", proc)
     assert status["execution_mode"] == "stream"
     assert 4 * status["chunks"] - 4 < status["commands"] <= 4 * status["chunks"]  # every action sent, none skipped
-    fake.q = fake.q + 0.05  # the arm is elsewhere: the next steps start from there
+    fake.q = fake.q + 0.2  # the arm is elsewhere: the next steps start from there
     moved = count(observer)
     wait_until(lambda: count(observer) >= moved + 6, 30, "steps after the arm moved", proc)
+    step_s = STEP_OVERLAP / 15  # a step lasts 1.25 periods, so the controller still moves when the next arrives
+    # one scaled step, plus what the commanded motion adds over the joint state's age (30 Hz here: <= 50 ms); a step
+    # anchored on the old state would be >= 0.2 - 0.044 rad away
+    bound = np.array(FR3_DQ_MAX) * 0.1 * (step_s + 0.05)
     for msg in observer.received(T.arm_command)[moved + 3:]:
         times, positions, velocities = messages.trajectory_arrays(msg, FR3_ARM_JOINTS)
-        assert len(times) == 1 and velocities is None and times[0] == pytest.approx(1 / 15, abs=1e-6)
-        assert np.all(np.abs(positions[0] - fake.q) <= np.array(FR3_DQ_MAX) * 0.1 / 15 * 1.0001)  # one scaled step
+        assert len(times) == 1 and velocities is None and times[0] == pytest.approx(step_s, abs=1e-6)
+        assert np.all(np.abs(positions[0] - fake.q) <= bound)
