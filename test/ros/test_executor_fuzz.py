@@ -89,7 +89,7 @@ def run_sequence(seed: int) -> list[str]:
 
 
 KNOWN_OPEN = pytest.mark.xfail(reason="violations found in these seeds, not yet diagnosed (see the closing note)",
-                                strict=False)
+                               strict=False)
 
 
 @pytest.mark.slow
