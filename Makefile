@@ -1,6 +1,12 @@
 # The newcomer's two commands: `make demo` and `make test`. Both create .venv first (pip only, no ROS install).
+# PYTHON and VENV can be given on the command line: `make demo PYTHON=python3.12 VENV=.venv-py312` (.ci/run does).
 PYTHON ?= python3
 VENV := .venv
+# Where pip takes torch from. Empty (the default): PyPI, where `torch==2.13.0` is the CUDA build on every Python; it
+# runs on the CPU too and brings triton and the nvidia-* wheels (about 3 GB to download, 5 GB in the venv).
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu takes PyTorch's CPU-only build instead (about 0.2 GB); it
+# applies when the venv is made (make clean first). Either way `make venv` prints which build it installed.
+TORCH_INDEX_URL ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
@@ -13,7 +19,7 @@ help:
 	@echo "make demo   - create .venv (pip only) and run the main job end to end"
 	@echo "make test   - create .venv and run the test suite"
 	@echo "make bench  - create .venv-bench (adds mergekit) and run bench/merge_bench.py"
-	@echo "make clean  - remove .venv, .venv-bench, .venv-lerobot, .venv-colcon and demo output"
+	@echo "make clean  - remove .venv, .venv-py* (.ci/run's), .venv-bench, .venv-lerobot, .venv-colcon and demo output"
 	@echo "make check-workspace - a plain colcon build of a workspace holding this repository (.venv as the ROS install)"
 	@echo "make models - regenerate the embedded checkpoints from nothing (about 1 h on 2 cores; data in build/)"
 	@echo "make models-report - held-out demos, offline fit, alpha path, replay and retain-eval sim (about 45 min)"
@@ -35,15 +41,21 @@ $(SYSTEM_STAMP): apt-packages.txt | $(STAMP)
 $(STAMP): requirements.txt setup.py setup.cfg package.xml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX_URL),$(BIN)/python -m pip install -q --index-url $(TORCH_INDEX_URL) \
+		$$(grep "^torch==" requirements.txt))
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
+	@$(BIN)/python -c 'import importlib.metadata as m, importlib.util as u; v = m.version("torch"); print( \
+		"$(VENV): torch", v, "(CPU-only build)" if "+cpu" in v else "(CUDA build with triton; runs on the CPU too)" \
+		if u.find_spec("triton") else "")'
 	@touch $@
 
 # The package's messages (msg/: retain_ros_msgs), built with CMake from the ROS 2 wheels and installed into .venv.
+# The build folder lies inside the venv it serves: venvs of other Pythons never share (or wipe) one CMake cache.
 $(MSGS_STAMP): msg/ActionChunk.msg msg/GroupAlpha.msg msg/CMakeLists.txt msg/package.xml msg/install_into_venv.sh \
 		msg/patch_wheel_cmake.sh requirements-msgs.txt | $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m pip install -q -r requirements-msgs.txt
-	msg/install_into_venv.sh $(VENV) build/retain_ros_msgs
+	msg/install_into_venv.sh $(VENV) $(VENV)/build/retain_ros_msgs
 	@touch $@
 
 test: venv colcon-env
@@ -59,7 +71,7 @@ bench: venv
 	.venv-bench/bin/python bench/merge_bench.py
 
 clean:
-	rm -rf $(VENV) .venv-bench .venv-lerobot $(COLCON_VENV) $(OUT)
+	rm -rf $(VENV) .venv-py3* .venv-bench .venv-lerobot $(COLCON_VENV) $(OUT)
 
 # colcon in its own environment (requirements-colcon.txt says why), for the workspace check: the repository in
 # ws/src/retain_ros, a plain `colcon build` with .venv standing in for /opt/ros/<distro>, then the node, its executables
@@ -187,7 +199,7 @@ $(LR_STAMP): requirements-lerobot.txt requirements-msgs.txt setup.py setup.cfg p
 
 $(LR_MSGS_STAMP): msg/ActionChunk.msg msg/GroupAlpha.msg msg/CMakeLists.txt msg/package.xml msg/install_into_venv.sh \
 		msg/patch_wheel_cmake.sh | $(LR_STAMP)
-	msg/install_into_venv.sh $(LR_VENV) build/retain_ros_msgs_lerobot
+	msg/install_into_venv.sh $(LR_VENV) $(LR_VENV)/build/retain_ros_msgs
 	@touch $@
 
 test-lerobot: lerobot-env

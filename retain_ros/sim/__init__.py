@@ -7,5 +7,6 @@ registry), `collect.collect` / `collect.expert_check`, and the `retain-sim` comm
 import os
 
 # Offscreen rendering without a display: EGL (Mesa on CPU). mujoco reads this when it is first imported, so it is set
-# here, before any submodule imports mujoco; a user's own MUJOCO_GL (e.g. osmesa) wins.
+# here, before any submodule imports mujoco; a user's own MUJOCO_GL (e.g. osmesa) wins. The first GL context loads
+# Mesa's LLVM, which must come after triton's: gl_order.py, called by TabletopEnv before it makes its renderer.
 os.environ.setdefault("MUJOCO_GL", "egl")

@@ -19,6 +19,7 @@ from retain_ros.errors import ConfigError
 from retain_ros.sim import task_suite  # noqa: F401  (registers the tasks)
 from retain_ros.sim.controller import JointTrajectory, JointTrajectoryController
 from retain_ros.sim.droid import action_to_trajectory, gripper_position_to_width, validate_action
+from retain_ros.sim.gl_order import load_before_gl
 from retain_ros.sim.physics import CAMERAS, Q_MAX, Q_MIN, PhysicsConfig, TabletopPhysics
 from retain_ros.sim.tasks import STATE_SPEC, SUITE, Task
 from retain_ros.sim.variations import VariationConfig, get_variation
@@ -215,6 +216,7 @@ class TabletopEnv:
             raise ConfigError(f"unknown camera '{camera}'; cameras: {', '.join(CAMERAS)}")
         if self._renderer is None:
             size = self.config.image_size
+            load_before_gl()  # the first GL context loads Mesa's LLVM; triton's must be loaded before it (gl_order.py)
             try:
                 self._renderer = mujoco.Renderer(self.physics.model, size, size)
             except mujoco.FatalError as exc:
