@@ -16,14 +16,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-NOTHING_OF_TORCH_YET = """
-import sys
-assert "torch._dynamo" not in sys.modules, "the order under test: nothing of torch's compiled stack before rendering"
-"""
+NOTHING_OF_TORCH_YET = 'assert "torch._dynamo" not in sys.modules, "torch._dynamo was loaded before rendering"'
 
 RENDER = """
+import sys
 from retain_ros.sim.env import EnvConfig, TabletopEnv
+{check}
 with TabletopEnv("push_red_to_purple", "viewpoint", EnvConfig(image_size=64)) as env:
     obs, instruction = env.reset(0), env.instruction
 assert obs["exterior_image"].std() > 0, "blank frame"
@@ -48,7 +46,10 @@ print("rendered and predicted", chunk.actions.shape)
 
 @pytest.mark.parametrize("order", ["render_then_model", "model_then_render"])
 def test_one_process_renders_and_runs_the_policy(order):
-    script = NOTHING_OF_TORCH_YET + RENDER + MODEL if order == "render_then_model" else MODEL + RENDER
+    if order == "render_then_model":  # the simulator's imports must not have loaded torch's compiled stack already
+        script = RENDER.format(check=NOTHING_OF_TORCH_YET) + MODEL
+    else:
+        script = MODEL + RENDER.format(check="")
     run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", script + PREDICT], cwd=str(REPO),
                          capture_output=True, text=True, timeout=300)
     died = f" (killed by {signal.Signals(-run.returncode).name})" if run.returncode < 0 else ""
