@@ -311,11 +311,6 @@ class ChunkExecutor:
         """Arm joints the executor commands."""
         return len(self._dq_max)
 
-    @property
-    def running(self) -> PlannedCommand | None:
-        """The last command sent (a stop included), or None."""
-        return self._previous
-
     def start_state(self, measured: MeasuredState | np.ndarray, now_ns: int) -> StartState:
         """Where the controller will start a command sent at `now_ns`, from the newest joint state.
 
@@ -356,13 +351,12 @@ class ChunkExecutor:
         if prev is None or (int(now_ns) - prev.sent_ns) * 1e-9 >= prev.duration_s:
             return None  # nothing runs: the controller already holds its last point
         if measured is None:
-            q, v = prev.state_at((int(now_ns) - prev.sent_ns) * 1e-9)
-            start = StartState.exact(q, v)
+            start = StartState.exact(*self._commanded_state(now_ns))
         else:
             start = self.start_state(measured, now_ns)
         q, v, dq, dv = start.positions, start.velocities, start.position_error, start.velocity_error
-        duration, q_lo, q_hi = self._stop_duration(start, min_time_s)
-        target = np.clip(q + v * duration / 2.0, q_lo, q_hi)
+        duration, travel = self._stop_shape(start, min_time_s)
+        target = q + np.sign(v) * travel
         plan = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0, False,
                               int(now_ns), q, v, start_position_error=dq, start_velocity_error=dv, is_stop=True)
         note = ""
@@ -470,28 +464,33 @@ class ChunkExecutor:
         return plan
 
     # ------------------------------------------------------------------------------------------------ helpers
-    def _stop_duration(self, start: StartState, min_time_s: float) -> tuple[float, np.ndarray, np.ndarray]:
-        """(duration, lower, upper position bound) of the gentlest stop that fits.
+    def _stop_shape(self, start: StartState, min_time_s: float) -> tuple[float, np.ndarray]:
+        """(duration, per-joint travel) of the gentlest stop that fits.
 
-        In this order of preference: inside the margin at the scaled acceleration, inside the limits at the scaled
-        acceleration, inside the limits at up to the unscaled acceleration, else at the unscaled acceleration (the
-        limit is then passed: physics).
+        One duration for all joints, but each joint's cubic to rest is shaped on its own (`stop_travel`): constant
+        deceleration where the room allows, shorter where a joint is near a limit, so one slow joint next to its limit
+        does not force a hard stop on the others. Durations are tried from the gentlest down, in this order of
+        preference: inside the margin at the scaled acceleration, inside the limits at the scaled acceleration, inside
+        the limits at up to the unscaled acceleration; else the unscaled acceleration's duration (a limit is then
+        passed: physics).
         """
         q, v, dq, dv = start.positions, start.velocities, start.position_error, start.velocity_error
+        hardware_ddq = np.asarray(self.config.limits.ddq_max, float)
         gentle = max(min_time_s, _braking_time(v, dv, dq, np.minimum(self.config.stop_decel_rad_s2, self._ddq_max)))
-        scaled = _braking_time(v, dv, dq, self._ddq_max)
-        hardware = _braking_time(v, dv, dq, np.asarray(self.config.limits.ddq_max, float))
+        hardest = max(1e-3, _braking_time(v, dv, dq, hardware_ddq))
         real_lo, real_hi = np.asarray(self.config.limits.q_min, float), np.asarray(self.config.limits.q_max, float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            def fits(lo: np.ndarray, hi: np.ndarray) -> float:  # longest stop whose braking distance fits the room
-                room = np.maximum(np.where(v > 0, hi - q, q - lo), 0.0)
-                return float(np.min(np.where(np.abs(v) > 1e-12, 2.0 * room / np.abs(v), np.inf)))
-            in_margin, in_limits = fits(self._q_min, self._q_max), fits(real_lo, real_hi)
-        if scaled <= in_margin:
-            return min(gentle, in_margin), self._q_min, self._q_max
-        if scaled <= in_limits:
-            return min(gentle, in_limits), real_lo, real_hi
-        return max(hardware, min(scaled, in_limits)), real_lo, real_hi
+        durations = np.geomspace(gentle, min(hardest, gentle), 64) if hardest < gentle else np.array([gentle])
+        tiers = ((self._q_min, self._q_max, self._ddq_max), (real_lo, real_hi, self._ddq_max),
+                 (real_lo, real_hi, hardware_ddq))
+        for lo, hi, ddq in tiers:
+            room = np.maximum(np.where(v > 0, hi - q, q - lo), 0.0)
+            for duration in durations:  # the start's error may carry each corner dq + 4/27 dv T further
+                spare = np.maximum(room - dq - 4.0 / 27.0 * dv * duration, 0.0)
+                travel, fits, decel = stop_travel(np.abs(v), float(duration), spare)
+                if fits.all() and np.all(decel + 4.0 * dv / duration + 6.0 * dq / duration ** 2 <= ddq * (1 + 1e-9)):
+                    return float(duration), travel
+        room = np.maximum(np.where(v > 0, real_hi - q, q - real_lo), 0.0)
+        return hardest, stop_travel(np.abs(v), hardest, room)[0]
 
     def _measured(self, measured: MeasuredState | np.ndarray) -> MeasuredState:
         if not isinstance(measured, MeasuredState):
@@ -683,6 +682,41 @@ class ChunkExecutor:
         """
         lo, hi = np.asarray(self.limits.q_min, float), np.asarray(self.limits.q_max, float)
         return outside_range(start, lo, hi, self.config.position_margin_rad)
+
+
+def stop_travel(speed: np.ndarray, duration: float, room: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(travel, fits, deceleration) per joint of the cubic from `speed` to rest over `duration` that best uses `room`.
+
+    A cubic from (0, v) to (d, 0) over T with d = delta v T: delta = 1/2 is constant deceleration v / T; down to 1/3 it
+    stops short without reversing (start deceleration (4 - 6 delta) v / T); below 1/3 it passes d and comes back,
+    furthest at s = 1 / (3 - 6 delta) of the way, E(delta) v T past the start (E(0) = 4/27: holding the position).
+    Each joint takes the largest delta whose furthest point stays within `room`; `fits` is False where even 4/27 v T
+    does not.
+    """
+    span = speed * duration
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(span > 0.0, room / span, np.inf)
+    delta = np.where(ratio >= 0.5, 0.5, np.where(ratio >= 1.0 / 3.0, ratio, 0.0))
+    overshoot = ratio < 1.0 / 3.0
+    if overshoot.any():  # bisect E(delta) <= ratio on [0, 1/3); E rises from 4/27 to 1/3
+        low, high = np.zeros_like(ratio), np.full_like(ratio, 1.0 / 3.0)
+        for _ in range(40):
+            mid = 0.5 * (low + high)
+            ok = _excursion(mid) <= ratio
+            low, high = np.where(ok, mid, low), np.where(ok, high, mid)
+        delta = np.where(overshoot, low, delta)
+    fits = _excursion(delta) <= ratio + 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        decel = np.where(span > 0.0, (4.0 - 6.0 * delta) * speed / duration, 0.0)
+        decel = np.where(delta >= 0.5, speed / duration, decel)
+    return delta * span, fits, decel
+
+
+def _excursion(delta: np.ndarray) -> np.ndarray:
+    """Furthest point, in units of v T, of the cubic from (0, v) to (delta v T, 0) over T (`stop_travel`)."""
+    s = np.where(delta < 1.0 / 3.0, 1.0 / (3.0 - 6.0 * np.minimum(delta, 0.3333)), 1.0)
+    inside = s - 2 * s ** 2 + s ** 3 + delta * (3 * s ** 2 - 2 * s ** 3)
+    return np.where(delta < 1.0 / 3.0, inside, delta)
 
 
 def _braking_time(v: np.ndarray, dv: np.ndarray, dq: np.ndarray, decel: np.ndarray) -> float:
