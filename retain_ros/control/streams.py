@@ -46,17 +46,16 @@ class StreamSet:
         self.counts = {name: 0 for name in self.max_age_s}
         self.repeats = {name: 0 for name in self.max_age_s}
 
-    def put(self, name: str, value: object, received_ns: int, stamp_ns: int = 0) -> bool:
-        """Store a good sample (clears the stream's error); returns False for a repeat (stamp not advancing)."""
+    def put(self, name: str, value: object, received_ns: int, stamp_ns: int = 0) -> None:
+        """Store a good sample (clears the stream's error); a repeat (stamp not advancing) is only counted."""
         with self._lock:
             old = self._samples.get(name)
             if stamp_ns > 0 and old is not None and old.stamp_ns >= stamp_ns:
                 self.repeats[name] = self.repeats.get(name, 0) + 1
-                return False
+                return
             self._samples[name] = Sample(value, int(received_ns), int(stamp_ns))
             self._errors.pop(name, None)
             self.counts[name] = self.counts.get(name, 0) + 1
-            return True
 
     def fail(self, name: str, message: str) -> None:
         """Record a bad message: the stream has no usable sample until a good one arrives."""

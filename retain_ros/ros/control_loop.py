@@ -231,7 +231,7 @@ class ControlLoop:
             now = self.clock_ns()
             samples, problems = self.streams.fresh(now)
             if problems:
-                self._stale(problems, now, samples)
+                self._stale(problems)
                 return None
             if self.executor.config.mode == "stream" and not self._chunk_used_up():
                 return self._stream_step(now, samples)
@@ -252,7 +252,7 @@ class ControlLoop:
             plan = self.executor.plan_step(chunk.actions[self._stream_next], chunk.dt_s, space.kind,
                                            space.gripper_index, measured_state(samples[JOINTS], now), now)
         except ConfigError as exc:
-            return self._reject(exc, now, samples)
+            return self._reject(exc)
         done = replace(current, plan=plan, new_chunk=False)
         self._send(done)
         self._stream_next += 1
@@ -283,7 +283,7 @@ class ControlLoop:
         now = self.clock_ns()
         latest, late = self.streams.fresh(now)
         if late:  # a stream went stale while the model ran: its output must not move the arm
-            self._stale(late, now, latest)
+            self._stale(late)
             return None
         if self._stop.is_set():  # stopped while the model ran: nothing more is sent
             return None
@@ -301,7 +301,7 @@ class ControlLoop:
                 plan = self.executor.plan(chunk.actions, chunk.dt_s, space.kind, space.gripper_index,
                                           obs.joint_positions, measured, observed_ns, now)
         except ConfigError as exc:
-            return self._reject(exc, now, latest)
+            return self._reject(exc)
         self._sequence += 1
         done = Executed(chunk, plan, model, inference_s, image_stamp, self._sequence)
         self._send(done)
@@ -318,10 +318,8 @@ class ControlLoop:
                             observed_ns + int(self.period_s * 1e9) // 2)
         return done
 
-    def _stale(self, problems: dict[str, str], now: int, samples: dict) -> None:
-        measured = None if JOINTS in problems or JOINTS not in samples else measured_state(samples[JOINTS], now)
-        self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())), problems,
-                             measured)
+    def _stale(self, problems: dict[str, str]) -> None:
+        self._not_commanding("waiting", "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())), problems)
 
     def _send(self, done: Executed) -> None:
         self.publish(done)
@@ -331,10 +329,10 @@ class ControlLoop:
             self.on_event("info", "all streams fresh: commanding")
         st.state, st.reason, st.problems = "commanding", "", {}
 
-    def _reject(self, exc: Exception, now: int, samples: dict) -> None:
+    def _reject(self, exc: Exception) -> None:
         self.state.rejected += 1
         self.state.last_rejection = str(exc)
-        self._not_commanding("waiting", f"chunk rejected: {exc}", None, measured_state(samples[JOINTS], now))
+        self._not_commanding("waiting", f"chunk rejected: {exc}")
         self.on_event("warn", f"chunk rejected, controller keeps holding: {exc}")
         return None
 
@@ -348,26 +346,26 @@ class ControlLoop:
             was = self.state.state
             self.state.state = "stopped"  # so that _not_commanding does not send it a second time
             self.state.reason, self._next_ns, self._streaming = reason, 0, None
-            return self._stop_command(None) if was == "commanding" else None
+            return self._stop_command(from_joints=False) if was == "commanding" else None
 
-    def _stop_command(self, measured: MeasuredState | None) -> PlannedCommand | None:
-        """The executor's stop from the newest trustworthy joint state (the running command's model without one)."""
+    def _stop_command(self, from_joints: bool = True) -> PlannedCommand | None:
+        """The executor's stop: from the newest joint state while that is fresh, else from the running command."""
         now = self.clock_ns()
+        measured = None
+        if from_joints:
+            samples, problems = self.streams.fresh(now)
+            if JOINTS in samples and JOINTS not in problems:
+                measured = measured_state(samples[JOINTS], now)
         stop = self.executor.stop(now, measured)
         if stop is not None and stop.note:
             self.on_event("error", f"stop: {stop.note}")
         return stop
 
-    def _not_commanding(self, state: str, reason: str, problems: dict[str, str] | None = None,
-                        measured: MeasuredState | None = None) -> None:
+    def _not_commanding(self, state: str, reason: str, problems: dict[str, str] | None = None) -> None:
         st = self.state
         if st.state == "commanding":
             self.on_event("warn", f"stopped commanding (controller holds): {reason}")
-            if measured is None:
-                samples, problems_now = self.streams.fresh(self.clock_ns())
-                if JOINTS not in problems_now and JOINTS in samples:
-                    measured = measured_state(samples[JOINTS], self.clock_ns())
-            stop = self._stop_command(measured)
+            stop = self._stop_command()
             if stop is not None and self.send_stop is not None:
                 self.send_stop(stop)
         st.state, st.reason, st.problems = state, reason, dict(problems or {})

@@ -64,12 +64,11 @@ def violations(arm: FollowingArm, t_end_s: float, limits: JointLimits, linear: b
     if (np.abs(dq) > allowed_v).any():
         out.append(f"velocity {float(np.max(np.abs(dq) / allowed_v)):.3f} x its limit")
     ddq_max = np.asarray(limits.ddq_max)
-    if linear:
-        times = arm.jtc._times
-        step_v = (arm.jtc._positions[-1] - arm.jtc._positions[0]) / (times[-1] - times[0])
-        jump = np.abs(step_v - (np.zeros(7) if before is None else before))
-        if (jump > ddq_max * (times[-1] - times[0]) * (1 + 1e-6) + 1e-9).any():
-            out.append(f"velocity jump {float(np.max(jump)):.3f} rad/s over a {times[-1] - times[0]:.3f} s step")
+    if linear:  # one line from the anchor: its velocity is the step's, at once
+        step_s = arm.jtc.end_time_s - arm.sent_at
+        jump = np.abs(dq[0] - (np.zeros(7) if before is None else before))
+        if (jump > ddq_max * step_s * (1 + 1e-6) + 1e-9).any():
+            out.append(f"velocity jump {float(np.max(jump)):.3f} rad/s over a {step_s:.3f} s step")
     elif (np.abs(ddq) > ddq_max * (1 + 1e-6) + 1e-9).any():
         out.append(f"acceleration {float(np.max(np.abs(ddq) / ddq_max)):.3f} x its limit")
     return out
