@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
-from retain_ros.control.chunk_executor import (STEP_OVERLAP, ChunkExecutor, ExecutorConfig, JointLimits,
+from retain_ros.control.chunk_executor import (STEP_OVERLAP, ChunkExecutor, ExecutorConfig, JointLimits, PlannedCommand,
                                                UnsafeChunk, check_plan)
 
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
@@ -310,3 +310,39 @@ def test_a_streamed_position_step_is_slowed_not_jumped_and_a_stop_follows_it():
     with pytest.raises(UnsafeChunk, match="max_start_jump_rad"):
         fast = ChunkExecutor(ExecutorConfig(FAST, mode="stream", max_start_jump_rad=0.05))  # 2.62 rad/s: 0.22 rad
         fast.plan_step(np.append(HOME + 1.5, 0.0), DT, "joint_position", 7, HOME, now_ns=0)
+
+
+def test_check_plan_refuses_each_kind_of_unsafe_command():
+    """The last line of defence, clause by clause: each command below breaks exactly one rule and is refused."""
+    limits = JointLimits().scaled(0.5)  # 1.31 rad/s on joints 1-4, 5 rad/s^2
+    q = HOME.copy()
+    rest = np.zeros(7)
+
+    def cubic(points, times, velocities=None, start_velocity=None):
+        points = np.atleast_2d(points)
+        velocities = np.zeros_like(points) if velocities is None else np.atleast_2d(velocities)
+        return PlannedCommand(np.asarray(times, float), points, velocities, None, 0, False, 0, q, start_velocity)
+
+    def step(target, duration, before=None):
+        return PlannedCommand(np.array([duration]), np.atleast_2d(target), None, None, 0, False, 0, q, before)
+
+    one = np.zeros(7)
+    one[0] = 1.0
+    good = cubic(q + 0.05 * one, [0.5])
+    check_plan(good, limits)
+    check_plan(step(q + 0.05 * one, 0.1), limits)
+    cases = {
+        "non-finite": cubic(np.full(7, np.nan), [0.5]),
+        "strictly increase": cubic([q + 0.01 * one, q + 0.02 * one], [0.5, 0.5]),
+        "leave the joint limits": cubic(np.where(one > 0, 2.75, q), [5.0]),
+        "faster than the velocity limits": step(q + 0.2 * one, 0.1),  # 2 rad/s
+        "changes the controller's velocity": step(q + 0.1 * one, 0.1, before=rest - one),  # -1 -> 1 rad/s in 0.1 s
+        "do not end at zero": cubic(q + 0.05 * one, [0.5], velocities=0.1 * one),
+        "spline through the planned points leaves": PlannedCommand(  # coasting at 1 rad/s past joint 1's limit
+            np.array([1.0]), np.atleast_2d(np.where(one > 0, 2.70, q)), np.zeros((1, 7)), None, 0, False, 0,
+            np.where(one > 0, 2.70, q), one),
+        "exceeds the velocity or acceleration": cubic(q + 0.05 * one, [0.05]),  # 0.05 rad from rest in 50 ms
+    }
+    for message, plan in cases.items():
+        with pytest.raises(UnsafeChunk, match=message):
+            check_plan(plan, limits)
