@@ -62,7 +62,7 @@ test: venv colcon-env
 	$(BIN)/python -m pytest
 
 demo: venv
-	$(BIN)/python -m retain_ros.ros.demo --out $(OUT) $(DEMO_ARGS)
+	$(BIN)/python -m retain_ros.demo --out $(OUT) $(DEMO_ARGS)
 
 bench: venv
 	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench

@@ -194,7 +194,7 @@ def child(args: argparse.Namespace) -> dict:
 
 def _child(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
-    from retain_ros.ros.live_merge import MergeRequest, ModelManager
+    from retain_ros.serving.model_manager import MergeRequest, ModelManager
 
     base, ft = args.base, args.ft
     if args.lerobot_pi0:

@@ -28,8 +28,8 @@ from retain_ros.control import messages
 from retain_ros.ros import conversions as conv
 from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits
 from retain_ros.control.inputs import GRIPPER, INSTRUCTION, JOINTS, InputSettings, NodeInputs
-from retain_ros.ros.control_loop import ControlLoop, Executed
-from retain_ros.ros.live_merge import MergeRequest, ModelManager
+from retain_ros.control.control_loop import ControlLoop, Executed
+from retain_ros.serving.model_manager import MergeRequest, ModelManager
 from retain_ros.topics import FR3_ARM_JOINTS
 
 

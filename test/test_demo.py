@@ -25,7 +25,7 @@ def bag_counts(path: Path) -> dict[str, int]:
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo_out"
-    run = subprocess.run([sys.executable, "-m", "retain_ros.ros.demo", "--quick", "--out", str(out)], cwd=str(REPO),
+    run = subprocess.run([sys.executable, "-m", "retain_ros.demo", "--quick", "--out", str(out)], cwd=str(REPO),
                          capture_output=True, text=True, timeout=400)
     log = f"{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
     assert run.returncode == 0, log
@@ -66,13 +66,13 @@ def test_demo_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
     precious = tmp_path / "home"
     precious.mkdir()
     (precious / "thesis.tex").write_text("keep me")
-    run = subprocess.run([sys.executable, "-m", "retain_ros.ros.demo", "--quick", "--out", str(precious)],
+    run = subprocess.run([sys.executable, "-m", "retain_ros.demo", "--quick", "--out", str(precious)],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert run.returncode == 2 and "did not make" in run.stderr and "nothing was deleted" in run.stderr
     assert (precious / "thesis.tex").read_text() == "keep me"
     (tmp_path / "file").write_text("x")
     from retain_ros.errors import ConfigError
-    from retain_ros.ros.demo import OUT_MARKER, prepare_out
+    from retain_ros.demo.main import OUT_MARKER, prepare_out
 
     with pytest.raises(ConfigError, match="is a file"):
         prepare_out(tmp_path / "file")
@@ -87,8 +87,8 @@ def test_clean_up_stops_every_process_even_when_an_earlier_step_raises(tmp_path)
     """Issue 13: a recorder that fails to close must not leave the node processes running."""
     import os
 
-    from retain_ros.ros.demo_plan import Plan
-    from retain_ros.ros.demo_session import LiveSession
+    from retain_ros.demo.plan import Plan
+    from retain_ros.demo.session import LiveSession
     from retain_ros.ros.processes import NodeProcess
 
     class BrokenRecorder:  # the one part that fails here; the processes and the clean-up are real

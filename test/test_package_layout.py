@@ -1,8 +1,9 @@
 """The rooms of the house, checked by reading the imports (`python -m pytest test/test_package_layout.py`).
 
-Only retain_ros/ros/ (and evaluate/'s live replay) may import rclpy or ROS messages; merge/ knows no model or ROS;
-no import cycles, neither between the packages (rooms) nor between modules. (test_dependencies.py checks that
-package.xml declares what the code imports.)
+Only retain_ros/ros/ (and the live clients: evaluate/'s live replay, the demo's session) may import rclpy or ROS
+messages, and every module there does (the thin ROS layer: plain logic lives in control/, serving/, sim/ and demo/);
+merge/ knows no model or ROS; control/ loads without torch or rclpy; no import cycles, neither between the packages
+(rooms) nor between modules. (test_dependencies.py checks that package.xml declares what the code imports.)
 """
 
 from __future__ import annotations
@@ -33,16 +34,23 @@ def python_files(folder: str = "") -> list[Path]:
     return sorted((PACKAGE / folder).rglob("*.py"))
 
 
-# DESIGN.md: besides ros/, only evaluate/'s live replay (bag -> live topics -> bag) may use rclpy.
-LIVE_REPLAY = PACKAGE / "evaluate" / "live_replay.py"
+# DESIGN.md: besides ros/, only the ROS clients that drive running nodes may use rclpy: evaluate/'s live replay (bag ->
+# live topics -> bag) and the demo's live session.
+LIVE_CLIENTS = (PACKAGE / "evaluate" / "live_replay.py", PACKAGE / "demo" / "session.py")
 
 
 @pytest.mark.parametrize("path", [p for p in python_files()
-                                  if "ros" not in p.relative_to(PACKAGE).parts[:1] and p != LIVE_REPLAY],
+                                  if "ros" not in p.relative_to(PACKAGE).parts[:1] and p not in LIVE_CLIENTS],
                          ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_only_the_ros_room_imports_ros(path):
     offending = {m for m in imported_modules(path) if m.split(".")[0] in ROS_MODULES}
     assert not offending, f"{path} imports {offending}; ROS code belongs in retain_ros/ros/"
+
+
+@pytest.mark.parametrize("path", [p for p in python_files("ros") if p.name != "__init__.py"], ids=lambda p: p.name)
+def test_the_ros_room_is_a_thin_ros_layer(path):
+    ros = {m for m in imported_modules(path) if m.split(".")[0] in ROS_MODULES}
+    assert ros, f"{path} imports nothing of ROS: plain logic belongs in control/, serving/, sim/ or demo/"
 
 
 @pytest.mark.parametrize("path", python_files("merge"), ids=lambda p: p.name)
@@ -128,12 +136,14 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_the_parameter_table_and_node_inputs_load_without_torch_or_rclpy():
-    """sim.launch.py imports the parameter table in `ros2 launch`'s Python, where torch may not be installed."""
+def test_the_control_room_loads_without_torch_or_rclpy():
+    """sim.launch.py imports the parameter table in `ros2 launch`'s Python, where torch may not be installed; the
+    node's plain logic (control loop, executor, recipes) must stay free of both."""
     import subprocess
     import sys
 
-    code = ("import sys, retain_ros.control.params, retain_ros.control.inputs; "
+    modules = [module_name(p) for p in python_files("control")] + ["retain_ros.serving.recipes"]
+    code = (f"import sys, {', '.join(modules)}; "
             "print(sorted(m for m in ('torch', 'rclpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

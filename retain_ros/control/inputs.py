@@ -208,6 +208,13 @@ class NodeInputs:
         return Observation(images, np.asarray(samples[JOINTS].value.positions, np.float64), float(gripper), text,
                            observed_ns), image_stamp
 
+    def current_instruction(self, instruction: str = "") -> str:
+        """The instruction the next observation will carry: the parameter when set, else the topic's last message."""
+        if instruction:
+            return instruction
+        sample = self.streams.snapshot().get(INSTRUCTION)
+        return sample.value if sample is not None else ""
+
     def problems(self, now_ns: int) -> dict[str, str]:
         """Why no observation can be built at `now_ns` (the node's freshness rules); empty when it can."""
         return self.streams.problems(now_ns)

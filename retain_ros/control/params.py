@@ -13,14 +13,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from retain_ros.errors import ConfigError
 from retain_ros.paths import resolve_checkpoint
+from retain_ros.serving.recipes import check_rules, parse_rules
 from retain_ros.policy.lerobot_io import DROID_FR3_IO
 from retain_ros.fr3 import FR3_DDQ_MAX, FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics
 
 GROUP_ALPHAS = {"alpha_vision": "vision", "alpha_language": "language", "alpha_action": "action"}
 CHECKPOINT_PARAMS = ("base_checkpoint", "finetuned_checkpoints", "group_preset", "merge_layout")
-MERGE_PARAMS = ("alpha", *GROUP_ALPHAS, *CHECKPOINT_PARAMS)
+MERGE_PARAMS = ("alpha", *GROUP_ALPHAS, "instruction_alphas", *CHECKPOINT_PARAMS)
 GRIPPER_BACKENDS = ("franka_gripper", "topic", "none")
 EXECUTION_MODES = ("auto", "chunk", "stream")
 MERGE_LAYOUTS = ("auto", "resident", "streamed")  # merge.live.LAYOUTS (that module imports torch)
@@ -58,6 +60,9 @@ PARAMS: tuple[Param, ...] = (
     Param("alpha_vision", -1.0, "alpha of the vision-encoder group; -1 = use alpha", low=-1.0, high=1.0),
     Param("alpha_language", -1.0, "alpha of the language-backbone group; -1 = use alpha", low=-1.0, high=1.0),
     Param("alpha_action", -1.0, "alpha of the action-expert group; -1 = use alpha", low=-1.0, high=1.0),
+    Param("instruction_alphas", [""], "PATTERN=SPEC items, first match wins: an instruction the regular expression "
+          "PATTERN matches wholly is served at SPEC (0.9; vision:1,language:0.5,action:0.9; 0.9,0 = one per finetuned "
+          "checkpoint); others get alpha / alpha_*"),
     Param("group_preset", "auto", "parameter-group preset (reference, pi0, pi05, smolvla, ... or a YAML path); auto "
           "detects it from the weight names"),
     Param("checkpoint_root", "", "checkpoints are only loaded from inside this directory (empty = anywhere)",
@@ -65,6 +70,9 @@ PARAMS: tuple[Param, ...] = (
     Param("merge_layout", "auto", "where the merge inputs live: resident (on the device: fastest re-merge, the inputs "
           "plus 2 model copies in device memory), streamed (host memory or the page cache, streamed in blocks: 2 model "
           "copies on the device) or auto (CPU: streamed; GPU: resident if it fits the free memory)"),
+    Param("recipe_cache_gb", 1.0, "memory (GB) for merged copies kept besides the serving one, so that switching "
+          "back to a recipe is a reference swap; at least one copy (the live merge's) is always made", read_only=True,
+          low=0.0, high=1024.0),
     Param("content_hash", False, "hash the serving weights (sha256) when idle and report it in ~/status as "
           "content_sha256; off the critical path, costs a pass over the weights after each swap"),
     Param("device", "cpu", "torch device of the model and the merge (cpu, cuda, cuda:1)", read_only=True),
@@ -151,7 +159,8 @@ PARAMS: tuple[Param, ...] = (
 BY_NAME = {p.name: p for p in PARAMS}
 
 
-def check_change(name: str, value: object, checkpoint_root: str = "", groups: tuple[str, ...] = ()) -> str | None:
+def check_change(name: str, value: object, checkpoint_root: str = "", groups: tuple[str, ...] = (),
+                 num_finetuned: int = 0) -> str | None:
     """Validate one new value (the on-set callback); returns the reason it is refused, or None.
 
     Args:
@@ -159,6 +168,7 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
         value: the new value.
         checkpoint_root: where checkpoints may live.
         groups: the merger's groups (empty = unknown yet: not checked).
+        num_finetuned: the serving merge's finetuned checkpoints (0 = unknown yet: not checked).
     """
     if name == "alpha":
         if not (isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -176,6 +186,13 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
                 resolve_checkpoint(path, checkpoint_root)
             except ValueError as exc:
                 return f"{name}: {exc}"
+    elif name == "instruction_alphas":
+        try:
+            rules = parse_rules(value)
+            if num_finetuned:
+                check_rules(rules, groups, num_finetuned)
+        except ConfigError as exc:
+            return str(exc)
     elif name == "gripper_backend" and value not in GRIPPER_BACKENDS:
         return f"gripper_backend='{value}' is unknown; use one of {', '.join(GRIPPER_BACKENDS)}"
     elif name == "merge_layout" and value not in MERGE_LAYOUTS:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from retain_ros.errors import ConfigError
 from retain_ros.merge.cli import parse_alpha, parse_group_alpha
+from retain_ros.serving.recipes import check_rules, parse_rules
 from retain_ros.evaluate.bag_reader import Bag, BagError, Episode, check_bag_path
 from retain_ros.evaluate.metrics import ErrorStack, aggregate
 from retain_ros.evaluate.report import summary_text, write_report
@@ -44,6 +45,8 @@ class BagEvalConfig:
         finetuned: finetuned checkpoints (several = sequential skills).
         alphas: merge weights to evaluate.
         group_alpha: per-group alphas that override `alpha` for their group (e.g. {'vision': 1.0}).
+        instruction_alphas: `instruction_alphas` items (PATTERN=SPEC): adds a 'routed' entry scoring each episode at
+            the recipe of its instruction, as the node serves it (no match: the base).
         out: output directory.
         params: the node's parameter file (None = config/fr3_droid.yaml).
         instruction: instruction that wins over the bag's instruction topic ('' = the params file's, else the topic).
@@ -64,6 +67,7 @@ class BagEvalConfig:
     alphas: Sequence[float]
     out: str | Path
     group_alpha: dict[str, float] = field(default_factory=dict)
+    instruction_alphas: Sequence[str] = ()
     params: str | Path | None = None
     instruction: str = ""
     target: str = "auto"
@@ -107,6 +111,9 @@ class Timing:
     merge: float = 0.0
     bag_seconds: float = 0.0
     predictions: int = 0
+
+
+ROUTED = "routed"  # the label of the per-instruction entry
 
 
 def alpha_label(alpha: float, group_alpha: dict[str, float]) -> str:
@@ -217,6 +224,11 @@ class BagEvaluation:
         for spec in self.specs:
             self.merger.resolve(spec)  # bad alphas / unknown groups fail before any bag is read
         self.labels = [alpha_label(a, cfg.group_alpha) for a in cfg.alphas]
+        self.rules = parse_rules(cfg.instruction_alphas)
+        check_rules(self.rules, self.merger.groups, len(cfg.finetuned))
+        if self.rules:
+            self.labels.append(ROUTED)
+            self.specs.append(None)  # per episode: `routed_spec`
         self._buffers = self.merger.allocate()
         self.assembler = NodeInputs(self.settings, tuple(self.policy.spec.camera_names))
         self.timing = Timing()
@@ -275,7 +287,16 @@ class BagEvaluation:
                 total += -(-bag.topics.get(topic, ("", 0))[1] // self.cfg.every)
         return total * len(self.specs)
 
-    def _evaluate(self, data: EpisodeData, spec: dict, bar: tqdm) -> ErrorStack:
+    def routed_spec(self, instruction: str) -> dict:
+        """The alphas the node's `instruction_alphas` give `instruction` (no match: the base, alpha 0)."""
+        rule = next((r for r in self.rules if r.matches(instruction)), None)
+        if rule is None:
+            return {"default": 0.0}
+        return {"default": rule.alpha if rule.alpha is not None else 0.0, **rule.group_alpha}
+
+    def _evaluate(self, data: EpisodeData, spec: dict | None, bar: tqdm) -> ErrorStack:
+        if spec is None:
+            spec = self.routed_spec(data.observations[0].instruction if data.observations else "")
         t0 = time.perf_counter()
         merged = self.merger.merge(spec, out=self._buffers)
         self.policy.load_merged(merged.tensors)
@@ -332,6 +353,9 @@ def add_bag_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", default="0.25,0.5,0.75", help="alphas, comma-separated (default 0.25,0.5,0.75)")
     p.add_argument("--group-alpha", action="append", default=[], metavar="GROUP=A",
                    help="per-group alpha overriding --alpha for that group (repeatable)")
+    p.add_argument("--instruction-alphas", nargs="+", default=[], metavar="PATTERN=SPEC",
+                   help="add a 'routed' entry: each episode at the recipe of its instruction, as the node's "
+                        "instruction_alphas parameter serves it (first match wins; no match: the base)")
     p.add_argument("--groups", default="", help="group preset (default: the params file's group_preset)")
     p.add_argument("--params", help="the node's parameter file (default: config/fr3_droid.yaml)")
     p.add_argument("--instruction", default="", help="instruction (wins over the bag's instruction topic)")
@@ -356,6 +380,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
     cfg = BagEvalConfig(bags=args.bags, base=args.base, finetuned=args.finetuned,
                         alphas=parse_alpha(args.alpha, "--alpha"),
                         group_alpha=_group_alphas(args.group_alpha), out=args.out, params=args.params,
+                        instruction_alphas=args.instruction_alphas,
                         instruction=args.instruction, target=args.target, action_topic=args.action_topic,
                         episode_topic=args.episode_topic, every=args.every, groups=args.groups, device=args.device,
                         resamples=args.resamples, progress=not args.quiet)

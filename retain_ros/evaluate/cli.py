@@ -37,6 +37,14 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", default="0.25,0.5,0.75,0.9", help="RETAIN alphas (comma-separated)")
     p.add_argument("--language-alpha", type=float, default=0.5,
                    help="alpha of the language backbone in the modality-specific rows (vision, action at 1)")
+    p.add_argument("--instruction-alphas", nargs="+", metavar="PATTERN=SPEC",
+                   help="add a 'routed' row: each task served at the recipe of its instruction, as the node's "
+                        "instruction_alphas parameter serves it (first match wins; no match: the base), e.g. "
+                        "'push the red cube onto the purple plate=0.9' '.*=0'")
+    p.add_argument("--routed-finetuned", choices=("task_ft", "co_ft"), default="task_ft",
+                   help="the finetuned checkpoint the routed row merges")
+    p.add_argument("--rows", help="evaluate only the rows whose name this regular expression finds, e.g. "
+                                  "'^(base|task-FT|routed.*)$' (row names: report.md's first column)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per target cell (id, each OOD family)")
     p.add_argument("--generalist-episodes", type=int, default=5, help="episodes per generalist task")
     p.add_argument("--ood", default=",".join(OOD_VARIATIONS), help="OOD variation families (comma-separated)")
@@ -53,17 +61,43 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sim)
 
 
+def add_combine_parser(sub: argparse._SubParsersAction) -> None:
+    """Add `retain-eval combine`."""
+    p = sub.add_parser("combine", help="one report from several `retain-eval sim` runs of the same settings",
+                       description="Combine `retain-eval sim` runs that evaluated different rows (--rows) with the "
+                                   "same settings into one report.md / report.json / alpha_sweep.png; runs whose "
+                                   "settings differ, or that share a row, are refused.")
+    p.add_argument("reports", nargs="+", help="report.json files or the folders holding them")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=cmd_combine)
+
+
+def cmd_combine(args: argparse.Namespace) -> int:
+    """Combine reports and print the table."""
+    from retain_ros.evaluate.sim_report import combine_reports, write_report
+
+    cfg, records, wall_s = combine_reports(args.reports, args.out)
+    paths = write_report(cfg, records, wall_s)
+    print(paths["md"].read_text())
+    print(f"wrote {paths['md']}, {paths['json']}, {paths['plot']}")
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     """Run the simulated comparison and print the table."""
-    from retain_ros.evaluate.sim_eval import EvalConfig, default_variants, run_comparison
+    from retain_ros.evaluate.sim_eval import EvalConfig, default_variants, routed_variant, run_comparison, select_rows
     from retain_ros.evaluate.sim_report import write_report
 
     alphas = parse_alpha(args.alpha, "--alpha")
+    variants = default_variants(alphas, args.language_alpha)
+    if args.instruction_alphas:
+        variants.append(routed_variant(args.instruction_alphas, args.routed_finetuned))
+    if args.rows:
+        variants = select_rows(variants, args.rows)
     cfg = EvalConfig(base=args.base, task_ft=args.task_ft, co_ft=args.co_ft, target=args.target, out=args.out,
                      episodes=args.episodes, generalist_episodes=args.generalist_episodes, seed=args.seed,
                      execute_steps=args.execute_steps, execution=args.execution, image_size=args.image_size,
-                     variants=default_variants(alphas, args.language_alpha),
-                     ood=tuple(v for v in args.ood.split(",") if v),
+                     variants=variants, ood=tuple(v for v in args.ood.split(",") if v),
                      generalist=tuple(t for t in args.generalist.split(",") if t) if args.generalist else None,
                      workers=args.workers, max_steps=args.max_steps)
     torch.set_num_threads(1)
@@ -107,7 +141,7 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
-    "sim": add_sim_parser, "bag": add_bag_parser, "replay": add_replay_parser}
+    "sim": add_sim_parser, "combine": add_combine_parser, "bag": add_bag_parser, "replay": add_replay_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,10 +14,11 @@ import numpy as np  # noqa: E402
 
 
 def plot_error_vs_alpha(report: dict, path: Path) -> Path:
-    """MSE (with its bootstrap CI) and gripper accuracy against alpha."""
-    labels = report["labels"]
+    """MSE (with its bootstrap CI) and gripper accuracy against alpha; the routed entry as a dashed line."""
     alphas = np.array(report["alphas"], dtype=float)
+    labels = report["labels"][:len(alphas)]
     agg = [report["aggregate"][label] for label in labels]
+    routed = report["aggregate"].get("routed")
     mse = np.array([a["mse"] if a["mse"] is not None else np.nan for a in agg])
     lo = np.array([a["mse_ci"][0] if a["mse_ci"] else np.nan for a in agg])
     hi = np.array([a["mse_ci"][1] if a["mse_ci"] else np.nan for a in agg])
@@ -25,9 +26,13 @@ def plot_error_vs_alpha(report: dict, path: Path) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax1.plot(alphas, mse, "o-")
     ax1.fill_between(alphas, lo, hi, alpha=0.25, label="95% CI")
-    ax1.set(xlabel="alpha", ylabel=f"MSE ({report['units']}^2)", title=f"arm error vs {report['target']}")
+    if routed is not None and routed["mse"] is not None:
+        ax1.axhline(routed["mse"], color="tab:red", ls="--", label="routed (each episode at its recipe)")
+    ax1.set(xlabel="alpha", ylabel=f"MSE ({report['units']})²", title=f"arm error vs {report['target']}")
     ax1.legend()
     ax2.plot(alphas, acc, "o-", color="tab:green")
+    if routed is not None and routed["gripper_accuracy"] is not None:
+        ax2.axhline(routed["gripper_accuracy"], color="tab:red", ls="--")
     ax2.set(xlabel="alpha", ylabel="gripper accuracy", ylim=(-0.05, 1.05), title="gripper open/close")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

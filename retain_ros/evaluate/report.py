@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retain_ros.evaluate.targets import UNITS
+from retain_ros.evaluate.targets import units
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -29,8 +29,9 @@ def report_dict(cfg, evaluation, results: dict) -> dict:
     return {
         "bags": [str(b) for b in cfg.bags], "base": str(cfg.base), "finetuned": [str(f) for f in cfg.finetuned],
         "alphas": list(cfg.alphas), "group_alpha": dict(cfg.group_alpha), "labels": evaluation.labels,
+        "instruction_alphas": list(cfg.instruction_alphas),
         "group_preset": evaluation.merger.preset_name, "params": evaluation.settings.source,
-        "target": results["target"], "units": UNITS[results["target"]],
+        "target": results["target"], "units": units(results["target"], evaluation.policy.spec.action_space.kind),
         "joint_names": list(evaluation.settings.joint_names), "horizon": evaluation.policy.spec.horizon,
         "dt_s": evaluation.policy.spec.dt_s, "episodes": results["episodes"],
         "aggregate": results["aggregate"], "per_episode": results["per_episode"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.interface import Policy
 from retain_ros.policy.reference_policy import ReferencePolicy
 from retain_ros.evaluate.sim_rollout import rollout
+from retain_ros.serving.recipes import check_rules, parse_rules
 from retain_ros.sim.env import EnvConfig, TabletopEnv
 from retain_ros.sim.tasks import SUITE
 from retain_ros.sim.variations import OOD_VARIATIONS, get_variation
@@ -42,18 +44,44 @@ class Variant:
         finetuned: 'base' (no finetuned model), 'task_ft' or 'co_ft'.
         alpha: merge weight of the finetuned model; None = the finetuned checkpoint itself.
         group_alpha: per-group alphas (modality-specific merge), overriding `alpha` for those groups.
+        routes: `instruction_alphas` items (PATTERN=SPEC) of a routed row: each episode is served at the recipe of
+            its task's instruction, as the node serves it; an instruction no item matches gets the base (alpha 0).
     """
 
     name: str
     finetuned: str = "base"
     alpha: float | None = None
     group_alpha: tuple[tuple[str, float], ...] = ()
+    routes: tuple[str, ...] = ()
 
     def alphas(self) -> dict[str, float] | None:
         """The alphas to merge with (None: load the checkpoint as it is)."""
         if self.alpha is None and not self.group_alpha:
             return None
         return {"default": 1.0 if self.alpha is None else self.alpha, **dict(self.group_alpha)}
+
+    def alphas_for(self, instruction: str) -> dict[str, float] | None:
+        """The alphas of an episode with `instruction` (a routed row: its first matching item, else the base)."""
+        if not self.routes:
+            return self.alphas()
+        rule = next((r for r in parse_rules(self.routes) if r.matches(instruction)), None)
+        if rule is None:
+            return {"default": 0.0}
+        return {"default": rule.alpha[0] if rule.alpha else 0.0, **{g: v[0] for g, v in rule.group_alpha.items()}}
+
+
+def routed_variant(items: Sequence[str], finetuned: str = "task_ft") -> Variant:
+    """The routed row: each task at the recipe `items` (`instruction_alphas`) give its instruction.
+
+    Raises:
+        ConfigError: a bad item, or one that gives several alphas (a row merges one finetuned checkpoint).
+    """
+    rules = parse_rules(items)
+    if not rules:
+        raise ConfigError("--instruction-alphas needs at least one PATTERN=SPEC item")
+    check_rules(rules, ("vision", "language", "action"), 1)
+    label = {"task_ft": "task-FT", "co_ft": "co-FT"}[finetuned]
+    return Variant(f"routed {label}", finetuned, routes=tuple(r.item for r in rules))
 
 
 def default_variants(alphas: Sequence[float] = DEFAULT_ALPHAS, language_alpha: float = 0.5) -> list[Variant]:
@@ -64,6 +92,22 @@ def default_variants(alphas: Sequence[float] = DEFAULT_ALPHAS, language_alpha: f
     rows += [Variant(f"RETAIN {label} language a={language_alpha:.2f}", key, 1.0, (("language", language_alpha),))
              for label, key in (("task-FT", "task_ft"), ("co-FT", "co_ft"))]
     return rows
+
+
+def select_rows(variants: Sequence[Variant], pattern: str) -> list[Variant]:
+    """The rows whose name the regular expression `pattern` finds (`--rows`).
+
+    Raises:
+        ConfigError: a bad expression, or one that selects no row (the message lists the names).
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"--rows '{pattern}' is not a regular expression ({exc})") from None
+    chosen = [v for v in variants if regex.search(v.name)]
+    if not chosen:
+        raise ConfigError(f"--rows '{pattern}' selects no row; the rows are: {', '.join(v.name for v in variants)}")
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -162,9 +206,9 @@ class VariantPolicies:
         self._plain: dict[str, dict[str, torch.Tensor]] = {}
         self._mergers: dict[str, ResidentMerger] = {}
 
-    def activate(self, variant: Variant) -> Policy:
-        """Swap in the weights of `variant` and return the serving policy."""
-        alphas = variant.alphas()
+    def activate(self, variant: Variant, instruction: str = "") -> Policy:
+        """Swap in the weights of `variant` (for episodes with `instruction`) and return the serving policy."""
+        alphas = variant.alphas_for(instruction)
         if alphas is None:
             if variant.finetuned not in self._plain:
                 self._plain[variant.finetuned] = ReferencePolicy.from_pretrained(
@@ -189,7 +233,7 @@ class EvalWorker:
     def run(self, variant: Variant, cell: Cell, seeds: list[int]) -> list[dict[str, object]]:
         """The episodes of one (variant, cell) job."""
         cfg = self.cfg
-        policy = self.policies.activate(variant)
+        policy = self.policies.activate(variant, SUITE.get(cell.task).instruction)
         records = []
         with TabletopEnv(cell.task, cell.variation, cfg.env_config()) as env:
             for seed in seeds:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from retain_ros.errors import ConfigError
 from retain_ros.evaluate.sim_eval import GENERALIST, ID, EvalConfig, Variant
 
 
@@ -102,7 +103,8 @@ def sweep_plot(table: dict, variants: Sequence[Variant], path: Path) -> Path:
         ax, ax_reward = grid[0, col], grid[1, col]
         points = [(0.0, "base")] + [(v.alpha, v.name) for v in variants
                                     if v.finetuned == key and v.alpha is not None and not v.group_alpha]
-        points += [(1.0, v.name) for v in variants if v.finetuned == key and v.alphas() is None]
+        points += [(1.0, v.name) for v in variants
+                   if v.finetuned == key and v.alphas() is None and not v.routes]
         points = sorted((a, n) for a, n in points if n in table)
         for column, style in ((ID, "o-"), (GENERALIST, "s-"), ("ood", "^-")):
             xs = [a for a, _ in points]
@@ -139,3 +141,55 @@ def write_report(cfg: EvalConfig, records: Sequence[dict], wall_s: float) -> dic
     paths["md"].write_text(markdown_report(cfg, table, records, wall_s))
     sweep_plot(table, cfg.variants, paths["plot"])
     return paths
+
+
+# Settings that do not change what an episode does: runs that differ only in these can be combined.
+_RUN_ONLY = ("variants", "out", "workers")
+
+
+def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[EvalConfig, list[dict], float]:
+    """One comparison from the report.json of several runs of the same settings with different rows (`--rows`).
+
+    Returns the combined settings, every episode and the summed wall time; `write_report` writes them.
+
+    Raises:
+        ConfigError: a missing or unreadable report, settings that differ (the message names the setting and both
+            values), or a row that two runs both hold.
+    """
+    import json
+
+    runs = []
+    for report in reports:
+        path = Path(report)
+        path = path / "report.json" if path.is_dir() else path
+        try:
+            runs.append((path, json.loads(path.read_text())))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path} ({exc}); give report.json files (or their folders) of "
+                              "`retain-eval sim`") from None
+    if not runs:
+        raise ConfigError("no report to combine")
+    first_path, first = runs[0]
+    settings = {k: v for k, v in first["config"].items() if k not in _RUN_ONLY}
+    variants: list[Variant] = []
+    owner: dict[str, Path] = {}
+    records: list[dict] = []
+    for path, run in runs:
+        for key, value in settings.items():
+            if run["config"].get(key) != value:
+                raise ConfigError(f"{path} was run with {key}={run['config'].get(key)!r} but {first_path} with "
+                                  f"{value!r}; combine only runs of the same settings (they differ in rows only)")
+        for data in run["config"]["variants"]:
+            variant = Variant(data["name"], data["finetuned"], data["alpha"],
+                              tuple(tuple(g) for g in data["group_alpha"]), tuple(data.get("routes", ())))
+            if variant.name in owner:
+                raise ConfigError(f"row '{variant.name}' is in both {owner[variant.name]} and {path}; keep it in one "
+                                  "run (--rows)")
+            owner[variant.name] = path
+            variants.append(variant)
+        records += run["episodes"]
+    config = dict(first["config"], variants=variants, out=str(out))
+    for key in ("ood", "generalist"):
+        if config[key] is not None:
+            config[key] = tuple(config[key])
+    return EvalConfig(**config), records, float(sum(run["wall_s"] for _, run in runs))

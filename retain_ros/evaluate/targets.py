@@ -1,8 +1,9 @@
 """What the robot actually executed, as time series read from a bag, and the predicted chunk in the same space.
 
 Three sources, chosen with `--target` (auto: the first one the bag has):
-- `action`: DROID actions (std_msgs/Float64MultiArray on /action: 7 joint velocities rad/s + gripper 0..1), compared
-  in the policy's action space; step h of a chunk is matched with the action recorded nearest t + h dt.
+- `action`: DROID actions (std_msgs/Float64MultiArray on /action: 7 joint velocities + gripper 0..1), compared
+  in the policy's action space (DROID-normalised velocities a for DROID policies, else rad/s: `units`); step h of
+  a chunk is matched with the action recorded nearest t + h dt.
 - `command`: the JointTrajectory commands sent to the controller (a newer message replaces the rest of an older one,
   as joint_trajectory_controller does) and the gripper width commands (std_msgs/Float64, m); compared in joint
   positions (rad): a velocity chunk is integrated from the observed joints, q_h = q_obs + dt * sum(v_0..v_h), and
@@ -25,6 +26,14 @@ from retain_ros.policy.interface import DROID_JOINT_VELOCITY, VELOCITY_KINDS, Ac
 ACTION, COMMAND, JOINT_STATES = "action", "command", "joint_states"
 TARGETS = (ACTION, COMMAND, JOINT_STATES)
 UNITS = {ACTION: "rad/s", COMMAND: "rad", JOINT_STATES: "rad"}
+DROID_UNITS = "DROID-normalised"  # a in [-1, 1]: the joint target moves 0.2 rad x a per 15 Hz step (droid_action.py)
+
+
+def units(target: str, action_kind: str) -> str:
+    """The units errors against `target` are in: the action space for `action`, radians for positions."""
+    if target == ACTION and action_kind == DROID_JOINT_VELOCITY:
+        return DROID_UNITS
+    return UNITS[target]
 
 
 @dataclass

@@ -159,8 +159,9 @@ class PolicySpec:
 class Policy(Protocol):
     """An observation -> action-chunk policy with swappable weights (the live-merge path).
 
-    Live merges use two copies of the weights: the node writes the merge into the standby copy (`weight_targets`)
-    off the control thread, then `promote_standby` makes it serve in one reference swap between two chunks.
+    Live merges use spare copies of the weights: the node writes the merge into a spare copy (`weight_targets`)
+    off the control thread, then `promote_standby` makes it serve in one reference swap between two chunks; spare
+    copies that keep other merges (the recipe cache) serve again by the same swap.
     A backend may set `execution_mode` ('chunk' or 'stream'): how the node executes its chunks when its
     `execution_mode` parameter is 'auto' (absent: 'chunk').
     """
@@ -180,14 +181,18 @@ class Policy(Protocol):
     def weight_targets(self, which: str = "standby") -> dict[str, list[torch.Tensor]]:
         """Checkpoint name -> the tensors holding that weight in one copy of the model.
 
-        'standby': the copy no predict runs on (made on first use); 'serving': only for a policy no one runs yet.
+        'serving': only for a policy no one runs yet. Any other name: that spare copy, which no predict runs on (made
+        on first use; 'standby' is the live merge's, the recipe cache names more).
         """
 
-    def promote_standby(self) -> None:
-        """Make the standby copy serve from the next predict on; the serving copy becomes the standby."""
+    def promote_standby(self, which: str = "standby") -> None:
+        """Make spare copy `which` serve from the next predict on; the serving copy becomes spare `which`."""
 
-    def release_standby(self) -> None:
-        """Free the standby copy."""
+    def release_standby(self, which: str | None = None) -> None:
+        """Free spare copy `which` (None: every spare copy)."""
+
+    def spare_copies(self) -> tuple[str, ...]:
+        """The names of the spare copies that exist now."""
 
     def load_merged(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Swap ALL weights in one step (e.g. `MergedWeights.tensors`); a concurrent `predict` sees old or new only.

@@ -186,7 +186,7 @@ class LeRobotPolicy:
         self._noise_shape = (1, int(config.chunk_size), int(config.max_action_dim))
         self._names = {name: list(keys) for name, keys in names.items()}
         self._targets = self._targets_of(policy)
-        self._standby: tuple[torch.nn.Module, dict[str, list[torch.Tensor]]] | None = None
+        self._spares: dict[str, tuple[torch.nn.Module, dict[str, list[torch.Tensor]]]] = {}  # name -> spare copy
         self._lock = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------------------------------
@@ -238,34 +238,42 @@ class LeRobotPolicy:
         return dict(self.named_parameters())
 
     def weight_targets(self, which: str = "standby") -> dict[str, list[torch.Tensor]]:
-        """Checkpoint tensor name -> the model tensors that hold it, for one of the two copies of the model.
+        """Checkpoint tensor name -> the model tensors that hold it, for one copy of the model.
 
-        'standby': a second copy of the module that `promote_standby` makes serve (made on first use: twice the
-        model's memory while it exists). 'serving': the serving copy, only for a policy no one runs yet.
+        'serving': the serving copy, only for a policy no one runs yet. Any other name: that spare copy of the
+        module, which `promote_standby(which)` makes serve (made on first use: one more model's memory while it
+        exists).
         """
         if which == "serving":
             return dict(self._targets)
-        if self._standby is None:
+        if which not in self._spares:
             with self._lock:  # not while a predict runs on it: a copy of a module in use could catch a half state
                 module = copy.deepcopy(self.policy)
-            self._standby = (module, self._targets_of(module))
-        return dict(self._standby[1])
+            self._spares[which] = (module, self._targets_of(module))
+        return dict(self._spares[which][1])
 
-    def promote_standby(self) -> None:
-        """Serve the standby module from the next predict on; the old one becomes the standby.
+    def promote_standby(self, which: str = "standby") -> None:
+        """Serve spare copy `which` from the next predict on; the old module becomes that spare.
 
         The swap happens under the lock `predict` holds, so a predict runs wholly on one of them.
         """
-        if self._standby is None:
-            raise RuntimeError("promote_standby without a standby copy; call weight_targets() first")
+        if which not in self._spares:
+            raise RuntimeError(f"promote_standby('{which}') without that spare copy; call weight_targets() first")
         with self._lock:
             serving = (self.policy, self._targets)
-            self.policy, self._targets = self._standby
-            self._standby = serving
+            self.policy, self._targets = self._spares[which]
+            self._spares[which] = serving
 
-    def release_standby(self) -> None:
-        """Free the standby module (it is made again on the next `weight_targets()`)."""
-        self._standby = None
+    def release_standby(self, which: str | None = None) -> None:
+        """Free spare copy `which`, or every spare copy (made again on the next `weight_targets()`)."""
+        if which is None:
+            self._spares.clear()
+        else:
+            self._spares.pop(which, None)
+
+    def spare_copies(self) -> tuple[str, ...]:
+        """The names of the spare copies that exist now."""
+        return tuple(self._spares)
 
     def _targets_of(self, module: torch.nn.Module) -> dict[str, list[torch.Tensor]]:
         state = module.state_dict()

@@ -79,9 +79,9 @@ class ReferencePolicy:
         self.processor = ReferenceProcessor(config, stats, tokenizer)
         model = model if model is not None else ReferenceVLA(config)
         self._model = model.to(self.device).eval().requires_grad_(False)
-        self._standby: ReferenceVLA | None = None  # built on the first load_merged
+        self._spares: dict[str, ReferenceVLA] = {}  # name -> spare copy (the standby built on the first load_merged)
         self._users: dict[int, int] = {}  # id(module) -> predicts running on it
-        self._state = threading.Condition()  # guards _model, _standby and _users (held for microseconds)
+        self._state = threading.Condition()  # guards _model, _spares and _users (held for microseconds)
         self._swap_lock = threading.Lock()  # serialises writers
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
@@ -136,35 +136,44 @@ class ReferencePolicy:
         return dict(self._model.state_dict())
 
     def weight_targets(self, which: str = "standby") -> dict[str, list[torch.Tensor]]:
-        """Checkpoint name -> the tensor to write, for one of the two copies of the weights.
+        """Checkpoint name -> the tensor to write, for one copy of the weights.
 
-        'standby': the copy `promote_standby` makes serve (made on first use; waits until a predict that started on
-        it before the last promotion has returned). 'serving': the serving copy, only for a policy no one runs yet.
+        'serving': the serving copy, only for a policy no one runs yet. Any other name: that spare copy, which
+        `promote_standby(which)` makes serve (made on first use; waits until a predict that started on it before it
+        was last promoted away has returned).
         """
         if which == "serving":
             module = self._model
         else:
-            if self._standby is None:
-                standby = copy.deepcopy(self._model)  # the serving module is only read here
+            if which not in self._spares:
+                spare = copy.deepcopy(self._model)  # the serving module is only read here
                 with self._state:
-                    self._standby = self._standby or standby
+                    self._spares.setdefault(which, spare)
             with self._state:
-                module = self._standby
-                # A predict that took this module before the previous swap may still run on it: let it finish.
+                module = self._spares[which]
+                # A predict that took this module before it was promoted away may still run on it: let it finish.
                 self._state.wait_for(lambda: self._users.get(id(module), 0) == 0)
         return {name: [tensor] for name, tensor in module.state_dict().items()}
 
-    def promote_standby(self) -> None:
-        """Serve the standby copy from the next predict on (one reference swap); the old copy becomes the standby."""
+    def promote_standby(self, which: str = "standby") -> None:
+        """Serve spare copy `which` from the next predict on (one reference swap); the old copy becomes that spare."""
         with self._state:
-            if self._standby is None:
-                raise RuntimeError("promote_standby without a standby copy; call weight_targets() first")
-            self._standby, self._model = self._model, self._standby
+            if which not in self._spares:
+                raise RuntimeError(f"promote_standby('{which}') without that spare copy; call weight_targets() first")
+            self._spares[which], self._model = self._model, self._spares[which]
 
-    def release_standby(self) -> None:
-        """Free the standby copy (it is made again on the next `weight_targets()`)."""
+    def release_standby(self, which: str | None = None) -> None:
+        """Free spare copy `which`, or every spare copy (made again on the next `weight_targets()`)."""
         with self._state:
-            self._standby = None
+            if which is None:
+                self._spares.clear()
+            else:
+                self._spares.pop(which, None)
+
+    def spare_copies(self) -> tuple[str, ...]:
+        """The names of the spare copies that exist now."""
+        with self._state:
+            return tuple(self._spares)
 
     def load_merged(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Serve `tensors` (e.g. `MergedWeights.tensors`) from the next predict on; one atomic swap.

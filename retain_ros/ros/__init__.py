@@ -1,1 +1,4 @@
-"""ROS 2 side: the policy node, the simulated-robot node, message <-> numpy conversion. Only this room imports rclpy."""
+"""The thin rclpy layer: the nodes, their parameters, message <-> numpy conversion and the status messages.
+
+Only this room imports rclpy; the logic it wraps lives in control/, serving/ and sim/.
+"""

@@ -20,7 +20,7 @@ from retain_ros.control.messages import ENCODINGS, ConversionError
 if TYPE_CHECKING:
     from retain_ros_msgs.msg import ActionChunk as ActionChunkMsg
 
-    from retain_ros.ros.control_loop import Executed
+    from retain_ros.control.control_loop import Executed
 
 
 def ns_to_stamp(ns: int) -> Time:
@@ -113,7 +113,8 @@ def action_chunk_message(done: Executed, stamp_ns: int) -> ActionChunkMsg:
 
     chunk, plan, model = done.chunk, done.plan, done.model
     msg = ActionChunkMsg(sequence=int(done.sequence), weights_id=model.weights_id,
-                         generation=int(model.generation), action_space=chunk.space.kind, horizon=chunk.horizon,
+                         generation=int(model.generation), instruction=done.instruction,
+                         route=model.request.route, action_space=chunk.space.kind, horizon=chunk.horizon,
                          dt=float(chunk.dt_s), action_dim=int(chunk.actions.shape[1]),
                          inference_time=float(done.inference_s), skipped=int(plan.skipped),
                          executed=plan.actions_executed, clamped=bool(plan.clamped))

@@ -40,11 +40,12 @@ from retain_ros.gripper import gripper_width
 from retain_ros.paths import resolve_checkpoint
 from retain_ros.policy.lerobot_io import LeRobotIO
 from retain_ros.ros import conversions as conv
-from retain_ros.ros.control_loop import ControlLoop, Executed
-from retain_ros.ros.controller_state import UNKNOWN, ControllerStatus, status_from_list
-from retain_ros.ros.gripper_commands import GripperCommander, GripperSettings, fill
+from retain_ros.control.control_loop import ControlLoop, Executed
+from retain_ros.control.controller_state import UNKNOWN, ControllerStatus, status_from_list
+from retain_ros.control.gripper_commands import GripperCommander, GripperSettings, fill
 from retain_ros.ros.lifecycle import ManagedNode, spin_managed
-from retain_ros.ros.live_merge import MergeRequest, ModelManager
+from retain_ros.serving.model_manager import ModelManager
+from retain_ros.serving.recipes import MergeRequest, RecipeBook, parse_rules
 from retain_ros.ros.policy_params import declare
 from retain_ros.ros.status import diagnostics_message, status_dict
 
@@ -76,6 +77,7 @@ class PolicyNode(ManagedNode):
         self._controllers_client = None
         self._controllers_call: tuple[float, object] | None = None  # (sent at, future) of the pending question
         self.controller = UNKNOWN
+        self._reload_epoch = 0  # +1 per ~/reload: every request after it reads the files again once
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def p(self, name: str):
@@ -91,9 +93,12 @@ class PolicyNode(ManagedNode):
         settings = InputSettings.from_params({p.name: self.p(p.name) for p in pp.PARAMS})  # checks camera_topics
         io_mapping = LeRobotIO.from_params(self.p("lerobot_images"), self.p("lerobot_state"), self.p("lerobot_action"),
                                            self.p("lerobot_gripper"), self.p("lerobot_rate_hz"))
-        self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping, self.p("content_hash"))
+        self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping, self.p("content_hash"),
+                                    int(self.p("recipe_cache_gb") * 1e9))
         self.get_logger().info(f"loading {self.p('base_checkpoint')} + {self._finetuned()} ...")
-        model = self.manager.load_initial(self._merge_request())
+        recipes = self._recipe_book()
+        model = self.manager.load_initial(recipes.route(self.p("instruction")) if self.p("instruction")
+                                          else recipes.default)
         self.inputs = NodeInputs(settings, tuple(model.policy.spec.camera_names))  # checks the policy's cameras
         self.get_logger().info(f"serving alphas {model.alphas}, weights {model.weights_id[:12]}")
         mode = self.p("execution_mode")
@@ -113,7 +118,7 @@ class PolicyNode(ManagedNode):
         self.loop = ControlLoop(self.inputs, self.manager,
                                 ChunkExecutor(self._executor_config), self._now_ns, self._publish,
                                 1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event,
-                                send_stop=self._send_command, blocked=self._controller_blocks)
+                                send_stop=self._send_command, blocked=self._controller_blocks, recipes=recipes)
         if self.p("start_paused"):
             self.loop.pause("started paused (start_paused): call ~/resume to command the robot")
             resume = f"ros2 service call {self.get_fully_qualified_name()}/resume std_srvs/srv/Trigger"
@@ -375,9 +380,13 @@ class PolicyNode(ManagedNode):
         if self.manager is None:
             response.success, response.message = False, "not configured"
             return response
-        request_id = self.manager.request(self._merge_request(reload=True))
+        self._reload_epoch += 1
+        recipes = self._recipe_book()
+        request = self.loop.set_recipes(recipes) if self.loop is not None else None
+        if request is None:
+            self.manager.request(recipes.default)
         response.success = True
-        response.message = f"reload queued as request {request_id}; ~/status reports the result"
+        response.message = "reload queued; ~/status reports the result"
         return response
 
     def _srv_pause(self, request, response):
@@ -399,20 +408,26 @@ class PolicyNode(ManagedNode):
         value = self.p("finetuned_checkpoints") if value is None else value
         return tuple(v for v in value if v)
 
-    def _merge_request(self, overrides: dict | None = None, reload: bool = False) -> MergeRequest:
+    def _recipe_book(self, overrides: dict | None = None) -> RecipeBook:
+        """The default request (alpha parameters) and the instruction rules, from the parameters and `overrides`."""
         values = {p.name: self.p(p.name) for p in pp.PARAMS if p.name in pp.MERGE_PARAMS}
         values.update(overrides or {})
         root = self.p("checkpoint_root")
         base = resolve_checkpoint(values["base_checkpoint"], root)
         finetuned = tuple(resolve_checkpoint(f, root) for f in self._finetuned(values["finetuned_checkpoints"]))
         groups = {g: values[n] for n, g in pp.GROUP_ALPHAS.items() if values[n] >= 0.0}
-        return MergeRequest(base, finetuned, values["alpha"], groups, values["group_preset"], reload,
-                            values["merge_layout"])
+        default = MergeRequest(base, finetuned, values["alpha"], groups, values["group_preset"],
+                               layout=values["merge_layout"], epoch=self._reload_epoch)
+        return RecipeBook(default, parse_rules(values["instruction_alphas"]))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         groups = self.manager.groups if self.manager is not None else ()
+        serving = self.manager.serving if self.manager is not None else None
+        num_finetuned = len(serving.request.finetuned) if serving is not None else 0
+        if any(p.name == "finetuned_checkpoints" for p in params):
+            num_finetuned = 0  # the new list decides; the merge reports a mismatch
         for param in params:
-            reason = pp.check_change(param.name, param.value, self.p("checkpoint_root"), groups)
+            reason = pp.check_change(param.name, param.value, self.p("checkpoint_root"), groups, num_finetuned)
             if reason is not None:
                 self.get_logger().warning(f"parameter change refused: {reason}")
                 return SetParametersResult(successful=False, reason=reason)
@@ -424,10 +439,9 @@ class PolicyNode(ManagedNode):
         if "content_hash" in {p.name for p in params} and self.manager is not None:
             self.manager.set_content_hash(next(p.value for p in params if p.name == "content_hash"))
         merge_changes = {p.name: p.value for p in params if p.name in pp.MERGE_PARAMS}
-        if merge_changes and self.manager is not None and self.manager.serving is not None:
-            request = self._merge_request(merge_changes)  # validated above: resolves cleanly
-            request_id = self.manager.request(request)
-            self.get_logger().info(f"re-merge requested ({request_id}): {merge_changes}")
+        if merge_changes and self.loop is not None:
+            self.loop.set_recipes(self._recipe_book(merge_changes))  # validated above: resolves cleanly
+            self.get_logger().info(f"recipes changed: {merge_changes}")
         return SetParametersResult(successful=True)
 
     def _apply_runtime_changes(self, changes: dict) -> None:

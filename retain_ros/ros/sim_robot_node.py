@@ -28,7 +28,7 @@ from retain_ros.errors import ConfigError
 from retain_ros.control import messages
 from retain_ros.ros import conversions as conv
 from retain_ros.ros.lifecycle import ManagedNode, spin_managed
-from retain_ros.ros.sim_robot import SimRobot, SimRobotConfig
+from retain_ros.sim.robot import SimRobot, SimRobotConfig
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics
 
 NODE_NAME = "sim_robot"

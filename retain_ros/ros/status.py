@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from retain_ros.ros.control_loop import ControlLoop
-from retain_ros.ros.live_merge import ModelManager
+from retain_ros.control.control_loop import ControlLoop
+from retain_ros.serving.model_manager import ModelManager
 from retain_ros.control.streams import StreamSet
 
 
@@ -23,6 +23,10 @@ def status_dict(manager: ModelManager, loop: ControlLoop, streams: StreamSet, no
         "memory": manager.memory(),
         "alphas": model.alphas if model else {},
         "alpha": model.request.alpha if model else None,
+        "recipe": model.request.describe() if model else "",
+        "route": model.request.route if model else "",
+        "instruction": loop.inputs.current_instruction(loop.instruction()),
+        "instruction_rules": [rule.item for rule in loop.recipes.rules] if loop.recipes else [],
         "group_alpha": model.request.group_alpha if model else {},
         "base_checkpoint": model.request.base if model else "",
         "finetuned_checkpoints": list(model.request.finetuned) if model else [],

@@ -65,6 +65,22 @@ def test_standard_bag_report_metrics_and_alpha_endpoints(storage, eval_checkpoin
     assert not np.allclose(arrays["0.00|bag|predictions"], arrays["1.00|bag|predictions"])
 
 
+def test_the_routed_entry_scores_each_episode_at_its_instructions_recipe(eval_checkpoints, tmp_path, capsys):
+    bag = write_std_bag(tmp_path / "bag", "mcap")  # its instruction: "pick up the cube"
+    for rule, same_as in (("pick up .*=1", "1.00"), ("stack .*=1", "0.00")):  # no match: the base
+        out = tmp_path / same_as
+        rc, _, err = run_bag(capsys, [bag], eval_checkpoints, out, "--alpha", "0,1", "--instruction-alphas", rule)
+        assert rc == 0, err
+        report = json.loads((out / "report.json").read_text())
+        assert report["labels"] == ["0.00", "1.00", "routed"] and report["instruction_alphas"] == [rule]
+        assert report["units"] == "DROID-normalised"  # the MSE of DROID actions is in their normalised units
+        arrays = np.load(out / "predictions.npz")
+        np.testing.assert_array_equal(arrays["routed|bag|predictions"], arrays[f"{same_as}|bag|predictions"])
+        assert report["aggregate"]["routed"]["mse"] == report["aggregate"][same_as]["mse"]
+    rc, _, err = run_bag(capsys, [bag], eval_checkpoints, tmp_path / "bad", "--instruction-alphas", "pick=0.5,0.5")
+    assert rc == 2 and "2 alphas for 1 finetuned" in err
+
+
 def test_single_storage_file_and_several_bags(eval_checkpoints, tmp_path, capsys):
     first = write_std_bag(tmp_path / "a", "sqlite3", seed=1)
     second = write_std_bag(tmp_path / "b", "mcap", seed=2)

@@ -132,3 +132,61 @@ def test_cli_runs_the_comparison_and_writes_the_report(tiny_models, tmp_path, ca
 def test_cli_bad_checkpoint_exits_2(tmp_path, capsys):
     assert retain_eval(["sim", "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "-q"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_the_routed_row_serves_each_task_at_its_instructions_recipe(tiny_models):
+    from retain_ros.evaluate.sim_eval import routed_variant
+    from retain_ros.sim.tasks import SUITE
+
+    routed = routed_variant(["pick up the red .*=0.9", "pick .*=vision:1,language:0.5,action:0.9"])
+    assert routed.name == "routed task-FT" and routed.finetuned == "task_ft"
+    red, blue = SUITE.get("pick_red").instruction, SUITE.get("pick_blue").instruction
+    assert routed.alphas_for(red) == {"default": 0.9}
+    assert routed.alphas_for(blue) == {"default": 0.0, "vision": 1.0, "language": 0.5, "action": 0.9}
+    assert routed.alphas_for("stack the blue cube on the green cube") == {"default": 0.0}  # no match: the base
+    cfg = EvalConfig(**tiny_models, target="pick_red", out="unused")
+    policies = VariantPolicies(cfg)
+    obs = example_observation(policies.policy.spec)
+    served = policies.activate(routed, red).predict(obs).actions
+    np.testing.assert_allclose(served, policies.activate(Variant("m", "task_ft", 0.9)).predict(obs).actions)
+    other = policies.activate(routed, "put the red cube on the purple plate").predict(obs).actions
+    np.testing.assert_allclose(other, policies.activate(Variant("base")).predict(obs).actions, atol=1e-5)
+    for items, word in ((["pick=0.9,0"], "2 alphas for 1 finetuned"), (["pick=x"], "not an alpha"), ([], "at least")):
+        with pytest.raises(ConfigError, match=word):
+            routed_variant(items)
+
+
+def test_rows_select_by_name_and_a_selection_of_nothing_lists_the_rows():
+    from retain_ros.evaluate.sim_eval import select_rows
+
+    assert [v.name for v in select_rows(default_variants((0.5,)), "^(base|task-FT)$")] == ["base", "task-FT"]
+    with pytest.raises(ConfigError, match="selects no row; the rows are: base, task-FT"):
+        select_rows(default_variants((0.5,)), "nothing")
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        select_rows(default_variants((0.5,)), "(")
+
+
+@pytest.mark.slow
+def test_runs_of_different_rows_combine_into_one_report_and_mismatches_are_refused(tiny_models, tmp_path, capsys):
+    common = ["sim", "--base", tiny_models["base"], "--task-ft", tiny_models["task_ft"], "--co-ft",
+              tiny_models["co_ft"], "--target", "pick_red", "--alpha", "0.5", "--episodes", "1",
+              "--generalist-episodes", "1", "--ood", "position", "--generalist", "pick_blue", "--image-size", "16",
+              "--max-steps", "6", "-q", "--instruction-alphas", "pick up the red .*=0.5"]
+    runs = {"a": "^(base|task-FT)$", "b": "^routed", "c": "^base$"}
+    for name, rows in runs.items():
+        extra = ["--seed", "1001"] if name == "c" else []
+        assert retain_eval(common + ["--rows", rows, "--out", str(tmp_path / name)] + extra) == 0
+    capsys.readouterr()
+    assert retain_eval(["combine", str(tmp_path / "a"), str(tmp_path / "b" / "report.json"),
+                        "--out", str(tmp_path / "all")]) == 0
+    report = json.loads((tmp_path / "all" / "report.json").read_text())
+    assert list(report["table"]) == ["base", "task-FT", "routed task-FT"]
+    assert len(report["episodes"]) == 9 and report["config"]["variants"][2]["routes"] == ["pick up the red .*=0.5"]
+    assert "| routed task-FT |" in (tmp_path / "all" / "report.md").read_text()
+    # another seed is another experiment; a row in two runs is ambiguous
+    assert retain_eval(["combine", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "x")]) == 2
+    assert "seed=1001" in capsys.readouterr().err
+    assert retain_eval(["combine", str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(tmp_path / "x")]) == 2
+    assert "row 'base' is in both" in capsys.readouterr().err
+    assert retain_eval(["combine", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert "cannot read" in capsys.readouterr().err

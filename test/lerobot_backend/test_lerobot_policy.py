@@ -192,7 +192,7 @@ def test_loading_works_with_the_hub_offline():
 @pytest.mark.parametrize("kind", ["pi0", "smolvla"])
 def test_the_nodes_model_manager_merges_and_swaps_a_lerobot_policy_live(kind, lerobot_checkpoints, observations):
     from retain_ros.merge.live import LiveMerger
-    from retain_ros.ros.live_merge import MergeRequest, ModelManager
+    from retain_ros.serving.model_manager import MergeRequest, ModelManager
 
     base, ft = lerobot_checkpoints(kind)
     merger = ResidentMerger.from_checkpoints(base, [ft], groups=kind)

@@ -13,8 +13,8 @@ from ros_helpers import make_checkpoints
 from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig
 from retain_ros.control.inputs import JOINTS, InputSettings, NodeInputs
 from retain_ros.control.messages import JointReading
-from retain_ros.ros.control_loop import ControlLoop
-from retain_ros.ros.live_merge import MergeRequest, ModelManager
+from retain_ros.control.control_loop import ControlLoop
+from retain_ros.serving.model_manager import MergeRequest, ModelManager
 
 S = 10**9
 

@@ -22,8 +22,8 @@ from retain_ros.control.streams import StreamSet
 from retain_ros.errors import ConfigError
 from retain_ros.gripper import gripper_position
 from retain_ros.paths import resolve_checkpoint
-from retain_ros.ros.control_loop import ControlLoop
-from retain_ros.ros.live_merge import MergeRequest, ModelManager
+from retain_ros.control.control_loop import ControlLoop
+from retain_ros.serving.model_manager import MergeRequest, ModelManager
 from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.interface import Observation
 from retain_ros.policy.reference_policy import ReferencePolicy
@@ -103,9 +103,11 @@ def live_tensor_bytes() -> tuple[int, int]:
 
 @pytest.mark.parametrize("layout", ["resident", "streamed"])
 def test_an_alpha_change_is_merged_into_the_standby_copy_and_the_swap_copies_nothing(ckpts, layout):
-    """The control thread's swap is a reference swap: the serving tensors are never written, then exchanged."""
+    """The control thread's swap is a reference swap: the serving tensors are never written, then exchanged.
+
+    With a budget of one spare copy, the two copies take turns: the merge the swap replaced is overwritten next."""
     _, base, ft = ckpts
-    manager = ModelManager()
+    manager = ModelManager(cache_budget_bytes=0)
     first = manager.load_initial(MergeRequest(base, ft, 0.5, layout=layout))
     assert first.memory.layout == layout
     policy = first.policy
@@ -121,7 +123,7 @@ def test_an_alpha_change_is_merged_into_the_standby_copy_and_the_swap_copies_not
         assert all(after[n].data_ptr() != ptr for n, (ptr, _) in serving.items())  # other storage: no copy made
         expected = ResidentMerger.from_checkpoints(base, list(ft)).merge(0.8).tensors
         assert all(torch.equal(after[n], expected[n]) for n in expected)
-        manager.request(MergeRequest(base, ft, 0.3, layout=layout))  # the old copy is the standby now
+        manager.request(MergeRequest(base, ft, 0.3, layout=layout))  # the old copy is the standby now (evicted)
         third = swap_when_ready(manager)
         assert {n: t.data_ptr() for n, t in policy.named_parameters()} == {n: p for n, (p, _) in serving.items()}
         assert third.weights_id not in (first.weights_id, swapped.weights_id)
@@ -409,7 +411,7 @@ def test_execution_settings_change_at_the_next_tick_all_at_once(ckpts):
 
 def test_a_worker_whose_stop_timed_out_is_never_started_twice():
     """Issue 13: a stop that times out used to drop the handle, so the next activate ran two control threads."""
-    from retain_ros.ros.worker_thread import WorkerThread
+    from retain_ros.worker_thread import WorkerThread
 
     release, started = threading.Event(), []
 

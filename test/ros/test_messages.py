@@ -20,8 +20,9 @@ from retain_ros.policy.interface import DROID_ACTION_SPACE, ActionChunk
 from retain_ros.control import messages
 from retain_ros.ros import conversions as conv
 from retain_ros.control.chunk_executor import PlannedCommand
-from retain_ros.ros.control_loop import Executed
-from retain_ros.ros.live_merge import ServingModel
+from retain_ros.control.control_loop import Executed
+from retain_ros.serving.model_manager import ServingModel
+from retain_ros.serving.recipes import MergeRequest
 
 ACTIONS = np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32)
 
@@ -31,8 +32,9 @@ def executed() -> Executed:
     plan = PlannedCommand(np.array([0.1, 0.2, 0.3]), np.zeros((3, 7)), np.zeros((3, 7)), 1.0, skipped=2,
                           clamped=True, sent_ns=0, start=np.zeros(7))
     model = ServingModel(policy=None, weights_id="ab" * 32, alphas={"vision": (0.25,), "action": (0.5, 0.75)},
-                         request=None, generation=3)
-    return Executed(chunk, plan, model, inference_s=0.026, image_stamp_ns=1_700_000_000_100_000_000, sequence=41)
+                         request=MergeRequest("base", ("ft",), route="push .*"), generation=3)
+    return Executed(chunk, plan, model, inference_s=0.026, image_stamp_ns=1_700_000_000_100_000_000, sequence=41,
+                    instruction="push the red cube")
 
 
 def test_the_node_message_round_trips_through_rclpy_and_the_bag_typestore():
@@ -45,6 +47,7 @@ def test_the_node_message_round_trips_through_rclpy_and_the_bag_typestore():
         np.testing.assert_array_equal(actions, ACTIONS)
         assert alphas == {"vision": (0.25,), "action": (0.5, 0.75)}
         assert found.weights_id == "ab" * 32 and found.generation == 3 and found.sequence == 41
+        assert (found.instruction, found.route) == ("push the red cube", "push .*")
         assert messages.stamp_to_ns(found.observation_stamp) == 1_700_000_000_123_456_789
         assert messages.stamp_to_ns(found.image_stamp) == 1_700_000_000_100_000_000
         assert messages.stamp_to_ns(found.header.stamp) == 1_700_000_000_200_000_000

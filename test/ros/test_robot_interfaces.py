@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from retain_ros.ros.controller_state import UNKNOWN, status_from_list
-from retain_ros.ros.gripper_commands import GripperCommander, GripperSettings, fill
+from retain_ros.control.controller_state import UNKNOWN, status_from_list
+from retain_ros.control.gripper_commands import GripperCommander, GripperSettings, fill
 
 DEFINITIONS = Path(__file__).resolve().parents[1] / "data" / "interfaces"
 

@@ -11,8 +11,8 @@ import os
 import time
 from pathlib import Path
 
-from retain_ros.ros.demo_plan import CAMERAS, MARKER, MODELS, NODE_TOPICS, TARGET, Plan, StepFailed, say
-from retain_ros.ros.processes import NodeProcess, Observer, next_domain_id, ros_env, wait_until  # (no rclpy import)
+from retain_ros.demo.plan import CAMERAS, MARKER, MODELS, NODE_TOPICS, TARGET, Plan, StepFailed, say
+from retain_ros.ros.processes import NodeProcess, Observer, next_domain_id, ros_env, wait_until
 from retain_ros.topics import MSG_TYPES, Topics
 
 

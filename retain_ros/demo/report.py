@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from retain_ros.control import messages
-from retain_ros.ros.demo_plan import CAMERAS, MARKER, TARGET, Outcome, Plan, StepFailed
+from retain_ros.demo.plan import CAMERAS, MARKER, TARGET, Outcome, Plan, StepFailed
 
 
 def write_strip(out: Path, outcome: Outcome, frames: int = 8) -> Path:

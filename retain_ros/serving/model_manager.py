@@ -3,16 +3,21 @@
 Threads and ownership:
 - the caller (the node's parameter callback or a service) calls `request()`: it only stores the wish and wakes the
   worker, so a burst of changes coalesces and the last one wins;
-- the merge worker thread writes the next weights *completely* into the policy's standby copy, which nobody runs
+- the merge worker thread writes the next weights *completely* into a spare copy of the policy, which nobody runs
   (`LiveMerger.merge_into`; the inputs resident on the device or streamed to it, see `merge/live.py`), and parks the
   result in `_ready`. Its identity is the recipe's (input digests, alphas, preset, mode, engine version), known without
   reading the weights;
 - the control thread calls `take_swap()` between two chunks: `promote_standby` (a reference swap) makes the new copy
   serve. The chunk that ran before kept its copy to the end, so every chunk comes from exactly one merge, and the
   identity reported with a chunk is that of the weights that computed it. Nothing is copied on the control thread.
+- the recipe cache: the copy a swap replaced keeps its merge in that spare copy, so asking for it again (an
+  instruction switching back to its recipe) is a reference swap, found by `request()` at once. Spare copies are
+  bounded by `cache_budget_bytes` (at least one, the live merge's standby) and by the device's free memory; the
+  least recently served merge is overwritten first. A merge that a newer request superseded before it was swapped
+  in is never served: it goes into the cache.
 - when idle, the worker may hash the serving weights (`content_hash`), in steps it interrupts for a new request.
-Memory: the serving copy, the standby copy and, with the resident layout, the inputs. A reload (new files) first frees
-the standby copy and the old inputs, then loads the new policy next to the serving one and merges into it before it
+Memory: the serving copy, the spare copies and, with the resident layout, the inputs. A reload (new files) first frees
+the spare copies and the old inputs, then loads the new policy next to the serving one and merges into it before it
 serves: at most two copies of the model at once. A failed build (bad file, wrong architecture, unknown group) is
 reported in `status()`, what it allocated is freed, and the old model keeps serving.
 """
@@ -25,49 +30,25 @@ import threading
 import time
 import traceback
 import weakref
-from dataclasses import dataclass, field, replace
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 
 from retain_ros.errors import ConfigError
-from retain_ros.merge.live import (AUTO_LAYOUT, LiveMerger, MemoryPlan, check_layout, lower_thread_priority,
+from retain_ros.merge.live import (LiveMerger, MemoryPlan, check_layout, free_memory_bytes, lower_thread_priority,
                                    model_bytes)
 from retain_ros.merge.maths import AlphaSpec, ContentHasher
 from retain_ros.merge.plan import MergePlan, plan_merge
 from retain_ros.merge.recipe import base_recipe_id
 from retain_ros.policy.interface import Policy, load_policy
-from retain_ros.ros.worker_thread import WorkerThread
+from retain_ros.serving.recipes import MergeRequest
+from retain_ros.worker_thread import WorkerThread
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class MergeRequest:
-    """What the node's parameters ask for.
-
-    Attributes:
-        base: pretrained checkpoint (resolved path).
-        finetuned: finetuned checkpoints (resolved paths; several = sequential skills; none = serve the base).
-        alpha: merge weight of every group without its own.
-        group_alpha: group -> its own alpha (groups left out use `alpha`).
-        preset: parameter-group preset name or YAML path.
-        reload: re-read the checkpoint files even if the paths did not change.
-        layout: where the merge inputs live: 'auto', 'resident' or 'streamed' (`merge.live.plan_memory`).
-    """
-
-    base: str
-    finetuned: tuple[str, ...] = ()
-    alpha: float = 0.0
-    group_alpha: dict[str, float] = field(default_factory=dict)
-    preset: str = "auto"
-    reload: bool = False
-    layout: str = AUTO_LAYOUT
-
-    def files_key(self) -> tuple:
-        """What decides whether the files must be read again."""
-        return (self.base, self.finetuned, self.preset, self.layout)
-
-    def alpha_spec(self) -> AlphaSpec:
-        """The merge weights as an AlphaSpec."""
-        return AlphaSpec.uniform(self.alpha, **self.group_alpha)
+STANDBY = "standby"  # the first spare copy: the live merge's
+DEFAULT_CACHE_BYTES = 1 << 30  # spare copies' memory, besides the serving copy (node parameter recipe_cache_gb)
+_SPARE_HEADROOM_BYTES = 1 << 30  # left free on the device when a spare copy beyond the first is made
 
 
 @dataclass(frozen=True)
@@ -82,8 +63,12 @@ class ServingModel:
         generation: 1 for the first model, +1 per swap.
         merge_s: the merge into the standby copy; load_s: loading a policy from its checkpoint (reloads only);
             build_s: the whole build; request_to_ready_s: from the request to ready-to-swap.
-        promote: the swap promotes the policy's standby copy (an alpha change); False: `policy` is a new object.
+        promote: the swap promotes the policy's spare copy `slot` (an alpha change); False: `policy` is a new object,
+            or the serving copy under a new request.
         memory: the merge layout and its memory accounting (None when the base serves alone).
+        slot: the spare copy holding the weights until they serve.
+        request_id: the request it answers (`ModelManager.request`).
+        cached: found in the recipe cache (no merge ran for it).
     """
 
     policy: Policy
@@ -98,6 +83,22 @@ class ServingModel:
     requested_at: float = 0.0
     promote: bool = False
     memory: MemoryPlan | None = None
+    slot: str = ""
+    request_id: int = 0
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class CachedRecipe:
+    """A complete merge kept in a spare copy: what a cache hit serves.
+
+    Attributes:
+        slot: the spare copy's name; alphas: the resolved alphas; request: the request it was built for.
+    """
+
+    slot: str
+    alphas: dict[str, tuple[float, ...]]
+    request: MergeRequest
 
 
 def same_architecture(a: Policy, b: Policy) -> str | None:
@@ -120,11 +121,14 @@ class ModelManager:
         seed: sampling seed passed to the policy loader.
         io_mapping: how a LeRobot policy's features map to the node's streams (`LeRobotIO`); other backends ignore it.
         content_hash: hash the serving weights when idle (`content_sha256`), off the critical path.
+        cache_budget_bytes: memory of the spare copies (the recipe cache) besides the serving copy; at least one
+            spare copy is always made, as live merges need it.
     """
 
     def __init__(self, device: str = "cpu", seed: int = 0, io_mapping: object | None = None,
-                 content_hash: bool = False) -> None:
+                 content_hash: bool = False, cache_budget_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.device = device
+        self.cache_budget_bytes = int(cache_budget_bytes)
         self.seed = seed
         self.io_mapping = io_mapping
         self.content_hash = content_hash
@@ -142,9 +146,13 @@ class ModelManager:
         self._base_id = ""
         self._hasher: tuple[int, ContentHasher] | None = None
         self._standby_of: Policy | None = None  # the policy whose standby copy exists
+        self._slots: list[str] = []  # the serving policy's spare copies, in the order they were made
+        self._busy: set[str] = set()  # spare copies being written, or holding the ready model
+        self._cache: OrderedDict[str, CachedRecipe] = OrderedDict()  # weights_id -> kept merge, least recent first
+        self._building: MergeRequest | None = None  # what the worker builds now
         self._retired: weakref.ref = lambda: None  # the policy a reload replaced, until it is freed
         self._content: tuple[int, str] = (0, "")
-        self.counts = {"requests": 0, "builds": 0, "failures": 0, "swaps": 0}
+        self.counts = {"requests": 0, "builds": 0, "failures": 0, "swaps": 0, "cache_hits": 0, "superseded": 0}
         self.swap_s = 0.0  # the last swap's time on the control thread
         self.last_error = ""
         self.last_event = ""
@@ -188,16 +196,31 @@ class ModelManager:
             if self._merger is not None:
                 self._merger.close()
             self._serving = self._ready = self._merger = self._hasher = self._standby_of = None
+            self._forget_spares()
         collect_cycles()
         return stopped
 
     def request(self, request: MergeRequest) -> int:
-        """Ask for a new model; returns the request id. Never blocks on a merge."""
+        """Ask for a new model; returns the request id. Never blocks on a merge.
+
+        A model ready but not yet swapped in for an older request is superseded: it goes into the recipe cache and is
+        never served. A recipe the cache holds (or the serving copy has) is ready at once, for the next `take_swap`.
+        """
         with self._cond:
             self._wanted_id += 1
             self._wanted = request
             self._wanted_at = time.perf_counter()
             self.counts["requests"] += 1
+            ready = self._ready
+            if ready is not None and ready.policy is self._serving.policy:
+                self._ready = None
+                self._park(ready)
+            if self._ready is None:
+                hit = self._lookup(request)
+                if hit is not None:
+                    self._ready = hit if hit.promote else None
+                    self._done_id = self._wanted_id
+                    self.last_error = ""
             self._cond.notify_all()
             return self._wanted_id
 
@@ -240,8 +263,8 @@ class ModelManager:
     def take_swap(self) -> ServingModel | None:
         """Control thread, between chunks: make a ready model serve. Returns it, or None when nothing was ready.
 
-        An alpha change promotes the policy's standby copy (a reference swap); a reload replaces the policy object.
-        Either way nothing is copied here.
+        An alpha change promotes a spare copy of the policy (a reference swap; the copy that served becomes that spare
+        and keeps its merge in the cache); a reload replaces the policy object. Either way nothing is copied here.
         """
         with self._cond:
             ready = self._ready
@@ -249,17 +272,21 @@ class ModelManager:
                 return None
             started = time.perf_counter()
             self._ready = None
-            old_policy = self._serving.policy
+            old = self._serving
             if ready.promote:
                 try:
-                    ready.policy.promote_standby()
+                    ready.policy.promote_standby(ready.slot)
                 except Exception as exc:  # noqa: BLE001  (the policy keeps its serving copy; keep serving it)
+                    self._busy.discard(ready.slot)
                     self._failed(f"swap refused, old model kept: {exc}")
                     self._cond.notify_all()
                     return None
-            if old_policy is not ready.policy:  # a reload: the old model is freed once the last chunk lets go of it
-                self._retired, self._hasher = weakref.ref(old_policy), None
-            self._serving = ready
+                self._busy.discard(ready.slot)
+                if old.request.finetuned and old.weights_id not in self._cache:  # the spare now holds what served
+                    self._cache[old.weights_id] = CachedRecipe(ready.slot, old.alphas, old.request)
+            if old.policy is not ready.policy:  # a reload: the old model is freed once the last chunk lets go of it
+                self._retired, self._hasher = weakref.ref(old.policy), None
+            self._serving = ready = replace(ready, generation=old.generation + 1)
             self.swap_s = time.perf_counter() - started
             self.counts["swaps"] += 1
             self._cond.notify_all()
@@ -271,13 +298,96 @@ class ModelManager:
             return self._ready is None and self._done_id == self._wanted_id
 
     def memory(self) -> dict:
-        """The merge layout and its memory accounting (GB), for the status."""
-        serving = self._serving
-        plan = serving.memory if serving is not None else None
-        if plan is None:
-            return {}
-        return {"layout": plan.layout, "reason": plan.reason, "model_gb": round(plan.model_bytes / 1e9, 4),
-                "device_gb": round(plan.device_bytes / 1e9, 4), "host_gb": round(plan.host_bytes / 1e9, 4)}
+        """The merge layout and its memory accounting (GB), with the recipe cache, for the status."""
+        with self._cond:
+            serving = self._serving
+            plan = serving.memory if serving is not None else None
+            if plan is None:
+                return {}
+            spares = len(self._slots)
+            cached = [{"weights": wid[:12], "route": entry.request.route, "alphas": entry.request.describe()}
+                      for wid, entry in reversed(self._cache.items())]
+            return {"layout": plan.layout, "reason": plan.reason, "model_gb": round(plan.model_bytes / 1e9, 4),
+                    # the layout's accounting counts one spare copy; the cache may hold more
+                    "device_gb": round((plan.device_bytes + max(0, spares - 1) * plan.model_bytes) / 1e9, 4),
+                    "host_gb": round(plan.host_bytes / 1e9, 4), "spare_copies": spares,
+                    "cache_capacity": self._capacity(), "cache_budget_gb": round(self.cache_budget_bytes / 1e9, 4),
+                    "cache_gb": round(spares * plan.model_bytes / 1e9, 4), "cached_recipes": cached}
+
+    # ------------------------------------------------------------------------------------------------- recipe cache
+    def _capacity(self) -> int:
+        """How many spare copies the budget allows (at least one: live merges write into it)."""
+        merger = self._merger
+        size = merger.memory.model_bytes if merger is not None else 0
+        return max(1, self.cache_budget_bytes // size) if size > 0 else 1
+
+    def _lookup(self, request: MergeRequest) -> ServingModel | None:
+        """A request the serving copy or the cache already holds (caller holds `_cond`); None: it needs a build.
+
+        The serving copy: it serves on under the new request (`promote` false). The cache: its spare copy is ready to
+        promote. Only for the serving files, and never while a reload is building.
+        """
+        serving, merger, building = self._serving, self._merger, self._building
+        if (serving is None or merger is None or not request.finetuned or request.reload
+                or request.files_key() != serving.request.files_key()
+                or (building is not None and (building.reload or building.files_key() != serving.request.files_key()))):
+            return None
+        try:
+            alphas = merger.resolve(request.alpha_spec())
+        except ConfigError:  # the worker reports it
+            return None
+        weights_id = merger.recipe_id(alphas)
+        if weights_id == serving.weights_id:
+            self._serving = replace(serving, request=request)  # the same weights, now for this request's route
+            return replace(serving, request=request, promote=False, request_id=self._wanted_id)
+        entry = self._cache.pop(weights_id, None)
+        if entry is None:
+            return None
+        self._busy.add(entry.slot)
+        self.counts["cache_hits"] += 1
+        self.last_event = f"recipe {request.describe()} found in the cache (weights {weights_id[:12]})"
+        return ServingModel(serving.policy, weights_id, entry.alphas, request, promote=True, memory=merger.memory,
+                            slot=entry.slot, request_id=self._wanted_id, cached=True,
+                            request_to_ready_s=time.perf_counter() - self._wanted_at, requested_at=self._wanted_at)
+
+    def _claim_slot(self) -> str:
+        """A spare copy to merge into (caller holds `_cond`).
+
+        A free one; else a new one while the budget and the device's memory allow; else the least recently served
+        cached merge's.
+        """
+        held = self._busy | {entry.slot for entry in self._cache.values()}
+        free = [slot for slot in self._slots if slot not in held]
+        if free:
+            slot = free[0]
+        elif not self._slots or (len(self._slots) < self._capacity() and self._room_for_a_copy()):
+            slot = STANDBY if not self._slots else f"spare_{len(self._slots)}"
+            self._slots.append(slot)
+        elif self._cache:
+            _, evicted = self._cache.popitem(last=False)
+            slot = evicted.slot
+        else:
+            raise ConfigError("no spare copy to merge into (all are in use); this is a bug, please report it")
+        self._busy.add(slot)
+        return slot
+
+    def _room_for_a_copy(self) -> bool:
+        merger = self._merger
+        size = merger.memory.model_bytes if merger is not None else 0
+        return free_memory_bytes(self.device) >= size + _SPARE_HEADROOM_BYTES
+
+    def _park(self, model: ServingModel) -> None:
+        """Keep a complete merge that will not serve now in the cache (caller holds `_cond`)."""
+        if not model.promote or model.policy is not self._serving.policy:
+            return  # the serving copy under another request, or a replaced policy: nothing to keep
+        self._busy.discard(model.slot)
+        self.counts["superseded"] += 1
+        if model.weights_id != self._serving.weights_id:
+            self._cache[model.weights_id] = CachedRecipe(model.slot, model.alphas, model.request)
+
+    def _forget_spares(self) -> None:
+        """The spare copies are gone (a reload or close freed them)."""
+        self._slots, self._busy, self._cache = [], set(), OrderedDict()
 
     # ------------------------------------------------------------------------------------------------- worker
     def _run(self) -> None:
@@ -295,6 +405,7 @@ class ModelManager:
                 request, request_id, asked_at = self._wanted, self._wanted_id, self._wanted_at
                 policy = self._serving.policy if standby else None
                 current = self._serving.request if standby else None
+                self._building = request if build else None
             if policy is not None:
                 self._prepare_standby(policy, current)
                 policy = current = None  # no reference of this thread keeps a replaced model alive
@@ -304,21 +415,31 @@ class ModelManager:
                 continue
             try:
                 model = self._build(request)
-                model = replace(model, request_to_ready_s=time.perf_counter() - asked_at, requested_at=asked_at)
                 with self._cond:
-                    self._ready = model
+                    self._building = None
                     self.last_error = ""
-                    self.last_event = (f"model for alphas {model.alphas} ready in {model.build_s:.3f} s "
-                                       f"(weights {model.weights_id[:12]})")
+                    if model is None:  # the serving copy already has these weights
+                        continue
+                    model = replace(model, request_to_ready_s=time.perf_counter() - asked_at, requested_at=asked_at,
+                                    request_id=request_id)
+                    if request_id != self._wanted_id and model.policy is self._serving.policy:
+                        self._park(model)  # superseded while it merged: never served
+                        self.last_event = (f"merge for {model.request.describe()} superseded by a newer request; "
+                                           f"kept in the recipe cache (weights {model.weights_id[:12]})")
+                    else:
+                        self._ready = model
+                        self.last_event = (f"model for alphas {model.alphas} ready in {model.build_s:.3f} s "
+                                           f"(weights {model.weights_id[:12]})")
             except Exception as exc:  # noqa: BLE001  (any failure keeps the old model serving; report it)
                 reason = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
                 if not isinstance(exc, ConfigError):
                     log.error("merge worker failed:\n%s", traceback.format_exc())
                 with self._cond:
+                    self._building = None
                     self._failed(f"request {request_id} rejected, old model kept: {reason}")
             finally:
                 with self._cond:
-                    self._done_id = request_id
+                    self._done_id = max(self._done_id, request_id)
                     self._cond.notify_all()
 
     def _prepare_standby(self, policy: Policy, current: MergeRequest) -> None:
@@ -329,12 +450,22 @@ class ModelManager:
         them to its active list). A failure here (e.g. out of memory) is logged; the next alpha change tries again
         and reports it.
         """
+        with self._cond:
+            if STANDBY not in self._slots:
+                self._slots.append(STANDBY)
+            self._busy.add(STANDBY)
         try:
-            targets = policy.weight_targets("standby")
+            targets = policy.weight_targets(STANDBY)
             self._merger.merge_into(current.alpha_spec(), targets)
         except Exception as exc:  # noqa: BLE001  (the worker must survive; a request reports a lasting problem)
             # the message only: a log handler keeping the exception would keep its frames and this model alive
             log.warning("could not prepare the standby copy now (%s); the next alpha change makes it", str(exc))
+            with self._cond:
+                policy.release_standby(STANDBY)
+                self._slots.remove(STANDBY)
+        finally:
+            with self._cond:
+                self._busy.discard(STANDBY)
         self._standby_of = policy
 
     def _standby_missing(self) -> bool:
@@ -406,6 +537,8 @@ class ModelManager:
         """
         if self._serving is not None:
             self._serving.policy.release_standby()
+        with self._cond:
+            self._forget_spares()
         self._standby_of, self._hasher = None, None
         if self._merger is not None and self._merger.holds_inputs:
             self._merger.close()
@@ -429,27 +562,36 @@ class ModelManager:
         if self._retired() is not None:
             log.warning("the model a reload replaced is still referenced after %.0f s; allocating anyway", timeout_s)
 
-    def _build(self, request: MergeRequest, first: bool = False) -> ServingModel:
-        """Build a complete model for `request` without touching the serving copy."""
+    def _build(self, request: MergeRequest, first: bool = False) -> ServingModel | None:
+        """Build a complete model for `request` without touching the serving copy (None: the serving copy has it)."""
         started = time.perf_counter()
         serving = self._serving
         if first or serving is None or request.reload or request.files_key() != serving.request.files_key():
             return self._build_reload(request, started)
         policy = serving.policy
-        generation = serving.generation + 1
-        self.counts["builds"] += 1
         if not request.finetuned:  # the base alone: same weights, new request
-            return ServingModel(policy, self._base_id, {}, request, generation,
-                                build_s=time.perf_counter() - started)
+            self.counts["builds"] += 1
+            return ServingModel(policy, self._base_id, {}, request, build_s=time.perf_counter() - started)
         if self._merger is None:  # a failed reload freed it: the serving files again, next to the serving model
             self._merger = self._new_merger(self._plan(request), request, policy)
-        if self._standby_of is not policy:
-            self._wait_for_retired()
-        targets = policy.weight_targets("standby")
-        self._standby_of = policy
-        done = self._merger.merge_into(request.alpha_spec(), targets)
-        return ServingModel(policy, done.weights_id, done.alphas, request, generation, done.seconds,
-                            build_s=time.perf_counter() - started, promote=True, memory=self._merger.memory)
+        with self._cond:
+            hit = self._lookup(request)
+            if hit is not None:
+                return hit if hit.promote else None
+            slot = self._claim_slot()
+        try:
+            if self._standby_of is not policy:
+                self._wait_for_retired()
+            targets = policy.weight_targets(slot)
+            self._standby_of = policy
+            done = self._merger.merge_into(request.alpha_spec(), targets)
+        except BaseException:
+            with self._cond:  # what the spare copy holds now is nothing: free to merge into again
+                self._busy.discard(slot)
+            raise
+        self.counts["builds"] += 1
+        return ServingModel(policy, done.weights_id, done.alphas, request, merge_s=done.seconds,
+                            build_s=time.perf_counter() - started, promote=True, memory=self._merger.memory, slot=slot)
 
     def _build_reload(self, request: MergeRequest, started: float) -> ServingModel:
         """Load `request.base` as a new policy and merge into it; the serving model keeps serving meanwhile."""

@@ -2,6 +2,11 @@
 
 Runs on its own thread (never in an executor callback), woken every control period, stopped by a threading.Event:
 1. between chunks: let a ready re-merged model serve (`ModelManager.take_swap`), so a chunk never mixes models;
+   each instruction is served at its recipe (`RecipeBook.route`: the `instruction_alphas` rule it matches, else the
+   alpha parameters). The loop asks the manager for the current instruction's recipe at every tick, and infers for
+   an instruction only with a model built for its route: after the instruction changes, a cached recipe serves at
+   once (a reference swap); otherwise nothing is commanded (the running motion is stopped) until its merge is ready.
+   An alpha change within the same route keeps the old merge serving until the new one is ready, as before;
 2. paused or any stream not fresh -> publish nothing (the controller holds at the end of its short trajectory);
    commanding resumes by itself once every stream is fresh again;
 3. chunk mode: when the running command is about to end (its duration minus the expected inference time), build the
@@ -26,15 +31,18 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-
+from typing import TYPE_CHECKING
 
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import ActionChunk
 from retain_ros.control.chunk_executor import ChunkExecutor, MeasuredState, PlannedCommand
 from retain_ros.control.inputs import JOINTS, NodeInputs
 from retain_ros.control.streams import Sample
-from retain_ros.ros.live_merge import ModelManager, ServingModel
-from retain_ros.ros.worker_thread import WorkerThread
+from retain_ros.worker_thread import WorkerThread
+
+if TYPE_CHECKING:  # the loop only calls the manager: control/ loads without torch
+    from retain_ros.serving.model_manager import ModelManager, ServingModel
+    from retain_ros.serving.recipes import MergeRequest, RecipeBook
 
 
 CONTROLLER_DELAY_S = 0.002  # from planning to the controller's first sample of a command: publish, DDS, a 1 kHz tick
@@ -65,6 +73,7 @@ class Executed:
         image_stamp_ns: newest camera header stamp in the observation.
         sequence: chunk counter.
         new_chunk: the command is the first from this chunk (stream mode sends several per chunk).
+        instruction: the instruction the model saw.
     """
 
     chunk: ActionChunk
@@ -74,6 +83,7 @@ class Executed:
     image_stamp_ns: int
     sequence: int
     new_chunk: bool = True
+    instruction: str = ""
 
 
 @dataclass
@@ -113,14 +123,17 @@ class ControlLoop:
         on_event: (level, message) for log lines worth a human's attention.
         send_stop: called with the stop command when commanding stops mid-chunk (`ChunkExecutor.stop`).
         blocked: returns why commands would not be executed now (the controller is inactive), or None.
+        recipes: the recipe of each instruction (default: the serving model's request for every instruction).
     """
 
     def __init__(self, inputs: NodeInputs, manager: ModelManager, executor: ChunkExecutor,
                  clock_ns: Callable[[], int], publish: Callable[[Executed], None], period_s: float,
                  instruction: Callable[[], str], on_event: Callable[[str, str], None],
                  send_stop: Callable[[PlannedCommand], None] | None = None,
-                 blocked: Callable[[], str | None] = lambda: None) -> None:
+                 blocked: Callable[[], str | None] = lambda: None, recipes: RecipeBook | None = None) -> None:
         self.inputs, self.manager, self.executor = inputs, manager, executor
+        self._recipes = recipes
+        self._route_lock = threading.Lock()
         self.clock_ns, self.publish, self.period_s = clock_ns, publish, period_s
         self.instruction, self.on_event, self.send_stop, self.blocked = instruction, on_event, send_stop, blocked
         self.state = LoopState()
@@ -140,6 +153,32 @@ class ControlLoop:
     def streams(self):
         """The node's input streams, as `NodeInputs` holds them."""
         return self.inputs.streams
+
+    @property
+    def recipes(self) -> RecipeBook | None:
+        """The recipe of each instruction."""
+        return self._recipes
+
+    def set_recipes(self, recipes: RecipeBook) -> None:
+        """New recipes (any thread; a parameter change): asked of the manager for the current instruction at once."""
+        self._recipes = recipes
+        self.route_now()
+
+    def route_now(self, instruction: str | None = None) -> MergeRequest | None:
+        """Ask the manager for the recipe of `instruction` (default: the current one) unless it is already wanted.
+
+        Returns the request, or None without recipes or before any instruction. Any thread.
+        """
+        recipes = self._recipes
+        if recipes is None:
+            return None
+        if instruction is None:
+            instruction = self.inputs.current_instruction(self.instruction())
+        request = recipes.route(instruction) if instruction else recipes.default
+        with self._route_lock:
+            if not request.same_recipe(self.manager.wanted):
+                self.manager.request(request)
+        return request
 
     def pause(self, reason: str) -> None:
         """Stop commanding until `resume`, and stop the running motion now (any thread); `reason` shows in the status.
@@ -214,10 +253,8 @@ class ControlLoop:
             config, self._pending_config = self._pending_config, None
         if config is not None:
             self.executor.config = config
-        swapped = self.manager.take_swap()
-        if swapped is not None:
-            self.on_event("info", f"now serving generation {swapped.generation}, alphas {swapped.alphas}, "
-                                  f"weights {swapped.weights_id[:12]}")
+        self.route_now()
+        self._take_swap()
         with self._gate:
             if self.paused.is_set():
                 self._not_commanding("paused", self.pause_reason)
@@ -258,12 +295,38 @@ class ControlLoop:
         self._stream_next += 1
         return done
 
-    def _infer_and_publish(self, observed_ns: int, samples: dict) -> Executed | None:
+    def _take_swap(self) -> None:
+        swapped = self.manager.take_swap()
+        if swapped is not None:
+            how = "from the recipe cache" if swapped.cached else f"merged in {swapped.merge_s * 1e3:.0f} ms"
+            self.on_event("info", f"now serving generation {swapped.generation}, route '{swapped.request.route}', "
+                                  f"alphas {swapped.request.describe()} ({how}; swap {self.manager.swap_s * 1e3:.2f} "
+                                  f"ms), weights {swapped.weights_id[:12]}")
+
+    def _serving_for(self, instruction: str) -> ServingModel | None:
+        """The model to infer for `instruction` (between chunks): one built for its route, or None (why: the state)."""
+        request = self.route_now(instruction)
+        self._take_swap()
         model = self.manager.serving
+        if request is None or model.request.route == request.route:
+            return model
+        reason = f"switching to the recipe of '{instruction}' ({request.route}: alphas {request.describe()})"
+        if self.manager.idle() and self.manager.last_error:
+            reason += f"; it failed: {self.manager.last_error}"
+        if reason != self.state.reason:
+            self.on_event("info", reason)
+        self._not_commanding("waiting", reason)
+        return None
+
+    def _infer_and_publish(self, observed_ns: int, samples: dict) -> Executed | None:
         try:
             obs, image_stamp = self.inputs.assemble(samples, observed_ns, self.instruction())
         except ConfigError as exc:
             self._not_commanding("waiting", str(exc))
+            return None
+        with self._gate:
+            model = self._serving_for(obs.instruction)
+        if model is None:
             return None
         started = time.perf_counter()
         try:
@@ -303,7 +366,7 @@ class ControlLoop:
         except ConfigError as exc:
             return self._reject(exc)
         self._sequence += 1
-        done = Executed(chunk, plan, model, inference_s, image_stamp, self._sequence)
+        done = Executed(chunk, plan, model, inference_s, image_stamp, self._sequence, instruction=obs.instruction)
         self._send(done)
         if self.executor.config.mode == "stream":
             self._streaming, self._stream_next = done, 1

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from retain_ros.errors import ConfigError
-from retain_ros.ros.demo_plan import MODELS, TARGET, Outcome, Plan, StepFailed, say, step
-from retain_ros.ros.demo_report import summary_text, write_strip
-from retain_ros.ros.demo_session import LiveSession
+from retain_ros.demo.plan import MODELS, TARGET, Outcome, Plan, StepFailed, say, step
+from retain_ros.demo.report import summary_text, write_strip
+from retain_ros.demo.session import LiveSession
 
 
 def run_live(session: LiveSession, plan: Plan, outcome: Outcome) -> None:
@@ -137,11 +137,11 @@ def prepare_out(out: Path) -> None:
                               "new or empty folder (the default is demo_out)")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / OUT_MARKER).write_text("made by python -m retain_ros.ros.demo; the next run replaces this folder\n")
+    (out / OUT_MARKER).write_text("made by python -m retain_ros.demo; the next run replaces this folder\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retain_ros.ros.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m retain_ros.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_out",
                         help="output folder (an earlier demo's output is replaced; any other non-empty folder is "
