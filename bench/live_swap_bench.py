@@ -99,7 +99,7 @@ class WeightsOnlyPolicy:
 
         with Checkpoint(path) as checkpoint:  # pread: no file pages counted in this process's memory
             self._serving = {n: checkpoint.read_tensor(n).to(device) for n in checkpoint.specs}
-        self._standby: dict[str, torch.Tensor] | None = None
+        self._spares: dict[str, dict[str, torch.Tensor]] = {}
         self.spec = PolicySpec(camera_names=("exterior",), image_size=(8, 8))
 
     def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
@@ -108,15 +108,21 @@ class WeightsOnlyPolicy:
     def weight_targets(self, which: str = "standby") -> dict[str, list[torch.Tensor]]:
         if which == "serving":
             return {n: [t] for n, t in self._serving.items()}
-        if self._standby is None:
-            self._standby = {n: t.clone() for n, t in self._serving.items()}  # a copy, as a model's deepcopy is
-        return {n: [t] for n, t in self._standby.items()}
+        if which not in self._spares:
+            self._spares[which] = {n: t.clone() for n, t in self._serving.items()}  # a copy, as a deepcopy is
+        return {n: [t] for n, t in self._spares[which].items()}
 
-    def promote_standby(self) -> None:
-        self._serving, self._standby = self._standby, self._serving
+    def promote_standby(self, which: str = "standby") -> None:
+        self._serving, self._spares[which] = self._spares[which], self._serving
 
-    def release_standby(self) -> None:
-        self._standby = None
+    def release_standby(self, which: str | None = None) -> None:
+        if which is None:
+            self._spares.clear()
+        else:
+            self._spares.pop(which, None)
+
+    def spare_copies(self) -> tuple[str, ...]:
+        return tuple(self._spares)
 
 
 # ----------------------------------------------------------------------------------------------- measurement
@@ -147,6 +153,7 @@ def measure_changes(manager, request_for: Callable[[float], object], alphas: lis
     changes, merges, asked_at = [], [], []
     try:
         for alpha in alphas:
+            served.pop(alpha, None)  # a recipe served before (a switch back) counts from this request
             asked = time.perf_counter()
             asked_at.append(asked)
             manager.request(request_for(alpha))
@@ -236,6 +243,15 @@ def _child(args: argparse.Namespace) -> dict:
             time.sleep(0.01)
         alphas = [round(0.1 + 0.8 * i / max(1, args.changes - 1), 4) for i in range(args.changes)]
         result.update(measure_changes(manager, request_for, alphas, predict))
+        # switching between two recipes (an instruction and back): the second is kept in a spare copy, so after
+        # the first round trip every switch is a reference swap found in the recipe cache (no merge)
+        builds, hits = manager.counts["builds"], manager.counts["cache_hits"]
+        switched = measure_changes(manager, request_for, [alphas[-2], alphas[-1]] * 3, predict)
+        result["switch"] = {"change_to_serving_s": switched["change_to_serving_s"],
+                            "merges": manager.counts["builds"] - builds,
+                            "cache_hits": manager.counts["cache_hits"] - hits,
+                            "swap_max_s": switched["swap_max_s"], "late_ticks": switched["late_ticks"],
+                            "tick_interval_max_s": switched["tick_interval_max_s"]}
     finally:
         manager.stop()
     result["peak_rss_changes"] = peak_rss_bytes()
@@ -276,6 +292,14 @@ def report(name: str, r: dict) -> str:
              f"  peak RSS: {r['peak_rss_load'] / gb:.2f} GB after loading, {r['peak_rss_changes'] / gb:.2f} GB during "
              f"changes = {r['peak_rss_changes'] / ckpt:.2f}x the checkpoint; accounting: device "
              f"{r['memory']['device_gb']:.2f} GB, pinned host {r['memory']['host_gb']:.2f} GB"]
+    if "switch" in r:
+        sw = r["switch"]
+        times = sw["change_to_serving_s"]
+        lines.append(f"  switching between two recipes ({len(times)} switches, as alternating instructions do): "
+                     f"change -> serving p50 {statistics.median(times) * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms "
+                     f"= {max(times) / r['period_s']:.2f} periods; {sw['merges']} merges, {sw['cache_hits']} cache "
+                     f"hits (reference swaps), swap max {sw['swap_max_s'] * 1e6:.0f} us, longest tick "
+                     f"{sw['tick_interval_max_s'] / r['period_s']:.2f} periods")
     if "device_peak_changes" in r:
         lines.append(f"  device peak: {r['device_peak_load'] / gb:.2f} GB loading, "
                      f"{r['device_peak_changes'] / gb:.2f} GB during changes = "

@@ -5,7 +5,9 @@
 2. runs episodes of the target task in `id`, in an OOD variation and of a generalist task, driven through the sim
    node's parameters and its `~/reset` / `~/success` services, while the live recorder writes every topic to a bag;
 3. changes alpha live through the parameter service (as `ros2 param set` does), waits until `~/status` reports the
-   new weights' identity, and runs the same episodes again;
+   new weights' identity, and runs the same episodes again; then sets `instruction_alphas` (the target's instruction
+   at 0.9, every other at the base) and runs the target task, a generalist task and the target again back to back
+   with the same node, each at its own recipe, printing how each recipe came to serve (merged or from the cache);
 4. records held-out expert demonstrations of the OOD setting as bags (`retain-sim collect --bag`, seeds no model
    trained on) and scores every alpha on them with `retain-eval bag` (the expert's DROID actions as targets), so the
    offline ranking of alphas stands next to the closed-loop successes of steps 2-3;
@@ -39,13 +41,25 @@ def run_live(session: LiveSession, plan: Plan, outcome: Outcome) -> None:
     run_episodes(session, plan, plan.live_alphas[0], outcome)
     outcome.steps["2"] = "ok"
     step(outcome, 3, f"live alpha change {plan.live_alphas[0]} -> {plan.live_alphas[1]} (parameter service), "
-                     "same episodes again")
+                     "same episodes again; then each instruction at its own recipe")
     status, waited = session.change_alpha(plan.live_alphas[1])
     outcome.weights_ids[str(plan.live_alphas[1])] = status["weights_id"]
     outcome.reload_s, outcome.status_after_s = status["reload_s"], waited
     say(f"~/status: weights {status['weights_id'][:12]} after {waited:.2f} s (node re-merge + swap "
         f"{status['reload_s']:.3f} s)")
     run_episodes(session, plan, plan.live_alphas[1], outcome)
+    items = plan.instruction_alphas()
+    say(f"per-instruction recipes: instruction_alphas {items} (one node, each task at its own merge)")
+    session.set_instruction_alphas(items)
+    for task, variation in plan.routed_settings:
+        episode = session.run_episode(task, variation, plan.seed, "routed")
+        outcome.routed.append(episode)
+        served = episode["serving"]
+        how = ("from the recipe cache" if served["cached"] else f"merged, ready {served['reload_s']:.3f} s after "
+               "the instruction")
+        say(f"  routed {task}/{variation}: alphas {served['recipe']} ({how}; swap {served['swap_s'] * 1e3:.2f} ms "
+            f"on the control thread): {'success' if episode['success'] else 'no success'} "
+            f"(reward {episode['reward']:.2f})")
     outcome.steps["3"] = "ok"
 
 

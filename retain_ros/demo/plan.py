@@ -29,6 +29,19 @@ class Plan:
     seed: int = 1000  # away from the training seeds, as `retain-eval sim`
     heldout_episodes: int = 3  # expert demos of the OOD setting recorded for the replay step
     heldout_seed: int = 3000  # away from the training and closed-loop seeds
+    routed_alpha: float = 0.9  # step 3's per-instruction recipes: the target at this alpha, every other task at the base
+
+    @property
+    def routed_settings(self) -> list[tuple[str, str]]:
+        """Step 3's back-to-back episodes with one node: target, generalist, target again (a cached recipe)."""
+        return [self.settings[0], self.settings[-1], self.settings[0]]
+
+    def instruction_alphas(self) -> list[str]:
+        """The node's `instruction_alphas` for step 3: the target's instruction at `routed_alpha`, the rest at 0."""
+        from retain_ros.sim import task_suite  # noqa: F401  (registers the tasks)
+        from retain_ros.sim.tasks import SUITE
+
+        return [f"{SUITE.get(TARGET).instruction}={self.routed_alpha:g}", ".*=0"]  # no regex characters in it
 
     @property
     def ood_variation(self) -> str:
@@ -63,6 +76,7 @@ class Outcome:
     weights_ids: dict[str, str] = field(default_factory=dict)
     reload_s: float | None = None
     status_after_s: float | None = None
+    routed: list[dict] = field(default_factory=list)
     replay: dict[str, dict] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 

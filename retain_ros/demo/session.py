@@ -87,7 +87,7 @@ class LiveSession:
             return status if status and predicate(status) else None
         return wait_until(check, timeout_s, what, poll_s=0.2)
 
-    def run_episode(self, task: str, variation: str, seed: int, alpha: float) -> dict:
+    def run_episode(self, task: str, variation: str, seed: int, alpha: float | str) -> dict:
         """Pause the policy, mark the episode in the bag, reset, resume, poll `~/success` until success or timeout.
 
         The policy resumes only once the episode's instruction is in the bag, so it never acts on the previous one.
@@ -114,8 +114,10 @@ class LiveSession:
             # the episode timeout counts simulated time; the wall-clock cap only guards against a stalled simulator
             if answer.success or episode["sim_time_s"] >= limit_s or wall > 6 * limit_s + 30:
                 break
+        serving = self.status()  # what served the episode: its recipe and how it came to serve
         obs.call_trigger("/retain_policy/pause")
-        return {**episode, "alpha": alpha, "wall_s": round(wall, 2)}
+        recipe = {k: serving.get(k) for k in ("route", "recipe", "weights_id", "cached", "swap_s", "reload_s")}
+        return {**episode, "alpha": alpha, "wall_s": round(wall, 2), "serving": recipe}
 
     def _set(self, node: str, params: dict) -> None:
         results = self.observer.set_parameters(node, params)
@@ -130,6 +132,10 @@ class LiveSession:
         status = self._wait_status(lambda s: s.get("alpha") == alpha and s["weights_id"] != before, 60,
                                    f"~/status to report the alpha {alpha} model")
         return status, time.monotonic() - started
+
+    def set_instruction_alphas(self, items: list[str]) -> None:
+        """`ros2 param set /retain_policy instruction_alphas "[...]"`: each instruction at its own recipe from now on."""
+        self._set("retain_policy", {"instruction_alphas": list(items)})
 
     def close(self) -> None:
         """Stop recording (the bag is finished here), then the client node, then the node processes.

@@ -24,6 +24,7 @@ def status_dict(manager: ModelManager, loop: ControlLoop, streams: StreamSet, no
         "alphas": model.alphas if model else {},
         "alpha": model.request.alpha if model else None,
         "recipe": model.request.describe() if model else "",
+        "cached": model.cached if model else False,
         "route": model.request.route if model else "",
         "instruction": loop.inputs.current_instruction(loop.instruction()),
         "instruction_rules": [rule.item for rule in loop.recipes.rules] if loop.recipes else [],
