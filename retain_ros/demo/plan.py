@@ -29,7 +29,7 @@ class Plan:
     seed: int = 1000  # away from the training seeds, as `retain-eval sim`
     heldout_episodes: int = 3  # expert demos of the OOD setting recorded for the replay step
     heldout_seed: int = 3000  # away from the training and closed-loop seeds
-    routed_alpha: float = 0.9  # step 3's per-instruction recipes: the target at this alpha, every other task at the base
+    routed_alpha: float = 0.9  # step 3: the target at this alpha, every other task at the base
 
     @property
     def routed_settings(self) -> list[tuple[str, str]]:

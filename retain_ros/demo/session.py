@@ -134,7 +134,7 @@ class LiveSession:
         return status, time.monotonic() - started
 
     def set_instruction_alphas(self, items: list[str]) -> None:
-        """`ros2 param set /retain_policy instruction_alphas "[...]"`: each instruction at its own recipe from now on."""
+        """`ros2 param set /retain_policy instruction_alphas "[...]"`: each instruction at its own recipe."""
         self._set("retain_policy", {"instruction_alphas": list(items)})
 
     def close(self) -> None:
