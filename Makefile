@@ -162,6 +162,49 @@ models-report-offline: $(foreach v,id $(MODELS_OOD),$(MODELS_HELDOUT)/target_$(v
 models-report: models-report-offline
 	$(BIN)/retain-eval sim --workers 2 --out $(MODELS_REPORT)/sim
 
+# ---- RETAIN's claims at a second pretraining scale (docs/policy.md, "Pretraining scale") ------------------------------
+# Scale 1 is the embedded base (615 episodes, 30k steps). Scale 2 adds 920 generalist episodes (30 more clean `id` and
+# 30 more DART-noise `id` demos per task, 8 more per task in each OOD family: new seeds) and pretrains 30k steps on
+# all 1535, then task-finetunes it as `make models` does. Each stage is one command of under an hour on one core.
+STUDY ?= build/study
+STUDY_PRE2 = $(MODELS_DATA)/pre2_id $(MODELS_DATA)/pre2_id_noise $(foreach v,$(MODELS_OOD),$(MODELS_DATA)/pre2_$(v))
+STUDY_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 1 -q
+.PHONY: study-data study-base2 study-ft2 study-eval1 study-eval2
+study-eval1: $(STUDY)/eval_s1/report.json
+
+study-data: models-data $(foreach d,$(STUDY_PRE2),$(d)/index.json)
+$(MODELS_DATA)/pre2_id/index.json: | venv
+	$(MODELS_SIM) --tasks generalist --variation id --episodes 30 --seed 200 --workers 2 --out $(@D)
+$(MODELS_DATA)/pre2_id_noise/index.json: | venv
+	$(MODELS_SIM) --tasks generalist --variation id --episodes 30 --seed 300 --noise 0.05 --workers 2 --out $(@D)
+$(MODELS_DATA)/pre2_%/index.json: | venv
+	$(MODELS_SIM) --tasks generalist --variation $* --episodes 8 --seed 400 --workers 2 --out $(@D)
+
+study-base2: study-data
+	$(MODELS_TRAIN) pretrain --data $(MODELS_PRE) $(STUDY_PRE2) --steps $(MODELS_PRETRAIN_STEPS) --lr 1e-3 --seed 0 \
+		--out $(STUDY)/base_s2 --overwrite --quiet
+
+study-ft2:
+	$(MODELS_TRAIN) finetune --init $(STUDY)/base_s2 --data $(MODELS_DATA)/target_id --steps $(MODELS_FINETUNE_STEPS) \
+		--lr 5e-4 --seed 1 --out $(STUDY)/task_ft_s2 --overwrite --quiet
+
+# Generalist suite, 10 episodes per task (100 per row), and the target in `id` (20), seeds 7000+ (no model saw them).
+# The base rows and the finetuned rows are separate runs (the base can be scored while task-FT trains), combined by
+# `retain-eval combine`; scale 1 is the embedded checkpoints.
+STUDY_ROWS = --ood "" --alpha 0.5,0.75,0.9 --generalist-episodes 10
+study-eval2: $(STUDY)/eval_s2/report.json
+$(STUDY)/eval_s%/report.json: $(STUDY)/eval_s%_base/report.json $(STUDY)/eval_s%_ft/report.json
+	$(BIN)/retain-eval combine $^ --out $(@D)
+$(STUDY)/eval_s1_base/report.json:
+	$(STUDY_EVAL) $(STUDY_ROWS) --rows '^base$$' --out $(@D)
+$(STUDY)/eval_s1_ft/report.json:
+	$(STUDY_EVAL) $(STUDY_ROWS) --rows '^(task-FT|RETAIN task-FT a=.*)$$' --out $(@D)
+$(STUDY)/eval_s2_base/report.json:
+	$(STUDY_EVAL) $(STUDY_ROWS) --base $(STUDY)/base_s2 --task-ft $(STUDY)/task_ft_s2 --rows '^base$$' --out $(@D)
+$(STUDY)/eval_s2_ft/report.json:
+	$(STUDY_EVAL) $(STUDY_ROWS) --base $(STUDY)/base_s2 --task-ft $(STUDY)/task_ft_s2 \
+		--rows '^(task-FT|RETAIN task-FT a=.*)$$' --out $(@D)
+
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
 # LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.
 # LEROBOT_PYTHON picks the interpreter; by default the first working Python >= 3.12 among python3.12, python3.13 and

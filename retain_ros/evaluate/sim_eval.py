@@ -255,6 +255,11 @@ def _run_in_pool_worker(job: tuple[Variant, Cell, list[int]]) -> list[dict[str, 
     return _POOL_WORKER.run(*job)
 
 
+def checkpoints_used(variants: Sequence[Variant]) -> list[str]:
+    """The checkpoints ('base', 'task_ft', 'co_ft') the rows load: the base always, a finetuned one if a row uses it."""
+    return ["base"] + sorted({v.finetuned for v in variants if v.finetuned != "base"})
+
+
 def jobs_of(cfg: EvalConfig) -> list[tuple[Variant, Cell, list[int]]]:
     """One job per (variant, cell): the cell's seeds, the same for every variant."""
     jobs = []
@@ -268,7 +273,7 @@ def jobs_of(cfg: EvalConfig) -> list[tuple[Variant, Cell, list[int]]]:
 def run_comparison(cfg: EvalConfig, progress: bool = True,
                    on_record: Callable[[dict[str, object]], None] | None = None) -> list[dict[str, object]]:
     """Evaluate every variant on every cell; returns one record per episode."""
-    for key in ("base", "task_ft", "co_ft"):
+    for key in checkpoints_used(cfg.variants):
         ReferencePolicy.from_pretrained(cfg.checkpoint(key))  # fail early on a bad checkpoint
     jobs = jobs_of(cfg)
     total = sum(len(j[2]) for j in jobs)

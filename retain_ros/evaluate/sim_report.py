@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from retain_ros.errors import ConfigError
-from retain_ros.evaluate.sim_eval import GENERALIST, ID, EvalConfig, Variant
+from retain_ros.evaluate.sim_eval import GENERALIST, ID, EvalConfig, Variant, checkpoints_used
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -143,8 +143,9 @@ def write_report(cfg: EvalConfig, records: Sequence[dict], wall_s: float) -> dic
     return paths
 
 
-# Settings that do not change what an episode does: runs that differ only in these can be combined.
-_RUN_ONLY = ("variants", "out", "workers")
+# Settings that do not change what an episode does: runs that differ only in these can be combined. The finetuned
+# checkpoints must agree only between runs whose rows use them.
+_RUN_ONLY = ("variants", "out", "workers", "task_ft", "co_ft")
 
 
 def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[EvalConfig, list[dict], float]:
@@ -174,11 +175,13 @@ def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[Eva
     variants: list[Variant] = []
     owner: dict[str, Path] = {}
     records: list[dict] = []
+    finetuned: dict[str, tuple[str, Path]] = {}  # checkpoint key -> (path, the first run whose rows use it)
     for path, run in runs:
         for key, value in settings.items():
             if run["config"].get(key) != value:
                 raise ConfigError(f"{path} was run with {key}={run['config'].get(key)!r} but {first_path} with "
                                   f"{value!r}; combine only runs of the same settings (they differ in rows only)")
+        mine = []
         for data in run["config"]["variants"]:
             variant = Variant(data["name"], data["finetuned"], data["alpha"],
                               tuple(tuple(g) for g in data["group_alpha"]), tuple(data.get("routes", ())))
@@ -186,9 +189,15 @@ def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[Eva
                 raise ConfigError(f"row '{variant.name}' is in both {owner[variant.name]} and {path}; keep it in one "
                                   "run (--rows)")
             owner[variant.name] = path
-            variants.append(variant)
+            mine.append(variant)
+        for key in checkpoints_used(mine)[1:]:
+            used, where = finetuned.setdefault(key, (run["config"][key], path))
+            if used != run["config"][key]:
+                raise ConfigError(f"{path} ran its {key} rows with {run['config'][key]!r} but {where} with "
+                                  f"{used!r}; combine only runs of the same checkpoints")
+        variants += mine
         records += run["episodes"]
-    config = dict(first["config"], variants=variants, out=str(out))
+    config = dict(first["config"], variants=variants, out=str(out), **{k: p for k, (p, _) in finetuned.items()})
     for key in ("ood", "generalist"):
         if config[key] is not None:
             config[key] = tuple(config[key])

@@ -172,9 +172,10 @@ def test_runs_of_different_rows_combine_into_one_report_and_mismatches_are_refus
               tiny_models["co_ft"], "--target", "pick_red", "--alpha", "0.5", "--episodes", "1",
               "--generalist-episodes", "1", "--ood", "position", "--generalist", "pick_blue", "--image-size", "16",
               "--max-steps", "6", "-q", "--instruction-alphas", "pick up the red .*=0.5"]
-    runs = {"a": "^(base|task-FT)$", "b": "^routed", "c": "^base$"}
+    runs = {"a": "^(base|task-FT)$", "b": "^routed", "c": "^base$", "d": "^routed", "e": "^base$"}
     for name, rows in runs.items():
-        extra = ["--seed", "1001"] if name == "c" else []
+        extra = {"c": ["--seed", "1001"], "d": ["--task-ft", tiny_models["co_ft"]],
+                 "e": ["--task-ft", str(tmp_path / "not_trained_yet")]}.get(name, [])
         assert retain_eval(common + ["--rows", rows, "--out", str(tmp_path / name)] + extra) == 0
     capsys.readouterr()
     assert retain_eval(["combine", str(tmp_path / "a"), str(tmp_path / "b" / "report.json"),
@@ -188,5 +189,11 @@ def test_runs_of_different_rows_combine_into_one_report_and_mismatches_are_refus
     assert "seed=1001" in capsys.readouterr().err
     assert retain_eval(["combine", str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(tmp_path / "x")]) == 2
     assert "row 'base' is in both" in capsys.readouterr().err
+    # other finetuned weights behind the same row names: refused; a base-only run ignores --task-ft
+    assert retain_eval(["combine", str(tmp_path / "a"), str(tmp_path / "d"), "--out", str(tmp_path / "x")]) == 2
+    assert "ran its task_ft rows with" in capsys.readouterr().err
+    assert retain_eval(["combine", str(tmp_path / "b"), str(tmp_path / "e"), "--out", str(tmp_path / "be")]) == 0
+    assert json.loads((tmp_path / "be" / "report.json").read_text())["config"]["task_ft"] == tiny_models["task_ft"]
+    capsys.readouterr()
     assert retain_eval(["combine", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "cannot read" in capsys.readouterr().err
