@@ -75,7 +75,7 @@ def test_deactivate_sends_the_stop_and_then_nothing(ros, tiny_checkpoints):
 @pytest.mark.slow
 def test_ctrl_c_sends_the_stop_before_the_node_exits(ros, tiny_checkpoints):
     observer, proc = commanding_chunks(ros, tiny_checkpoints)
-    assert proc.stop() == 0  # SIGINT, as Ctrl-C in a terminal or ros2 launch
+    assert proc.stop() == 0, proc.output()[-4000:]  # SIGINT, as Ctrl-C in a terminal or ros2 launch
     assert "sent the stop trajectory" in proc.output()
     stop = wait_until(lambda: (m := observer.received(T.arm_command)) and is_stop(m[-1]) and m[-1], 10,
                       "the stop trajectory after Ctrl-C")
