@@ -67,24 +67,27 @@ def _fmt(cell: dict[str, float]) -> str:
     return f"{cell['rate']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
 
 
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown_report(cfg: EvalConfig, table: dict, records: Sequence[dict], wall_s: float) -> str:
     """The comparison in the paper's layout (ID, generalist, OOD) plus one column per OOD family."""
     families = list(cfg.ood)
     lines = [f"# RETAIN in simulation: target task `{cfg.target}`", "",
              f"Success rate [95% Wilson interval]; {cfg.episodes} episode(s) per target cell (seeds {cfg.seed}.."
              f"{cfg.seed + cfg.episodes - 1}), {cfg.generalist_episodes} per generalist task; {len(records)} "
-             f"episodes in {wall_s / 60:.1f} min. OOD pools the families {', '.join(families)}.", "",
-             "| Method | ID | Generalist | OOD | " + " | ".join(families) + " |",
-             "|---|---|---|---|" + "---|" * len(families)]
+             f"episodes in {wall_s / 60:.1f} min. "
+             + (f"OOD pools the families {', '.join(families)}." if families else "No OOD family was run."), "",
+             _row(["Method", ID.upper(), "Generalist", "OOD", *families]), _row(["---"] * (4 + len(families)))]
     for name, row in table.items():
         cells = [_fmt(row[ID]), _fmt(row[GENERALIST]), _fmt(row["ood"])] + [_fmt(row[f]) for f in families]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(_row([name, *cells]))
     lines += ["", "Mean final task reward (1 = success, else shaped progress in [0, 0.9]):", "",
-              "| Method | ID | Generalist | OOD | " + " | ".join(families) + " |",
-              "|---|---|---|---|" + "---|" * len(families)]
+              _row(["Method", ID.upper(), "Generalist", "OOD", *families]), _row(["---"] * (4 + len(families)))]
     for name, row in table.items():
         cells = [f"{row[c]['reward']:.3f}" for c in [ID, GENERALIST, "ood", *families]]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(_row([name, *cells]))
     lines += ["", "Paper (DROID, pi0-FAST, real robot): ID / Generalist / OOD", "",
               "| Method | ID | Generalist | OOD |", "|---|---|---|---|"]
     lines += [f"| {k} | {a:.2f} | {b:.2f} | {c:.2f} |" for k, (a, b, c) in PAPER_DROID.items()]
