@@ -182,3 +182,21 @@ def test_chunks_under_racing_instruction_changes_always_come_from_their_instruct
     assert switches >= 5
     # two merges (plus at most one superseded while it ran); every later switch was a reference swap from the cache
     assert manager.counts["builds"] <= 3 and manager.counts["cache_hits"] >= switches - 2
+
+
+def test_one_alpha_per_finetuned_checkpoint_merges_two_skills_in_sequence(tmp_path):
+    """`0.9,0` with two finetuned checkpoints: the first skill at 0.9, the second left out (sequential merge)."""
+    base, fts = make_checkpoints(tmp_path, num_finetuned=2)
+    paths = (str(fts[0]), str(fts[1]))
+    book = RecipeBook(MergeRequest(str(base), paths, 0.5), parse_rules(["push .*=0.9,0", "stack .*=0.9,0.8"]))
+    recipes = LiveMerger.from_checkpoints(str(base), list(paths))
+    manager = ModelManager()
+    manager.load_initial(book.route(TARGET))
+    manager.start()
+    try:
+        for text, alphas in ((TARGET, (0.9, 0.0)), (OTHER, (0.9, 0.8)), ("wave", (0.5,))):
+            model = serve(manager, book.route(text))
+            assert model.weights_id == recipes.recipe_id(recipes.resolve(alphas)), text
+            assert set(model.alphas.values()) == {alphas if len(alphas) == 2 else alphas * 2}
+    finally:
+        manager.close()
