@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -144,18 +145,24 @@ def test_chunks_under_racing_instruction_changes_always_come_from_their_instruct
     loop = ControlLoop(inputs, manager, ChunkExecutor(ExecutorConfig(execute_steps=2)), lambda: clock[0],
                        published.append, 1 / 15, lambda: "", lambda *e: None, send_stop=stops.append, recipes=book)
     manager.start()
-    changes, stop, steps = [], threading.Event(), [0]
+    changes, stop = [], threading.Event()
 
     def operator():  # `ros2 topic pub` of alternating instructions, at random moments 0-2 chunks apart
         rng = random.Random(0)
+        try:
+            change_instructions(rng)
+        finally:
+            stop.set()  # also when this thread fails, so the loop below ends and the test reports it
+
+    def change_instructions(rng):
         for i in range(100):
             text = (TARGET, OTHER)[i % 2]
             inputs.on_instruction(text, clock[0])
             changes.append(text)
-            until, give_up = len(published) + rng.randint(0, 2), steps[0] + 200
-            while len(published) < until and steps[0] < give_up:
+            # waits on chunks, not on loop steps: the loop spins fast while a merge runs on a slow machine
+            until, give_up = len(published) + rng.randint(0, 2), time.monotonic() + 30
+            while len(published) < until and time.monotonic() < give_up:
                 stop.wait(rng.uniform(0.0, 0.002))
-        stop.set()
 
     try:
         thread = threading.Thread(target=operator)
@@ -167,7 +174,6 @@ def test_chunks_under_racing_instruction_changes_always_come_from_their_instruct
             inputs.streams.put(JOINTS, JointReading(np.asarray(HOME_Q, float), None), clock[0])
             inputs.streams.put(INSTRUCTION, inputs.current_instruction(), clock[0])
             loop.step()
-            steps[0] += 1
         thread.join()
     finally:
         manager.close()
