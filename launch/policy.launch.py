@@ -6,21 +6,26 @@
 
 Starts exactly what test/ros starts by hand: executable `policy_node`, the params file, then the arguments given here.
 An argument left out keeps the params file's value (the file is config/fr3_droid.yaml unless params_file says
-otherwise), so a speed_scale set in your file is never replaced by a launch default. The node starts paused:
+otherwise), so a speed_scale set in your file is never replaced by a launch default; with the checkpoints in your
+params file, `ros2 launch retain_ros policy.launch.py params_file:=/path/to/my.yaml` is enough. Values take the
+parameter's declared type (`alpha:=1` is the double 1.0; strings are kept as written). The node starts paused:
 `ros2 service call /retain_policy/resume std_srvs/srv/Trigger` arms it (docs/robot.md).
 """
 
 import os
 
-import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from retain_ros.control.params import launch_value
+
 # launch argument -> what it overrides when given ('' = not given: the params file decides)
 OPTIONAL = {
+    "base_checkpoint": "pretrained checkpoint (inside checkpoint_root)",
+    "checkpoint_root": "checkpoints are only loaded from inside this folder",
     "finetuned_checkpoints": "finetuned checkpoints, YAML list, e.g. \"['pi0_cube']\"",
     "alpha": "RETAIN merge weight 0..1",
     "device": "torch device (cpu, cuda)",
@@ -32,12 +37,11 @@ OPTIONAL = {
 
 
 def _policy_node(context):
-    overrides = {"base_checkpoint": LaunchConfiguration("base_checkpoint").perform(context),
-                 "checkpoint_root": LaunchConfiguration("checkpoint_root").perform(context)}
+    overrides = {}
     for name in OPTIONAL:
         text = LaunchConfiguration(name).perform(context)
         if text != "":
-            overrides[name] = yaml.safe_load(text)  # typed as ros2 param set types it: 0.5, true, ['a'], cpu
+            overrides[name] = launch_value(name, text)  # the declared type: alpha:=1 -> 1.0, device:=cuda -> 'cuda'
     return [Node(package="retain_ros", executable="policy_node", name="retain_policy", output="screen",
                  parameters=[LaunchConfiguration("params_file").perform(context), overrides])]
 
@@ -46,8 +50,6 @@ def generate_launch_description():
     default_params = os.path.join(get_package_share_directory("retain_ros"), "config", "fr3_droid.yaml")
     args = [
         DeclareLaunchArgument("params_file", default_value=default_params, description="policy node parameter file"),
-        DeclareLaunchArgument("base_checkpoint", description="pretrained checkpoint (inside checkpoint_root)"),
-        DeclareLaunchArgument("checkpoint_root", description="checkpoints are only loaded from inside this folder"),
         *(DeclareLaunchArgument(name, default_value="", description=f"{text} ('' = the params file's value)")
           for name, text in OPTIONAL.items()),
     ]

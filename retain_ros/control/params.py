@@ -159,6 +159,59 @@ PARAMS: tuple[Param, ...] = (
 BY_NAME = {p.name: p for p in PARAMS}
 
 
+def typed(param: Param, value: object) -> object:
+    """`value` widened to the parameter's declared type.
+
+    An integer where a double is declared (`alpha:=1` on a command line or in a launch file, `speed_scale: 1` in a
+    params file) becomes that double, and so do the integers of a double list. Anything else is returned as given,
+    for the declared type check to refuse.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)) and not value and param.default == [""]:
+        return [""]  # `finetuned_checkpoints:=[]`: the same meaning, and a type rclpy can declare (not a byte array)
+    if isinstance(param.default, float) and isinstance(value, int):
+        return float(value)
+    if (isinstance(param.default, list) and param.default and isinstance(param.default[0], float)
+            and isinstance(value, (list, tuple))
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        return [float(v) for v in value]
+    return value
+
+
+_ROS_TYPE_NAMES = {bool: "bool", int: "integer", float: "double", str: "string", list: "list"}
+
+
+def type_problem(param: Param, value: object) -> str | None:
+    """Why `value` (already `typed`) cannot be the parameter's value, or None; one line with the fix."""
+    want = type(param.default)
+    if want is list:
+        inner = type(param.default[0])
+        if isinstance(value, (list, tuple)) and value and all(type(v) is inner for v in value):
+            return None
+        return (f"{param.name}={value!r} must be a non-empty list of {_ROS_TYPE_NAMES[inner]} (e.g. "
+                f"{param.default!r}); fix the params file or the launch argument")
+    if type(value) is want:
+        return None
+    given = _ROS_TYPE_NAMES.get(type(value), type(value).__name__)
+    return (f"{param.name}={value!r} has type {given}, the parameter's type is {_ROS_TYPE_NAMES[want]} "
+            f"(default {param.default!r}); fix the params file or the launch argument")
+
+
+def launch_value(name: str, text: str) -> object:
+    """A launch argument's text as the parameter's declared type.
+
+    Strings are taken as written (YAML would turn `instruction:=yes` into True); everything else is read as YAML, as
+    `ros2 param set` reads it, then widened.
+    """
+    import yaml
+
+    param = BY_NAME.get(name)  # None: a ROS parameter of every node (use_sim_time)
+    if param is None:
+        return yaml.safe_load(text)
+    return text if isinstance(param.default, str) else typed(param, yaml.safe_load(text))
+
+
 def check_change(name: str, value: object, checkpoint_root: str = "", groups: tuple[str, ...] = (),
                  num_finetuned: int = 0) -> str | None:
     """Validate one new value (the on-set callback); returns the reason it is refused, or None.

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import traceback
 
 from rcl_interfaces.msg import ParameterDescriptor
@@ -157,6 +158,9 @@ def spin_managed(node_factory, args: list[str] | None = None) -> int:
             executor.spin_once(timeout_sec=0.1)  # back in Python often enough to see a signal
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except ConfigError as exc:  # a bad parameter before the node exists: one line, no traceback
+        print(f"start-up failed: {exc}", file=sys.stderr, flush=True)
+        code = 2
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         code = 1

@@ -66,7 +66,8 @@ def test_alpha_changes_swap_whole_models_and_bad_changes_are_refused(ros, tiny_c
     root, base, finetuned = tiny_checkpoints
     expected = Expected(base, finetuned)
     fp_half = expected.add(0.5)
-    proc = start_policy(ros, tiny_checkpoints, execute_steps=2, content_hash=True)
+    # speed_scale=1 is an integer for a double parameter, as `speed_scale:=1` or a params file's `speed_scale: 1`
+    proc = start_policy(ros, tiny_checkpoints, execute_steps=2, content_hash=True, speed_scale=1)
     FakeRobot(observer.node)
     wait_until(serving(observer, fp_half), 60, "serving alpha 0.5", proc)
     status = wait_until(lambda: (s := latest_status(observer)) and s["content_sha256"] and s, 30, "content hash", proc)
@@ -101,9 +102,9 @@ def test_alpha_changes_swap_whole_models_and_bad_changes_are_refused(ros, tiny_c
     assert status["weights_id"] == fp_last
     assert status["merge_builds"] - builds < len(burst)
 
-    # group alpha
+    # group alpha, given as the integer 0 (`ros2 param set /retain_policy alpha_action 0` sends one)
     fp_group = expected.add({"default": 0.9, "action": 0.0})
-    assert observer.set_parameters(NODE, {"alpha_action": 0.0})[0].successful
+    assert observer.set_parameters(NODE, {"alpha_action": 0})[0].successful
     wait_until(serving(observer, fp_group), 30, "serving the group alpha", proc)
 
     # refused at once, with a reason: out of range, wrong type, -0.5 for a group, outside root, missing

@@ -150,12 +150,14 @@ def test_bad_inputs_give_a_clear_reason_and_no_command(ros, tiny_checkpoints):
 @pytest.mark.parametrize("params, reason", [
     ({"lerobot_images": ["exterior"]}, "lerobot_images: 'exterior' is not CAMERA=FEATURE"),
     ({"camera_topics": ["/only/one"]}, "camera_names has 2 entries but camera_topics 1; give one topic per camera"),
+    ({"alpha": "high"}, "alpha='high' has type string, the parameter's type is double"),
 ])
 def test_a_bad_start_up_parameter_is_one_clear_line_and_nothing_is_commanded(ros, tiny_checkpoints, params, reason):
     _, _, observer, spawn = ros
     root, base, finetuned = tiny_checkpoints
     proc = spawn(MODULE, policy_node_args(base, finetuned, root, **params), "policy")
-    line = wait_until(lambda: next((ln for ln in proc.output().splitlines() if "configure failed" in ln), None), 60,
-                      "the configure error", proc)
+    line = wait_until(lambda: next((ln for ln in proc.output().splitlines()
+                                    if "configure failed" in ln or "start-up failed" in ln), None), 60,
+                      "the start-up error", proc)
     assert reason in line and "Traceback" not in proc.output()
     assert observer.node.count_publishers(T.arm_command) == 0
