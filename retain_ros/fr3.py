@@ -17,3 +17,6 @@ FR3_MECHANICAL_Q_MIN = (-2.9007, -1.8361, -2.9007, -3.0770, -2.8763, 0.4398, -3.
 FR3_MECHANICAL_Q_MAX = (2.9007, 1.8361, 2.9007, -0.1169, 2.8763, 4.6216, 3.0508)
 FR3_DQ_MAX = (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26)
 FR3_DDQ_MAX = (10.0,) * 7
+# The home pose (rad): Franka's "ready" pose (0, -pi/4, 0, -3pi/4, 0, pi/2, pi/4) of libfranka's examples and
+# franka_ros2's move-to-start, the simulated arm's start and the default of the node's `home_position`.
+FR3_HOME_Q = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)

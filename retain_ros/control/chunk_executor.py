@@ -38,6 +38,7 @@ import numpy as np
 
 from retain_ros.control.splines import (braking_tail, hermite_peaks, hermite_position_range, hermite_state,
                                         knot_velocities, segment_speeds)
+from retain_ros.control.workspace import Workspace
 from retain_ros.droid_action import (ACTION_KINDS, JOINT_POSITION, VELOCITY_KINDS, arm_velocities_rad_s,
                                      integrate_velocities)
 from retain_ros.errors import ConfigError
@@ -102,6 +103,8 @@ class ExecutorConfig:
         min_lead_time_s: the first point is reached no sooner than this after the command is sent, so a small
             mismatch between the measured state and the first target is not crossed at full speed.
         mode: 'chunk' (one trajectory per chunk) or 'stream' (one re-anchored step per control period).
+        workspace: where the FR3's hand and links may go (forward kinematics of every planned point); None = joint
+            limits only.
     """
 
     limits: JointLimits = JointLimits()
@@ -113,6 +116,7 @@ class ExecutorConfig:
     speed_scale: float = 1.0
     min_lead_time_s: float = 0.05
     mode: str = "chunk"
+    workspace: Workspace | None = None
 
     def __post_init__(self) -> None:
         if self.execute_steps < 1:
@@ -135,6 +139,8 @@ class ExecutorConfig:
             raise ConfigError(f"min_lead_time_s={self.min_lead_time_s} must be in [0, 1] s (default 0.05)")
         if self.mode not in EXECUTION_MODES:
             raise ConfigError(f"execution mode '{self.mode}' is unknown; use one of {', '.join(EXECUTION_MODES)}")
+        if self.workspace is not None and len(self.limits.q_min) != 7:
+            raise ConfigError(f"the workspace check knows the FR3's 7 joints, the limits have {len(self.limits.q_min)}")
 
 
 @dataclass(frozen=True)
@@ -421,6 +427,7 @@ class ChunkExecutor:
                               start_position_error=start.position_error,
                               start_velocity_error=start.velocity_error, braked=braked)
         check_plan(plan, self.limits, self.config.position_margin_rad)
+        self._check_workspace(plan)
         self._previous, self._settling_ddq = plan, None
         return plan
 
@@ -460,6 +467,52 @@ class ChunkExecutor:
         plan = PlannedCommand(np.array([duration]), target[None, :], None, gripper, 0, clamped, int(now_ns),
                               start.positions, reference, start_position_error=start.position_error)
         check_plan(plan, self.limits, self.config.position_margin_rad)
+        self._check_workspace(plan)
+        self._previous, self._settling_ddq = plan, None
+        return plan
+
+    def plan_move(self, target: np.ndarray, measured: MeasuredState | np.ndarray, now_ns: int,
+                  speed_scale: float) -> PlannedCommand:
+        """A slow move to `target`, ending at rest (the ~/home service).
+
+        One segment of the controller's cubic, timed so that its peak speed (1.5 d / T) and acceleration (6 d / T^2)
+        stay within `speed_scale` x the limits.
+
+        The straight joint-space path is checked like a chunk: joint limits on the controller's spline, and the
+        workspace at 21 points along it. The move becomes the running command (a later stop brakes it).
+
+        Raises:
+            UnsafeChunk: a non-finite or mis-sized target, a target outside the joint limits, a path that leaves the
+                workspace, or a start too fast for the timing (the arm still moves: try again once it rests).
+        """
+        if not 0.0 < speed_scale <= 1.0:
+            raise UnsafeChunk(f"speed_scale={speed_scale} of a move must be in (0, 1]")
+        target = self._check_state(target, "move target")
+        if ((target < self._q_min) | (target > self._q_max)).any():
+            raise UnsafeChunk(f"the move target {np.round(target, 3).tolist()} is outside the joint limits "
+                              f"(position_min / position_max, {self.config.position_margin_rad} rad inside)")
+        start = self.start_state(measured, now_ns)
+        origin, brake_s = start.positions, 0.0
+        if np.abs(start.velocities).max() > 1e-3:  # still moving: brake to rest along the motion first, as a stop
+            brake_s, travel = self._stop_shape(start, 0.1)
+            origin = start.positions + np.sign(start.velocities) * travel
+        distance = np.abs(target - origin)
+        dq_max = np.asarray(self.config.limits.dq_max, float) * speed_scale
+        ddq_max = np.asarray(self.config.limits.ddq_max, float) * speed_scale
+        duration = max(float(np.max(1.5 * distance / dq_max)), float(np.sqrt(np.max(6.0 * distance / ddq_max))),
+                       self.config.min_lead_time_s, 0.1)
+        points = np.array([origin, target]) if brake_s else target[None, :]
+        times = np.array([brake_s, brake_s + duration]) if brake_s else np.array([duration])
+        plan = PlannedCommand(times, points, np.zeros_like(points), None, 0, False, int(now_ns), start.positions,
+                              start.velocities, start_position_error=start.position_error,
+                              start_velocity_error=start.velocity_error)
+        check_plan(plan, self.config.limits, self.config.position_margin_rad)
+        if self.config.workspace is not None:
+            path = origin + np.linspace(0.0, 1.0, 21)[:, None] * (target - origin)
+            reason = self.config.workspace.problem(path, start.positions)
+            if reason is not None:
+                raise UnsafeChunk(f"the straight joint-space path to the move target: {reason}; move the arm "
+                                  "closer by hand first")
         self._previous, self._settling_ddq = plan, None
         return plan
 
@@ -525,6 +578,13 @@ class ChunkExecutor:
         if q.shape != (self.num_joints,) or not np.isfinite(q).all():
             raise UnsafeChunk(f"{what} must be {self.num_joints} finite joint positions, got {q.tolist()}")
         return q
+
+    def _check_workspace(self, plan: PlannedCommand) -> None:
+        """Every planned point's hand inside the box and the whole arm above the table (stops are exempt)."""
+        if self.config.workspace is not None:
+            reason = self.config.workspace.problem(plan.positions, plan.start)
+            if reason is not None:
+                raise UnsafeChunk(reason)
 
     @staticmethod
     def _check_dt(dt_s: float) -> None:

@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import ActionChunk
 from retain_ros.control.chunk_executor import ChunkExecutor, MeasuredState, PlannedCommand
@@ -121,7 +123,8 @@ class ControlLoop:
         instruction: returns the instruction parameter ('' = use the topic).
         gripper_max_width_m: to turn finger positions into a DROID gripper position.
         on_event: (level, message) for log lines worth a human's attention.
-        send_stop: called with the stop command when commanding stops mid-chunk (`ChunkExecutor.stop`).
+        send_stop: called with the stop command when commanding stops mid-chunk (`ChunkExecutor.stop`), and with
+            the ~/home move (`go_home`).
         blocked: returns why commands would not be executed now (the controller is inactive), or None.
         recipes: the recipe of each instruction (default: the serving model's request for every instruction).
     """
@@ -148,6 +151,8 @@ class ControlLoop:
         self._pending_config = None  # ExecutorConfig waiting for the next tick
         self._streaming: Executed | None = None  # stream mode: the chunk whose actions are being sent
         self._stream_next = 0  # stream mode: index of its next action
+        self.episode_timeout_s = 0.0  # commanding time per episode before the loop pauses itself (0 = no limit)
+        self._episode: tuple[str, int] | None = None  # (instruction, first command's time) of the running episode
 
     @property
     def streams(self):
@@ -190,12 +195,40 @@ class ControlLoop:
             self.paused.set()
             self._not_commanding("paused", reason)
 
+    def go_home(self, target: np.ndarray, speed_scale: float) -> PlannedCommand:
+        """Pause, then send one slow move to `target` from the newest joint state (any thread: the ~/home service).
+
+        The loop stays paused afterwards; `resume` hands the arm back to the policy.
+
+        Raises:
+            ConfigError: no fresh joint state, the controller is not active, or the executor refuses the move (nothing
+                is sent; the loop is paused all the same).
+        """
+        with self._gate:
+            self.pause("homing: call ~/resume to command the policy again")
+            now = self.clock_ns()
+            samples, problems = self.streams.fresh(now)
+            if JOINTS not in samples or JOINTS in problems:
+                raise ConfigError(f"no fresh joint state ({problems.get(JOINTS, 'none received')}): the path home "
+                                  "starts from the measured joints")
+            blocked = self.blocked()
+            if blocked:
+                raise ConfigError(blocked)
+            plan = self.executor.plan_move(target, measured_state(samples[JOINTS], now), now, speed_scale)
+            if self.send_stop is not None:
+                self.send_stop(plan)
+            self.state.reason = self.pause_reason = (f"homing ({plan.duration_s:.1f} s): call ~/resume to command "
+                                                     "the policy again")
+        self.on_event("info", f"homing: {plan.duration_s:.1f} s to {np.round(target, 3).tolist()}")
+        return plan
+
     def commanding(self) -> bool:
         """Whether commands go out now (for the gripper goals, which another thread sends)."""
         return self.state.state == "commanding" and not self.paused.is_set() and not self._stop.is_set()
 
     def resume(self) -> None:
-        """Command again from the next tick (once every stream is fresh)."""
+        """Command again from the next tick (once every stream is fresh); a new episode starts."""
+        self._episode = None
         self.paused.clear()
 
     def start(self) -> None:
@@ -270,11 +303,28 @@ class ControlLoop:
             if problems:
                 self._stale(problems)
                 return None
+            if self._episode_over(now):
+                return None
             if self.executor.config.mode == "stream" and not self._chunk_used_up():
                 return self._stream_step(now, samples)
             if self.executor.config.mode == "chunk" and now < self._next_ns:
                 return None
         return self._infer_and_publish(now, samples)
+
+    def _episode_over(self, now: int) -> bool:
+        """Pause once an episode (from ~/resume or a new instruction on) has commanded for `episode_timeout_s`."""
+        instruction = self.inputs.current_instruction(self.instruction())
+        if self._episode is None or self._episode[0] != instruction:
+            self._episode = (instruction, now)
+            return False
+        elapsed = (now - self._episode[1]) * 1e-9
+        if 0.0 < self.episode_timeout_s <= elapsed:
+            self.on_event("warn", f"episode timeout: '{instruction}' ran {elapsed:.1f} s (episode_timeout_s "
+                                  f"{self.episode_timeout_s:g})")
+            self.pause(f"episode timeout after {self.episode_timeout_s:g} s of '{instruction}': call ~/resume "
+                       "(or ~/home first) to start the next episode")
+            return True
+        return False
 
     def _chunk_used_up(self) -> bool:
         current = self._streaming

@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from retain_ros.control.workspace import Workspace
 from retain_ros.errors import ConfigError
 from retain_ros.paths import resolve_checkpoint
 from retain_ros.serving.recipes import check_rules, parse_rules
 from retain_ros.policy.lerobot_io import DROID_FR3_IO
-from retain_ros.fr3 import FR3_DDQ_MAX, FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
+from retain_ros.fr3 import FR3_DDQ_MAX, FR3_DQ_MAX, FR3_HOME_Q, FR3_Q_MAX, FR3_Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics
 
 GROUP_ALPHAS = {"alpha_vision": "vision", "alpha_language": "language", "alpha_action": "action"}
@@ -27,6 +28,7 @@ GRIPPER_BACKENDS = ("franka_gripper", "topic", "none")
 EXECUTION_MODES = ("auto", "chunk", "stream")
 MERGE_LAYOUTS = ("auto", "resident", "streamed")  # merge.live.LAYOUTS (that module imports torch)
 _T = Topics()
+_WS = Workspace()
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,19 @@ PARAMS: tuple[Param, ...] = (
     Param("velocity_max", list(FR3_DQ_MAX), "joint velocity limits (rad/s), joint_names order", read_only=True),
     Param("acceleration_max", list(FR3_DDQ_MAX), "joint acceleration limits (rad/s^2), joint_names order",
           read_only=True),
+    Param("workspace_min", list(_WS.box_min), "lower corner x, y, z (m, base frame fr3_link0) of the box the flange "
+          "and fingertips stay in; every planned point is checked by the FR3's forward kinematics", read_only=True),
+    Param("workspace_max", list(_WS.box_max), "upper corner x, y, z (m, base frame) of the hand's box",
+          read_only=True),
+    Param("table_height_m", _WS.table_height_m, "no point of the arm (elbow, wrist, flange, fingertips) is planned "
+          "below this height (m, base frame; the table the FR3 stands on: 0)", read_only=True, low=-2.0, high=2.0),
+    Param("home_position", list(FR3_HOME_Q), "joint positions (rad, joint_names order) the ~/home service moves "
+          "to: the policy pauses, one slow move follows; ~/resume hands the arm back"),
+    Param("home_speed_scale", 0.1, "fraction of the velocity and acceleration limits the ~/home move uses",
+          low=0.01, high=1.0),
+    Param("episode_timeout_s", 0.0, "the node pauses itself after an episode (from ~/resume or a new instruction "
+          "on) has run this long; 0 = no limit (openpi's DROID client: 600 steps at 15 Hz = 40 s)", low=0.0,
+          high=86400.0),
     # --- inputs ---
     Param("camera_names", ["exterior", "wrist"], "camera names the policy reads, one per camera_topics entry",
           read_only=True),

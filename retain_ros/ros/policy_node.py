@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.duration import Duration
@@ -35,6 +36,7 @@ from trajectory_msgs.msg import JointTrajectory
 from retain_ros.control import params as pp
 from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig, JointLimits, PlannedCommand
 from retain_ros.control.inputs import GRIPPER, JOINTS, InputSettings, NodeInputs
+from retain_ros.control.workspace import Workspace
 from retain_ros.errors import ConfigError
 from retain_ros.gripper import gripper_width
 from retain_ros.paths import resolve_checkpoint
@@ -119,6 +121,7 @@ class PolicyNode(ManagedNode):
                                 ChunkExecutor(self._executor_config), self._now_ns, self._publish,
                                 1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event,
                                 send_stop=self._send_command, blocked=self._controller_blocks, recipes=recipes)
+        self.loop.episode_timeout_s = self.p("episode_timeout_s")
         if self.p("start_paused"):
             self.loop.pause("started paused (start_paused): call ~/resume to command the robot")
             resume = f"ros2 service call {self.get_fully_qualified_name()}/resume std_srvs/srv/Trigger"
@@ -134,8 +137,11 @@ class PolicyNode(ManagedNode):
         if len(limits.q_min) != len(self.p("joint_names")):
             raise ConfigError(f"joint limits have {len(limits.q_min)} entries for {len(self.p('joint_names'))} "
                               "joint_names; give one per joint")
+        workspace = Workspace(tuple(self.p("workspace_min")), tuple(self.p("workspace_max")),
+                              self.p("table_height_m"))
         return ExecutorConfig(limits, self.p("execute_steps"), self.p("blend_weight"), self.p("max_start_jump_rad"),
-                              speed_scale=self.p("speed_scale"), min_lead_time_s=self.p("min_lead_time_s"), mode=mode)
+                              speed_scale=self.p("speed_scale"), min_lead_time_s=self.p("min_lead_time_s"), mode=mode,
+                              workspace=workspace)
 
     def _create_interfaces(self) -> None:
         image_type = CompressedImage if self.p("compressed_images") else Image
@@ -188,7 +194,7 @@ class PolicyNode(ManagedNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._entities += [self.command_pub, self.chunk_pub, self.status_pub, self.diag_pub]
         self._entities += [self.create_service(Trigger, f"~/{n}", getattr(self, f"_srv_{n}"))
-                           for n in ("reload", "pause", "resume")]
+                           for n in ("reload", "pause", "resume", "home")]
         self._entities.append(self.create_timer(1.0 / self.p("status_rate_hz"), self._publish_status))
 
     def _activate(self) -> None:
@@ -403,6 +409,21 @@ class PolicyNode(ManagedNode):
         response.success, response.message = self.loop is not None, "resumed"
         return response
 
+    def _srv_home(self, request, response):
+        """Pause the policy and move slowly to home_position; ~/resume hands the arm back to the policy."""
+        if self.loop is None:
+            response.success, response.message = False, "not configured"
+            return response
+        try:
+            plan = self.loop.go_home(np.asarray(self.p("home_position"), float), self.p("home_speed_scale"))
+        except ConfigError as exc:
+            response.success, response.message = False, f"not homing: {exc}"
+            self.get_logger().warning(response.message)
+            return response
+        response.success = True
+        response.message = f"homing: {plan.duration_s:.1f} s to home_position, then paused until ~/resume"
+        return response
+
     # ------------------------------------------------------------------------------------------- parameters
     def _finetuned(self, value=None) -> tuple[str, ...]:
         value = self.p("finetuned_checkpoints") if value is None else value
@@ -457,6 +478,8 @@ class PolicyNode(ManagedNode):
         updates = {executor_fields[k]: v for k, v in changes.items() if k in executor_fields}
         if updates:
             self.loop.update_executor(**updates)
+        if "episode_timeout_s" in changes:
+            self.loop.episode_timeout_s = changes["episode_timeout_s"]
         ages = {"image_max_age_s": self.inputs.cameras, "joint_states_max_age_s": (JOINTS,),
                 "gripper_max_age_s": (GRIPPER,)}
         max_age = self.inputs.streams.max_age_s

@@ -12,7 +12,7 @@ import mujoco
 import numpy as np
 
 from retain_ros.errors import ConfigError
-from retain_ros.fr3 import FR3_DQ_MAX, FR3_MECHANICAL_Q_MAX, FR3_MECHANICAL_Q_MIN
+from retain_ros.fr3 import FR3_DQ_MAX, FR3_HOME_Q, FR3_MECHANICAL_Q_MAX, FR3_MECHANICAL_Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -24,7 +24,7 @@ CONTROL_RATE_HZ = 15.0  # DROID's control rate
 # commands inside the narrower URDF limits (fr3.FR3_Q_MIN / FR3_Q_MAX).
 Q_MIN, Q_MAX = np.array(FR3_MECHANICAL_Q_MIN), np.array(FR3_MECHANICAL_Q_MAX)
 DQ_MAX = np.array(FR3_DQ_MAX)
-HOME_Q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+HOME_Q = np.array(FR3_HOME_Q)
 GRIPPER_MAX_WIDTH_M = 0.08
 TABLE_HEIGHT_M = 0.0
 CUBE_HALF_SIZE_M = 0.0225

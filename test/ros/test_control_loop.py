@@ -14,6 +14,8 @@ from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig
 from retain_ros.control.inputs import JOINTS, InputSettings, NodeInputs
 from retain_ros.control.messages import JointReading
 from retain_ros.control.control_loop import ControlLoop
+from retain_ros.errors import ConfigError
+from retain_ros.fr3 import FR3_DQ_MAX
 from retain_ros.serving.model_manager import MergeRequest, ModelManager
 
 S = 10**9
@@ -157,3 +159,64 @@ def test_no_trajectory_leaves_after_pause_returns(manager):
     rig.clock[0] += int(0.01 * S)
     rig.feed()
     assert rig.loop.step() is None and len(rig.published) == published_after[0]
+
+
+def test_home_pauses_the_policy_and_sends_one_slow_move_that_ends_at_rest(rig):
+    rig.feed()
+    home = HOME_Q + np.array([0.3, 0.0, 0.0, 0.0, 0.0, -0.2, 0.0])
+    move = rig.loop.go_home(home, speed_scale=0.1)
+    assert rig.loop.state.state == "paused" and "homing" in rig.loop.state.reason
+    assert rig.stops == [move]
+    np.testing.assert_allclose(move.positions[-1], home)
+    assert (move.velocities[-1] == 0.0).all()
+    peak = np.abs([move.state_at(t)[1] for t in np.linspace(0.0, move.duration_s, 400)]).max(axis=0)
+    assert (peak <= 0.1 * np.asarray(FR3_DQ_MAX) + 1e-6).all() and peak[0] > 0.05  # slow, and it moves
+    rig.clock[0] += int(0.1 * S)
+    rig.feed()
+    assert rig.loop.step() is None and rig.published == []  # paused: nothing from the policy
+    rig.loop.resume()
+    rig.clock[0] += int(move.duration_s * S)
+    rig.feed(home)
+    assert rig.loop.step() is not None and rig.loop.state.state == "commanding"
+
+
+def test_home_is_refused_without_a_fresh_joint_state_or_for_a_target_outside_the_limits(rig):
+    rig.feed()
+    rig.clock[0] += int(1.0 * S)  # the last joint state is a second old
+    with pytest.raises(ConfigError, match="no fresh joint state"):
+        rig.loop.go_home(HOME_Q, 0.1)
+    rig.feed()
+    outside = HOME_Q + np.array([0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ConfigError, match="outside the joint limits"):
+        rig.loop.go_home(outside, 0.1)
+    assert rig.stops == [] and rig.loop.state.state == "paused"  # nothing sent; the policy stays paused
+
+
+def test_an_episode_that_runs_past_its_timeout_pauses_and_resume_starts_the_next(rig):
+    rig.loop.episode_timeout_s = 1.0
+    rig.commanding()
+    for _ in range(20):  # 1.33 s of ticks
+        rig.clock[0] += S // 15
+        rig.feed()
+        rig.loop.step()
+    assert rig.loop.state.state == "paused" and "episode timeout after 1 s" in rig.loop.state.reason
+    assert len(rig.stops) == 1  # the running chunk was stopped
+    sent = len(rig.published)
+    rig.clock[0] += S // 15
+    rig.feed()
+    assert rig.loop.step() is None and len(rig.published) == sent
+    rig.loop.resume()
+    assert rig.commanding() is not None  # a new episode, with a new clock
+
+
+def test_home_from_a_moving_arm_brakes_along_the_motion_first(rig):
+    running = rig.commanding()
+    rig.clock[0] += int(0.1 * S)
+    rig.feed()
+    v0 = running.plan.state_at(0.1)[1]
+    assert np.abs(v0).max() > 0.05
+    move = rig.loop.go_home(HOME_Q, speed_scale=0.1)
+    assert len(move.positions) == 2 and (move.velocities == 0.0).all()  # rest after braking, then home
+    np.testing.assert_allclose(move.positions[-1], HOME_Q)
+    speeds = np.abs([move.state_at(t)[1] for t in np.linspace(0.0, move.duration_s, 400)])
+    assert (speeds.max(axis=0) <= np.maximum(np.abs(v0), 0.1 * np.asarray(FR3_DQ_MAX)) + 1e-6).all()

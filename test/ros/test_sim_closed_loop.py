@@ -13,6 +13,7 @@ from test_policy_node import _latched, check_trajectory, count
 from trajectory_msgs.msg import JointTrajectory
 
 from retain_ros.control import messages
+from retain_ros.fr3 import FR3_HOME_Q
 from retain_ros.topics import FR3_ARM_JOINTS, Topics
 
 T = Topics()
@@ -52,4 +53,23 @@ def test_policy_drives_the_simulated_arm(ros, tiny_checkpoints):
     assert reset.success and json.loads(reset.message)["task"] == "pick_green"
     answer = observer.call_trigger("/sim_robot/success")
     assert json.loads(answer.message)["task"] == "pick_green" and answer.success in (True, False)
+
+    # ~/home: the policy pauses and the simulated arm moves slowly to home_position, where it rests
+    home = np.array(FR3_HOME_Q) + np.array([0.3, 0.0, 0.0, 0.0, 0.0, -0.2, 0.0])
+    assert observer.set_parameters("retain_policy", {"home_position": home.tolist()})[0].successful
+    answer = observer.call_trigger("/retain_policy/home")
+    assert answer.success and "homing" in answer.message, answer.message
+
+    def at_home():
+        q = messages.joint_positions(observer.received(T.joint_states)[-1], FR3_ARM_JOINTS)
+        return np.max(np.abs(q - home)) < 0.01
+    wait_until(at_home, 30, "the arm at home_position", sim)
+    status = latest_status(observer)
+    assert status["state"] == "paused" and "homing" in status["reason"]
+    assert episode_rejections(observer) == 0
     assert policy.proc.poll() is None and sim.proc.poll() is None
+
+
+def episode_rejections(observer) -> int:
+    """Commands the simulated controller refused so far (its episode report)."""
+    return json.loads(observer.received("/sim_robot/episode")[-1].data)["rejected_commands"]
