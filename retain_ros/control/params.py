@@ -18,6 +18,7 @@ from retain_ros.errors import ConfigError
 from retain_ros.paths import resolve_checkpoint
 from retain_ros.serving.recipes import check_rules, parse_rules
 from retain_ros.policy.lerobot_io import DROID_FR3_IO
+from retain_ros.merge.statistics import STATS_CHOICES
 from retain_ros.fr3 import FR3_DDQ_MAX, FR3_DQ_MAX, FR3_HOME_Q, FR3_Q_MAX, FR3_Q_MIN
 from retain_ros.topics import FR3_ARM_JOINTS, FR3_FINGER_JOINTS, Topics
 
@@ -90,6 +91,9 @@ PARAMS: tuple[Param, ...] = (
           read_only=True),
     Param("lerobot_gripper", DROID_FR3_IO.gripper, "the policy's gripper output convention: closed_is_1 (DROID) or "
           "open_is_1", read_only=True),
+    Param("lerobot_stats", "", "base and finetuned LeRobot checkpoints with different normalisation statistics: "
+          "'' refuses them, finetuned runs every alpha through the finetuned checkpoint's processors (what "
+          "lerobot-train saved: alpha 1 is the finetuned policy), base through the base's", read_only=True),
     Param("lerobot_rate_hz", float(DROID_FR3_IO.rate_hz), "rate of the policy's actions (DROID: 15 Hz)",
           read_only=True, low=0.1, high=1000.0),
     # --- execution ---
@@ -265,6 +269,8 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
         return f"gripper_backend='{value}' is unknown; use one of {', '.join(GRIPPER_BACKENDS)}"
     elif name == "merge_layout" and value not in MERGE_LAYOUTS:
         return f"merge_layout='{value}' is unknown; use one of {', '.join(MERGE_LAYOUTS)}"
+    elif name == "lerobot_stats" and value not in ("", *STATS_CHOICES):
+        return f"lerobot_stats='{value}' is unknown; use '' (refuse differing statistics), base or finetuned"
     elif name == "execution_mode" and value not in EXECUTION_MODES:
         return f"execution_mode='{value}' is unknown; use one of {', '.join(EXECUTION_MODES)}"
     return None

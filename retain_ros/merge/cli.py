@@ -13,6 +13,7 @@ from retain_ros.merge.maths import MODES, SEQUENTIAL, AlphaSpec
 from retain_ros.merge.plan import MergePlan, plan_merge
 from retain_ros.merge.provenance import format_record, read_record
 from retain_ros.merge.streaming import merge_to_disk
+from retain_ros.merge.statistics import STATS_CHOICES, processor_files, statistics_source
 
 EPILOG = """\
 examples:
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check the inputs and print per-group tensor/parameter counts and unmatched names; no merge")
     p.add_argument("--allow-dtype-cast", action="store_true",
                    help="accept floating tensors stored in different dtypes (merged in float32, stored as the base)")
+    p.add_argument("--stats", choices=STATS_CHOICES, default="",
+                   help="LeRobot checkpoints whose normalisation statistics differ (lerobot-train saves the "
+                        "finetuning data's): carry the base's or the finetuned's into the output; without it, "
+                        "differing statistics are refused (recorded in the provenance either way)")
     p.add_argument("--inspect", metavar="DIR", help="print the provenance of a merged checkpoint and exit")
     p.add_argument("--list-presets", action="store_true", help="list the shipped group presets and exit")
     p.add_argument("--no-hash-cache", action="store_true",
@@ -137,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_merge(args.checkpoints[0], args.checkpoints[1:], spec, args.groups, args.mode,
                       args.allow_dtype_cast, require_complete=not args.dry_run)
     try:
+        _choose_statistics(plan, args.stats)
         if args.dry_run:
             print(format_plan(plan))
             return 2 if plan.assignment.unmatched else 0
@@ -149,6 +155,16 @@ def run(args: argparse.Namespace) -> int:
           f"in {result.seconds:.2f} s ({result.bytes_written / 1e6 / max(result.seconds, 1e-9):.0f} MB/s written)")
     print(f"provenance: {result.out / 'retain_merge.json'} (retain-merge --inspect {result.out})")
     return 0
+
+
+def _choose_statistics(plan: MergePlan, choice: str) -> None:
+    """Refuse differing LeRobot statistics unless chosen; carry the chosen checkpoint's processors into the output."""
+    source, plan.statistics = statistics_source(plan.base.path, [f.path for f in plan.finetuned], choice,
+                                                "--stats base|finetuned")
+    if source != plan.base.path:
+        ours = {p.name for p in processor_files(plan.base.path)}
+        plan.base.carry_over = sorted([p for p in plan.base.carry_over if p.name not in ours]
+                                      + processor_files(source))
 
 
 def _merge_with_progress(plan: MergePlan, args: argparse.Namespace):

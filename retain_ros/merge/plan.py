@@ -35,6 +35,7 @@ class MergePlan:
     tied: list[list[str]] = field(default_factory=list)
     integer_from_base: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    statistics: dict[str, str] | None = None  # whose LeRobot processor statistics the output carries, and why
 
     @property
     def inputs(self) -> list[Checkpoint]:

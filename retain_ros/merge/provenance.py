@@ -50,6 +50,7 @@ def build_record(plan: MergePlan, digests: dict[Path, str] | None) -> dict:
         "tied": plan.tied,
         "integer_from_base": plan.integer_from_base,
         "warnings": list(plan.warnings),
+        "statistics": plan.statistics,
     }
 
 
@@ -99,4 +100,8 @@ def format_record(record: dict) -> str:
         lines.append(f"tied: {', '.join(names)}")
     for warning in record.get("warnings", []):
         lines.append(f"warning: {warning}")
+    stats = record.get("statistics")
+    if stats:
+        differ = f" (they differ: {stats['differ']})" if stats.get("differ") else ""
+        lines.append(f"normalisation statistics: {stats['choice']}, from {stats['source']}{differ}")
     return "\n".join(lines)

@@ -38,6 +38,7 @@ from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import (DROID_JOINT_VELOCITY, JOINT_POSITION, ActionChunk, ActionSpace, Observation,
                                          PolicySpec, validate_observation)
 from retain_ros.policy.lerobot_io import DROID_FR3_IO, LeRobotIO, check_features
+from retain_ros.merge.statistics import check_action_kind, read_stats
 from retain_ros.policy.registry import read_config
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,8 @@ class LeRobotPolicy:
     # -- loading -----------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, checkpoint_dir: str | Path, device: str = "cpu", seed: int = 0,
-                        io_mapping: LeRobotIO | None = None) -> LeRobotPolicy:
+                        io_mapping: LeRobotIO | None = None,
+                        processors_from: str | Path | None = None) -> LeRobotPolicy:
         """Build LeRobot's policy and processors from a checkpoint directory, offline.
 
         Args:
@@ -201,10 +203,13 @@ class LeRobotPolicy:
             device: torch device of the model and the preprocessor's output.
             seed: seed of the sampling noise.
             io_mapping: how cameras, state and actions map (default: `DROID_FR3_IO`).
+            processors_from: the checkpoint whose pre/post-processors and statistics to run through (default: this
+                one; a finetuned checkpoint's where its statistics differ and the user chose them).
 
         Raises:
-            ConfigError: LeRobot missing, files missing, a mapping that does not fit the policy's features, or
-                weights that do not fit (or did not load into) the model.
+            ConfigError: LeRobot missing, files missing, a mapping that does not fit the policy's features, action
+                statistics that contradict `io_mapping.action`, or weights that do not fit (or did not load into)
+                the model.
         """
         path = Path(checkpoint_dir)
         read_config(path)  # a clear message for a missing directory or config.json before LeRobot's own
@@ -218,12 +223,14 @@ class LeRobotPolicy:
         started = time.perf_counter()
         config = _read_config(lerobot, path, device)
         _check_mapping(io_mapping, config, f"{config.type} checkpoint {path}")  # before building a large model
+        processors = Path(processors_from) if processors_from is not None else path
+        check_action_kind(read_stats(processors), io_mapping.action, f"{config.type} checkpoint {processors}")
         with _quiet():
             policy_class = lerobot["get_policy_class"](config.type)
             policy = policy_class.from_pretrained(path, config=config, local_files_only=True)
         policy = policy.to(device).eval().requires_grad_(False)
         names = _checked_weights(policy, path / WEIGHTS_NAME)
-        pre, post = _processors(lerobot, config, path, device)
+        pre, post = _processors(lerobot, config, processors, device)
         log.info("loaded LeRobot %s from %s in %.1f s (%d weight tensors, device %s)", config.type, path,
                  time.perf_counter() - started, len(names), device)
         return cls(policy, pre, post, io_mapping, names, device, seed)

@@ -31,6 +31,7 @@ def status_dict(manager: ModelManager, loop: ControlLoop, streams: StreamSet, no
         "group_alpha": model.request.group_alpha if model else {},
         "base_checkpoint": model.request.base if model else "",
         "finetuned_checkpoints": list(model.request.finetuned) if model else [],
+        "statistics": model.statistics if model else None,
         "generation": model.generation if model else 0,
         "merge_s": model.merge_s if model else 0.0,
         "load_s": model.load_s if model else 0.0,

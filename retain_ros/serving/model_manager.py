@@ -32,6 +32,7 @@ import traceback
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from retain_ros.errors import ConfigError
 from retain_ros.merge.live import (LiveMerger, MemoryPlan, check_layout, free_memory_bytes, lower_thread_priority,
@@ -40,6 +41,7 @@ from retain_ros.merge.maths import AlphaSpec, ContentHasher
 from retain_ros.merge.plan import MergePlan, plan_merge
 from retain_ros.merge.recipe import base_recipe_id
 from retain_ros.policy.interface import Policy, load_policy
+from retain_ros.merge.statistics import statistics_source
 from retain_ros.serving.recipes import MergeRequest
 from retain_ros.worker_thread import WorkerThread
 
@@ -69,6 +71,7 @@ class ServingModel:
         slot: the spare copy holding the weights until they serve.
         request_id: the request it answers (`ModelManager.request`).
         cached: found in the recipe cache (no merge ran for it).
+        statistics: whose LeRobot normalisation statistics the policy runs through, and why (None: not LeRobot's).
     """
 
     policy: Policy
@@ -86,6 +89,7 @@ class ServingModel:
     slot: str = ""
     request_id: int = 0
     cached: bool = False
+    statistics: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,11 +127,14 @@ class ModelManager:
         content_hash: hash the serving weights when idle (`content_sha256`), off the critical path.
         cache_budget_bytes: memory of the spare copies (the recipe cache) besides the serving copy; at least one
             spare copy is always made, as live merges need it.
+        stats: LeRobot checkpoints whose normalisation statistics differ: '' refuses them, 'base' or 'finetuned'
+            picks whose processors every alpha runs through (`merge.statistics.statistics_source`).
     """
 
     def __init__(self, device: str = "cpu", seed: int = 0, io_mapping: object | None = None,
-                 content_hash: bool = False, cache_budget_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 content_hash: bool = False, cache_budget_bytes: int = DEFAULT_CACHE_BYTES, stats: str = "") -> None:
         self.device = device
+        self.stats = stats  # LeRobot statistics when base and finetuned differ: '' (refuse), base or finetuned
         self.cache_budget_bytes = int(cache_budget_bytes)
         self.seed = seed
         self.io_mapping = io_mapping
@@ -348,7 +355,8 @@ class ModelManager:
         self.last_event = f"recipe {request.describe()} found in the cache (weights {weights_id[:12]})"
         return ServingModel(serving.policy, weights_id, entry.alphas, request, promote=True, memory=merger.memory,
                             slot=entry.slot, request_id=self._wanted_id, cached=True,
-                            request_to_ready_s=time.perf_counter() - self._wanted_at, requested_at=self._wanted_at)
+                            request_to_ready_s=time.perf_counter() - self._wanted_at, requested_at=self._wanted_at,
+                            statistics=serving.statistics)
 
     def _claim_slot(self) -> str:
         """A spare copy to merge into (caller holds `_cond`).
@@ -504,8 +512,9 @@ class ModelManager:
         self.counts["failures"] += 1
         self.last_error = self.last_event = message
 
-    def _load(self, checkpoint: str) -> Policy:
-        return load_policy(checkpoint, device=self.device, seed=self.seed, io_mapping=self.io_mapping)
+    def _load(self, checkpoint: str, processors_from: Path) -> Policy:
+        extra = {} if processors_from == Path(checkpoint) else {"processors_from": processors_from}
+        return load_policy(checkpoint, device=self.device, seed=self.seed, io_mapping=self.io_mapping, **extra)
 
     def _plan(self, request: MergeRequest) -> MergePlan | None:
         """Open and check the request's checkpoints, preset, alphas and layout from the headers (None: base alone).
@@ -571,7 +580,8 @@ class ModelManager:
         policy = serving.policy
         if not request.finetuned:  # the base alone: same weights, new request
             self.counts["builds"] += 1
-            return ServingModel(policy, self._base_id, {}, request, build_s=time.perf_counter() - started)
+            return ServingModel(policy, self._base_id, {}, request, build_s=time.perf_counter() - started,
+                                statistics=serving.statistics)
         if self._merger is None:  # a failed reload freed it: the serving files again, next to the serving model
             self._merger = self._new_merger(self._plan(request), request, policy)
         with self._cond:
@@ -591,7 +601,8 @@ class ModelManager:
             raise
         self.counts["builds"] += 1
         return ServingModel(policy, done.weights_id, done.alphas, request, merge_s=done.seconds,
-                            build_s=time.perf_counter() - started, promote=True, memory=self._merger.memory, slot=slot)
+                            build_s=time.perf_counter() - started, promote=True, memory=self._merger.memory, slot=slot,
+                            statistics=serving.statistics)
 
     def _build_reload(self, request: MergeRequest, started: float) -> ServingModel:
         """Load `request.base` as a new policy and merge into it; the serving model keeps serving meanwhile."""
@@ -601,7 +612,9 @@ class ModelManager:
         try:
             self._free_spares()
             self._wait_for_retired()
-            policy = self._load(request.base)
+            source, statistics = statistics_source(request.base, list(request.finetuned), self.stats,
+                                                   "the lerobot_stats parameter (base | finetuned)")
+            policy = self._load(request.base, source)
             load_s = time.perf_counter() - started
             if serving is not None:
                 why = same_architecture(policy, serving.policy)
@@ -628,7 +641,8 @@ class ModelManager:
         self.counts["builds"] += 1
         generation = 1 if serving is None else serving.generation + 1
         return ServingModel(policy, weights_id, alphas, request, generation, merge_s, load_s,
-                            time.perf_counter() - started, memory=merger.memory if merger is not None else None)
+                            time.perf_counter() - started, memory=merger.memory if merger is not None else None,
+                            statistics=statistics)
 
 
 def collect_cycles() -> None:

@@ -287,6 +287,24 @@ def intended_groups(policy) -> dict[str, str]:
     return {name: group_of_storage.get(t.data_ptr(), "?") for name, t in policy.named_parameters()}
 
 
+def with_action_stats(checkpoint: Path, out: Path, low: np.ndarray, high: np.ndarray) -> Path:
+    """A copy of `checkpoint` whose processors' action statistics describe the range [low, high] (as a dataset of
+    other actions would: lerobot-train saves the finetuning data's statistics)."""
+    from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
+
+    from retain_ros.merge.statistics import processor_files
+
+    shutil.copytree(checkpoint, out)
+    lo, hi = np.asarray(low, np.float32), np.asarray(high, np.float32)
+    action = {"min": lo, "max": hi, "q01": lo * 0.9, "q99": hi * 0.9, "mean": (lo + hi) / 2, "std": (hi - lo) / 4}
+    for path in processor_files(out):
+        if path.suffix == ".safetensors":
+            stats = load_numpy(str(path))
+            stats.update({f"action.{k}": v for k, v in action.items() if f"action.{k}" in stats})
+            save_numpy(stats, str(path))
+    return out
+
+
 def io_for(kind: str):
     """The camera/state/action mapping of the tiny checkpoints: pi0 / pi0.5 use the shipped DROID one."""
     from retain_ros.policy.lerobot_io import DROID_FR3_IO, LeRobotIO

@@ -1,0 +1,65 @@
+"""LeRobot checkpoints' statistics at load: an action type they contradict is refused, and base / finetuned
+checkpoints with different statistics are refused by the node's model manager and retain-merge unless the user
+chooses; with the finetuned statistics, alpha 1 acts as the finetuned checkpoint does on its own.
+
+Runs in .venv-lerobot (`make test-lerobot`); skipped where LeRobot is not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+pytest.importorskip("lerobot", reason="LeRobot is not installed here; run these with `make test-lerobot` "
+                    "(.venv-lerobot, Python >= 3.12)")
+
+import numpy as np  # noqa: E402
+from lerobot_helpers import io_for, node_observations, with_action_stats  # noqa: E402
+
+from retain_ros.errors import ConfigError  # noqa: E402
+from retain_ros.merge.cli import main as retain_merge  # noqa: E402
+from retain_ros.policy import load_policy  # noqa: E402
+from retain_ros.serving.model_manager import ModelManager  # noqa: E402
+from retain_ros.serving.recipes import MergeRequest  # noqa: E402
+
+POSITION_LOW = np.array([-2.0, -1.2, -2.0, -2.9, -2.0, 0.9, -2.5, 0.0])  # FR3 joint angles: j4 < 0 < j6
+POSITION_HIGH = np.array([2.0, 1.2, 2.0, -0.5, 2.0, 3.6, 2.5, 1.0])
+
+
+def test_a_checkpoint_whose_statistics_say_positions_is_refused_under_the_velocity_default(
+        lerobot_checkpoints, tmp_path):
+    base, _ = lerobot_checkpoints("pi0")
+    positions = with_action_stats(base, tmp_path / "pi0_positions", POSITION_LOW, POSITION_HIGH)
+    with pytest.raises(ConfigError, match="look like joint positions, but lerobot_action is 'droid_joint_velocity'"):
+        load_policy(positions, io_mapping=io_for("pi0"))
+    policy = load_policy(positions, io_mapping=dataclasses.replace(io_for("pi0"), action="joint_position"))
+    chunk = policy.predict(node_observations(1)[0])
+    assert chunk.space.kind == "joint_position" and np.isfinite(chunk.actions).all()
+
+
+def test_differing_finetuned_statistics_are_refused_unless_chosen_and_finetuned_makes_alpha_1_the_finetuned(
+        lerobot_checkpoints, tmp_path):
+    base, ft = lerobot_checkpoints("pi0")
+    own = with_action_stats(ft, tmp_path / "ft_own_stats", np.full(8, -0.3), np.full(8, 0.3))
+    request = MergeRequest(str(base), (str(own),), 1.0)
+    with pytest.raises(ConfigError, match=r"differ from the base's .* Choose with the lerobot_stats parameter"):
+        ModelManager(io_mapping=io_for("pi0")).load_initial(request)
+    obs = node_observations(1)[0]
+    alone = load_policy(own, io_mapping=io_for("pi0")).predict(obs).actions
+    served = {}
+    for choice in ("finetuned", "base"):
+        manager = ModelManager(io_mapping=io_for("pi0"), stats=choice)
+        model = manager.load_initial(request)
+        assert model.statistics["choice"] == choice and "action." in model.statistics["differ"]
+        served[choice] = model.policy.predict(obs).actions
+        manager.close()
+    np.testing.assert_allclose(served["finetuned"], alone, atol=1e-4)  # alpha 1 = the finetuned policy
+    assert not np.allclose(served["base"], alone, atol=1e-3)  # the base's scale: not what was finetuned
+
+    # retain-merge: refused without --stats; with --stats finetuned its output acts as the finetuned at alpha 1
+    assert retain_merge([str(base), str(own), "--alpha", "1", "--out", str(tmp_path / "m0"), "-q"]) != 0
+    out = tmp_path / "m1"
+    assert retain_merge([str(base), str(own), "--alpha", "1", "--stats", "finetuned", "--out", str(out), "-q"]) == 0
+    merged = load_policy(out, io_mapping=io_for("pi0")).predict(obs).actions
+    np.testing.assert_allclose(merged, alone, atol=1e-4)
