@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from retain_ros.errors import ConfigError
 from retain_ros.merge.checkpoint import Checkpoint
-from retain_ros.merge.cli import main
 from retain_ros.merge.maths import AlphaSpec
 from retain_ros.merge.plan import plan_merge
 from retain_ros.merge.streaming import merge_to_disk
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run retain-merge's main() in this process and return (returncode, stdout, stderr) like a subprocess."""
-
-    def run(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    return run
 
 
 def save(path, state):

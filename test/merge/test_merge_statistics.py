@@ -8,7 +8,6 @@ here with numpy; test/lerobot_backend checks the same with LeRobot's own saved c
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 from safetensors.torch import save_file
 
 from retain_ros.errors import ConfigError
-from retain_ros.merge.cli import main
 from retain_ros.merge.statistics import action_kind_evidence, check_action_kind, read_stats, stats_difference
 
 VELOCITY = (np.full(8, -1.0), np.full(8, 1.0))  # DROID-normalised joint velocities and gripper
@@ -80,16 +78,6 @@ def test_statistics_are_read_from_the_files_the_processors_name(tmp_path):
     assert stats_difference(stats_of(VELOCITY), stats_of(VELOCITY)) is None
     difference = stats_difference(stats_of(VELOCITY), stats_of(VELOCITY, 0.5))
     assert difference == "action.mean[0] is 0 in one and 0.5 in the other"
-
-
-@pytest.fixture
-def cli(capsys):
-    def run(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-    return run
 
 
 def test_merge_refuses_differing_statistics_unless_chosen_and_records_the_choice(tmp_path, cli):
