@@ -78,6 +78,9 @@ PARAMS: tuple[Param, ...] = (
           low=0.0, high=1024.0),
     Param("content_hash", False, "hash the serving weights (sha256) when idle and report it in ~/status as "
           "content_sha256; off the critical path, costs a pass over the weights after each swap"),
+    Param("dtype", "", "weight precision of LeRobot pi0 / pi0.5 models: '' (the checkpoint's config), bfloat16 "
+          "(half the memory of each model copy: two copies of a 3.3B model fit a 24 GB GPU) or float32",
+          read_only=True),
     Param("device", "cpu", "torch device of the model and the merge (cpu, cuda, cuda:1)", read_only=True),
     Param("seed", 0, "seed of the policy's sampling noise (deterministic output per observation)", read_only=True,
           low=0, high=2**31 - 1),
@@ -269,6 +272,8 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
         return f"gripper_backend='{value}' is unknown; use one of {', '.join(GRIPPER_BACKENDS)}"
     elif name == "merge_layout" and value not in MERGE_LAYOUTS:
         return f"merge_layout='{value}' is unknown; use one of {', '.join(MERGE_LAYOUTS)}"
+    elif name == "dtype" and value not in ("", "bfloat16", "float32"):
+        return f"dtype='{value}' is unknown; use '' (the checkpoint's), bfloat16 or float32"
     elif name == "lerobot_stats" and value not in ("", *STATS_CHOICES):
         return f"lerobot_stats='{value}' is unknown; use '' (refuse differing statistics), base or finetuned"
     elif name == "execution_mode" and value not in EXECUTION_MODES:

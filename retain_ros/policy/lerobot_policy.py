@@ -46,6 +46,7 @@ LEROBOT_TYPES = ("pi0", "pi05", "smolvla")
 WEIGHTS_NAME = "model.safetensors"
 PREPROCESSOR_NAME = "policy_preprocessor.json"
 POSTPROCESSOR_NAME = "policy_postprocessor.json"
+DTYPES = ("bfloat16", "float32")  # LeRobot's pi0 / pi0.5 `dtype` values
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 MODEL_PREFIX = "model."
@@ -193,8 +194,8 @@ class LeRobotPolicy:
     # -- loading -----------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, checkpoint_dir: str | Path, device: str = "cpu", seed: int = 0,
-                        io_mapping: LeRobotIO | None = None,
-                        processors_from: str | Path | None = None) -> LeRobotPolicy:
+                        io_mapping: LeRobotIO | None = None, processors_from: str | Path | None = None,
+                        dtype: str = "") -> LeRobotPolicy:
         """Build LeRobot's policy and processors from a checkpoint directory, offline.
 
         Args:
@@ -205,6 +206,8 @@ class LeRobotPolicy:
             io_mapping: how cameras, state and actions map (default: `DROID_FR3_IO`).
             processors_from: the checkpoint whose pre/post-processors and statistics to run through (default: this
                 one; a finetuned checkpoint's where its statistics differ and the user chose them).
+            dtype: '' (the checkpoint's config), 'bfloat16' or 'float32': pi0 / pi0.5's `config.dtype`, with
+                LeRobot's own float32 exceptions (bfloat16 halves the memory of each model copy).
 
         Raises:
             ConfigError: LeRobot missing, files missing, a mapping that does not fit the policy's features, action
@@ -222,6 +225,11 @@ class LeRobotPolicy:
                                   "(older ones: convert with lerobot's migrate_policy_normalization)")
         started = time.perf_counter()
         config = _read_config(lerobot, path, device)
+        if dtype:
+            if dtype not in DTYPES or not hasattr(config, "dtype"):
+                raise ConfigError(f"dtype '{dtype}' is not available for this {config.type} checkpoint; pi0 / pi0.5 "
+                                  f"take {' or '.join(DTYPES)}, SmolVLA runs in its checkpoint's dtype: leave it empty")
+            config.dtype = dtype
         _check_mapping(io_mapping, config, f"{config.type} checkpoint {path}")  # before building a large model
         processors = Path(processors_from) if processors_from is not None else path
         check_action_kind(read_stats(processors), io_mapping.action, f"{config.type} checkpoint {processors}")

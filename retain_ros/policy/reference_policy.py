@@ -87,15 +87,18 @@ class ReferencePolicy:
     # -- checkpoints ---------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, checkpoint_dir: str | Path, device: str = "cpu", seed: int = 0,
-                        io_mapping: object | None = None) -> ReferencePolicy:
+                        io_mapping: object | None = None, dtype: str = "") -> ReferencePolicy:
         """Load a checkpoint directory into an eval-mode policy.
 
         `io_mapping` (the node's LeRobot feature mapping) is accepted and ignored: the reference VLA reads the DROID
-        inputs by camera name and writes DROID actions.
+        inputs by camera name and writes DROID actions. It runs in float32 (a few MB); `dtype` must stay ''.
 
         Raises:
-            ConfigError: missing files, another model type, or weights that do not fit the config.
+            ConfigError: missing files, another model type, weights that do not fit the config, or a dtype.
         """
+        if dtype:
+            raise ConfigError(f"dtype '{dtype}' applies to LeRobot pi0 / pi0.5 checkpoints; the reference VLA runs in "
+                              "float32: leave dtype empty")
         path = Path(checkpoint_dir)
         config = ReferenceVLAConfig.from_dict(read_config(path))
         stats = NormalizationStats.load(path, config.state_dim, config.action_dim)

@@ -96,7 +96,7 @@ class PolicyNode(ManagedNode):
         io_mapping = LeRobotIO.from_params(self.p("lerobot_images"), self.p("lerobot_state"), self.p("lerobot_action"),
                                            self.p("lerobot_gripper"), self.p("lerobot_rate_hz"))
         self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping, self.p("content_hash"),
-                                    int(self.p("recipe_cache_gb") * 1e9), self.p("lerobot_stats"))
+                                    int(self.p("recipe_cache_gb") * 1e9), self.p("lerobot_stats"), self.p("dtype"))
         self.get_logger().info(f"loading {self.p('base_checkpoint')} + {self._finetuned()} ...")
         recipes = self._recipe_book()
         model = self.manager.load_initial(recipes.route(self.p("instruction")) if self.p("instruction")

@@ -129,11 +129,14 @@ class ModelManager:
             spare copy is always made, as live merges need it.
         stats: LeRobot checkpoints whose normalisation statistics differ: '' refuses them, 'base' or 'finetuned'
             picks whose processors every alpha runs through (`merge.statistics.statistics_source`).
+        dtype: '' (the checkpoint's), 'bfloat16' or 'float32' for LeRobot pi0 / pi0.5 (`LeRobotPolicy`).
     """
 
     def __init__(self, device: str = "cpu", seed: int = 0, io_mapping: object | None = None,
-                 content_hash: bool = False, cache_budget_bytes: int = DEFAULT_CACHE_BYTES, stats: str = "") -> None:
+                 content_hash: bool = False, cache_budget_bytes: int = DEFAULT_CACHE_BYTES, stats: str = "",
+                 dtype: str = "") -> None:
         self.device = device
+        self.dtype = dtype  # LeRobot pi0 / pi0.5 weight precision ('' = the checkpoint's)
         self.stats = stats  # LeRobot statistics when base and finetuned differ: '' (refuse), base or finetuned
         self.cache_budget_bytes = int(cache_budget_bytes)
         self.seed = seed
@@ -514,6 +517,8 @@ class ModelManager:
 
     def _load(self, checkpoint: str, processors_from: Path) -> Policy:
         extra = {} if processors_from == Path(checkpoint) else {"processors_from": processors_from}
+        if self.dtype:
+            extra["dtype"] = self.dtype
         return load_policy(checkpoint, device=self.device, seed=self.seed, io_mapping=self.io_mapping, **extra)
 
     def _plan(self, request: MergeRequest) -> MergePlan | None:

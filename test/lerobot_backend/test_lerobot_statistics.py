@@ -63,3 +63,36 @@ def test_differing_finetuned_statistics_are_refused_unless_chosen_and_finetuned_
     assert retain_merge([str(base), str(own), "--alpha", "1", "--stats", "finetuned", "--out", str(out), "-q"]) == 0
     merged = load_policy(out, io_mapping=io_for("pi0")).predict(obs).actions
     np.testing.assert_allclose(merged, alone, atol=1e-4)
+
+
+def test_a_pi0_in_bfloat16_serves_and_merges_live_in_half_the_memory(lerobot_checkpoints):
+    """`dtype: bfloat16` on a float32 pi0 checkpoint: every copy in bf16 (LeRobot's float32 exceptions kept), an
+    alpha change merged into a bf16 spare copy and swapped, finite chunks throughout."""
+    import torch
+
+    from retain_ros.ros.processes import wait_until
+
+    base, ft = lerobot_checkpoints("pi0")
+    obs = node_observations(1)[0]
+    sizes = {}
+    for dtype in ("float32", "bfloat16"):
+        manager = ModelManager(io_mapping=io_for("pi0"), dtype=dtype)
+        model = manager.load_initial(MergeRequest(str(base), (str(ft),), 0.5))
+        params = dict(model.policy.named_parameters())
+        sizes[dtype] = sum(t.numel() * t.element_size() for t in params.values())
+        if dtype == "bfloat16":
+            share = sum(t.numel() for t in params.values() if t.dtype == torch.bfloat16) / sum(
+                t.numel() for t in params.values())
+            assert share > 0.5, share  # the language models; LeRobot keeps some layers in float32
+            manager.start()
+            manager.request(MergeRequest(str(base), (str(ft),), 0.9))
+            wait_until(lambda: manager._ready is not None, 60, "the alpha-0.9 merge")
+            swapped = manager.take_swap()
+            assert swapped.request.alpha == 0.9 and swapped.generation == 2
+            assert all(t.dtype == params[n].dtype for n, t in swapped.policy.named_parameters())
+        assert np.isfinite(manager.serving.policy.predict(obs).actions).all()
+        manager.close()
+    assert sizes["bfloat16"] < 0.75 * sizes["float32"]
+    with pytest.raises(ConfigError, match="dtype 'bfloat16' is not available for this smolvla checkpoint"):
+        ModelManager(io_mapping=io_for("smolvla"), dtype="bfloat16").load_initial(
+            MergeRequest(str(lerobot_checkpoints("smolvla")[0]), (), 0.5))
