@@ -14,6 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ros"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data"))
 
 from ros_helpers import make_checkpoints  # noqa: E402
 
@@ -37,10 +38,6 @@ def eval_checkpoints(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sim_bag(tmp_path_factory):
     """A 20-step expert episode recorded by the simulator as a bag (as `retain-sim collect --bag` writes it)."""
-    from retain_ros.sim.bag import write_episode_bag
-    from retain_ros.sim.env import EnvConfig, TabletopEnv
-    from retain_ros.sim.episode import run_expert_episode
+    from make_sim_bag import write_sim_bag
 
-    with TabletopEnv("pick_red", "id", EnvConfig(image_size=32, max_steps=20)) as env:
-        episode = run_expert_episode(env, seed=3)
-    return write_episode_bag(episode, tmp_path_factory.mktemp("sim_bag") / "episode", storage="mcap")
+    return write_sim_bag(tmp_path_factory.mktemp("sim_bag") / "episode")
