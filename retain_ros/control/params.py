@@ -192,6 +192,9 @@ def typed(param: Param, value: object) -> object:
         return value
     if isinstance(value, (list, tuple)) and not value and param.default == [""]:
         return [""]  # `finetuned_checkpoints:=[]`: the same meaning, and a type rclpy can declare (not a byte array)
+    if isinstance(value, str) and isinstance(param.default, list) and param.default \
+            and isinstance(param.default[0], str):
+        return [value]  # `finetuned_checkpoints:=pi0_cube`: a list of one
     if isinstance(param.default, float) and isinstance(value, int):
         return float(value)
     if (isinstance(param.default, list) and param.default and isinstance(param.default[0], float)

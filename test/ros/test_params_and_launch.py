@@ -79,6 +79,7 @@ def test_integers_widen_to_doubles_and_other_wrong_types_are_named():
     assert typed(BY_NAME["position_min"], [-2, -1, -2, -3, -2, 0, -2]) == [-2.0, -1.0, -2.0, -3.0, -2.0, 0.0, -2.0]
     assert typed(BY_NAME["execute_steps"], 8) == 8 and typed(BY_NAME["start_paused"], True) is True
     assert typed(BY_NAME["finetuned_checkpoints"], []) == [""]  # an empty list rclpy can type
+    assert launch_value("finetuned_checkpoints", "pi0_cube") == ["pi0_cube"]  # a bare name: a list of one
     assert type_problem(BY_NAME["alpha"], "high") == ("alpha='high' has type string, the parameter's type is double "
                                                       "(default 0.5); fix the params file or the launch argument")
     assert "execute_steps=8.0 has type double, the parameter's type is integer" in type_problem(
