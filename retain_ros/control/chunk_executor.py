@@ -479,7 +479,8 @@ class ChunkExecutor:
         stay within `speed_scale` x the limits.
 
         The straight joint-space path is checked like a chunk: joint limits on the controller's spline, and the
-        workspace at 21 points along it. The move becomes the running command (a later stop brakes it).
+        workspace at every 0.02 rad of the longest joint move along it. The move becomes the running command (a
+        later stop brakes it).
 
         Raises:
             UnsafeChunk: a non-finite or mis-sized target, a target outside the joint limits, a path that leaves the
@@ -508,7 +509,8 @@ class ChunkExecutor:
                               start_velocity_error=start.velocity_error)
         check_plan(plan, self.config.limits, self.config.position_margin_rad)
         if self.config.workspace is not None:
-            path = origin + np.linspace(0.0, 1.0, 21)[:, None] * (target - origin)
+            samples = max(21, int(np.ceil(distance.max() / 0.02)) + 1)  # every 0.02 rad of the longest move
+            path = origin + np.linspace(0.0, 1.0, samples)[:, None] * (target - origin)
             reason = self.config.workspace.problem(path, start.positions)
             if reason is not None:
                 raise UnsafeChunk(f"the straight joint-space path to the move target: {reason}; move the arm "

@@ -152,7 +152,8 @@ class ControlLoop:
         self._streaming: Executed | None = None  # stream mode: the chunk whose actions are being sent
         self._stream_next = 0  # stream mode: index of its next action
         self.episode_timeout_s = 0.0  # commanding time per episode before the loop pauses itself (0 = no limit)
-        self._episode: tuple[str, int] | None = None  # (instruction, first command's time) of the running episode
+        self._episode: tuple[str, int | None] | None = None  # (instruction, first command's time) of this episode
+        self._homing = False  # a ~/home move was sent and may still run: pause, halt and stale joints stop it
 
     @property
     def streams(self):
@@ -194,6 +195,7 @@ class ControlLoop:
             self.pause_reason = reason
             self.paused.set()
             self._not_commanding("paused", reason)
+            self._stop_homing()
 
     def go_home(self, target: np.ndarray, speed_scale: float) -> PlannedCommand:
         """Pause, then send one slow move to `target` from the newest joint state (any thread: the ~/home service).
@@ -217,6 +219,7 @@ class ControlLoop:
             plan = self.executor.plan_move(target, measured_state(samples[JOINTS], now), now, speed_scale)
             if self.send_stop is not None:
                 self.send_stop(plan)
+            self._homing = True
             self.state.reason = self.pause_reason = (f"homing ({plan.duration_s:.1f} s): call ~/resume to command "
                                                      "the policy again")
         self.on_event("info", f"homing: {plan.duration_s:.1f} s to {np.round(target, 3).tolist()}")
@@ -228,8 +231,18 @@ class ControlLoop:
 
     def resume(self) -> None:
         """Command again from the next tick (once every stream is fresh); a new episode starts."""
-        self._episode = None
-        self.paused.clear()
+        with self._gate:  # the policy's next plan starts from the home move's state, as from any running command
+            self._homing = False
+            self._episode = None
+            self.paused.clear()
+
+    def _stop_homing(self) -> None:
+        """Under the gate: the stop of a ~/home move that may still run (none once it has ended)."""
+        if self._homing:
+            self._homing = False
+            stop = self._stop_command()
+            if stop is not None and self.send_stop is not None:
+                self.send_stop(stop)
 
     def start(self) -> None:
         """Start the thread.
@@ -291,6 +304,9 @@ class ControlLoop:
         with self._gate:
             if self.paused.is_set():
                 self._not_commanding("paused", self.pause_reason)
+                if self._homing and JOINTS in self.streams.fresh(self.clock_ns())[1]:
+                    self._stop_homing()  # the move is no longer watched: stop it, from the running command
+                    self.pause_reason = self.state.reason = "homing stopped: the joint states went stale"
                 return None
             reason = self.blocked()
             if reason:
@@ -312,10 +328,14 @@ class ControlLoop:
         return self._infer_and_publish(now, samples)
 
     def _episode_over(self, now: int) -> bool:
-        """Pause once an episode (from ~/resume or a new instruction on) has commanded for `episode_timeout_s`."""
+        """Pause once an episode has run `episode_timeout_s` since its first command.
+
+        An episode starts at ~/resume and at a new instruction.
+        """
         instruction = self.inputs.current_instruction(self.instruction())
         if self._episode is None or self._episode[0] != instruction:
-            self._episode = (instruction, now)
+            self._episode = (instruction, None)  # its clock starts with its first command (`_send`)
+        if self._episode[1] is None:
             return False
         elapsed = (now - self._episode[1]) * 1e-9
         if 0.0 < self.episode_timeout_s <= elapsed:
@@ -436,6 +456,8 @@ class ControlLoop:
 
     def _send(self, done: Executed) -> None:
         self.publish(done)
+        if self._episode is not None and self._episode[1] is None:
+            self._episode = (self._episode[0], done.plan.sent_ns)
         st = self.state
         st.commands += 1
         if st.state != "commanding":
@@ -456,10 +478,10 @@ class ControlLoop:
         more: it sees the stop event there.
         """
         with self._gate:
-            was = self.state.state
-            self.state.state = "stopped"  # so that _not_commanding does not send it a second time
+            was, homing = self.state.state, self._homing
+            self.state.state, self._homing = "stopped", False  # so that nothing sends it a second time
             self.state.reason, self._next_ns, self._streaming = reason, 0, None
-            return self._stop_command(from_joints=False) if was == "commanding" else None
+            return self._stop_command(from_joints=False) if was == "commanding" or homing else None
 
     def _stop_command(self, from_joints: bool = True) -> PlannedCommand | None:
         """The executor's stop: from the newest joint state while that is fresh, else from the running command."""

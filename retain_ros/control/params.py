@@ -10,6 +10,7 @@ descriptor says -1..1 and the on-set callback (`check_change`) rejects (-1, 0).
 
 from __future__ import annotations
 
+import array
 import math
 from dataclasses import dataclass
 
@@ -190,6 +191,8 @@ def typed(param: Param, value: object) -> object:
     """
     if isinstance(value, bool):
         return value
+    if isinstance(value, array.array):  # how rclpy hands over `ros2 param set NAME "[0, 1, ...]"`
+        value = value.tolist()
     if isinstance(value, (list, tuple)) and not value and param.default == [""]:
         return [""]  # `finetuned_checkpoints:=[]`: the same meaning, and a type rclpy can declare (not a byte array)
     if isinstance(value, str) and isinstance(param.default, list) and param.default \
@@ -234,7 +237,13 @@ def launch_value(name: str, text: str) -> object:
     param = BY_NAME.get(name)  # None: a ROS parameter of every node (use_sim_time)
     if param is None:
         return yaml.safe_load(text)
-    return text if isinstance(param.default, str) else typed(param, yaml.safe_load(text))
+    if isinstance(param.default, str):
+        return text
+    value = yaml.safe_load(text)
+    if isinstance(param.default, list) and param.default and isinstance(param.default[0], str) \
+            and not isinstance(value, list):
+        return [text]  # `finetuned_checkpoints:=2024-05-01`: the name as written, not a YAML date
+    return typed(param, value)
 
 
 def check_change(name: str, value: object, checkpoint_root: str = "", groups: tuple[str, ...] = (),
@@ -275,6 +284,9 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
         return f"gripper_backend='{value}' is unknown; use one of {', '.join(GRIPPER_BACKENDS)}"
     elif name == "merge_layout" and value not in MERGE_LAYOUTS:
         return f"merge_layout='{value}' is unknown; use one of {', '.join(MERGE_LAYOUTS)}"
+    elif name == "home_position":
+        if len(value) != len(FR3_HOME_Q) or not all(math.isfinite(v) for v in value):
+            return f"home_position={list(value)} must be {len(FR3_HOME_Q)} finite joint positions (rad)"
     elif name == "dtype" and value not in ("", "bfloat16", "float32"):
         return f"dtype='{value}' is unknown; use '' (the checkpoint's), bfloat16 or float32"
     elif name == "lerobot_stats" and value not in ("", *STATS_CHOICES):

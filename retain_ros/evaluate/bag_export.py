@@ -8,8 +8,12 @@ camera.
 
 The action of frame t is what the arm did until frame t + 1, in DROID's convention: the joint motion as DROID's
 normalised velocity a = (q[t+1] - q[t]) / 0.2 rad (`rad_s_to_droid`; a DROID robot moves 0.2 rad x a per 15 Hz
-step), clipped to [-1, 1], and the gripper position of frame t + 1 (0 open .. 1 closed). The last frame has no
-successor and is dropped. `lerobot_dataset.write_dataset` writes the episodes with LeRobot's own dataset classes.
+step), clipped to [-1, 1], and the gripper command as DROID records it, 0 open .. 1 closed: 1 while the fingers
+close or stay closed on something (a held cube leaves them at 0.4-0.5 of closed, which as a position would read as
+"open" to the node's 0.5 threshold), 0 while they open or stay open (`gripper_commands`). The last frame has no
+successor and is dropped. A gap in the frames (a stale stream, more than 1.5 frame periods) ends the episode there
+and starts another: an action across a gap would be several steps' motion. `lerobot_dataset.write_dataset` writes the
+episodes with LeRobot's own dataset classes.
 """
 
 from __future__ import annotations
@@ -47,10 +51,27 @@ class ExportedEpisode:
     stamps_ns: np.ndarray
 
 
+CLOSED_MIN = 0.1  # a steady gripper position above this holds something (or is shut): command 1
+MOVING = 0.005  # a change of the gripper position per frame above this is the fingers moving
+
+
+def gripper_commands(position: np.ndarray) -> np.ndarray:
+    """(T-1,) DROID gripper commands (0 / 1) from (T,) gripper positions: closing or closed 1, opening or open 0."""
+    step = np.diff(position)
+    steady = (position[1:] > CLOSED_MIN).astype(np.float32)
+    return np.where(step > MOVING, 1.0, np.where(step < -MOVING, 0.0, steady)).astype(np.float32)
+
+
 def droid_actions(state: np.ndarray, dt_s: float) -> np.ndarray:
-    """(T-1, 8) DROID actions from (T, 8) frame states: the joint motion to the next frame, the next gripper."""
+    """(T-1, 8) DROID actions from (T, 8) frame states: the joint motion to the next frame, the gripper command."""
     arm = np.clip(rad_s_to_droid(np.diff(state[:, :7], axis=0) / dt_s, dt_s), -1.0, 1.0)
-    return np.concatenate([arm, state[1:, 7:8]], axis=1).astype(np.float32)
+    return np.concatenate([arm, gripper_commands(state[:, 7])[:, None]], axis=1).astype(np.float32)
+
+
+def gap_free_runs(stamps_ns: np.ndarray, period_ns: float) -> list[slice]:
+    """Runs of frames without a gap longer than 1.5 periods."""
+    cuts = [0, *(np.flatnonzero(np.diff(stamps_ns) > 1.5 * period_ns) + 1).tolist(), len(stamps_ns)]
+    return [slice(a, b) for a, b in zip(cuts, cuts[1:])]
 
 
 def camera_rate_hz(bag: Bag, topic: str) -> float:
@@ -89,12 +110,15 @@ def export_bag(path: str | Path, settings: InputSettings, fps: float, episode_to
             builder = TargetBuilder(JOINT_STATES, settings.joint_names, settings.gripper_joint_names,
                                     settings.gripper_max_width_m, 1.0 / fps)
             observations = read_episode(bag, episode, assembler, builder, "", every).observations
-            if len(observations) < 2:
-                raise BagError(f"episode {episode.name} has {len(observations)} complete frame(s): nothing to export")
-            state = np.array([[*o.joint_positions, o.gripper_position] for o in observations], np.float64)
-            out.append(ExportedEpisode(
-                episode.name, observations[0].instruction,
-                {cam: np.stack([o.images[cam] for o in observations[:-1]]) for cam in cameras},
-                state[:-1].astype(np.float32), droid_actions(state, 1.0 / fps),
-                np.array([o.stamp_ns for o in observations[:-1]], np.int64)))
+            stamps = np.array([o.stamp_ns for o in observations], np.int64)
+            segments = [seg for seg in gap_free_runs(stamps, every / rate * 1e9) if seg.stop - seg.start >= 2]
+            if not segments:
+                raise BagError(f"episode {episode.name} has no two consecutive complete frames: nothing to export")
+            for part, seg in enumerate(segments):
+                frames = observations[seg]
+                state = np.array([[*o.joint_positions, o.gripper_position] for o in frames], np.float64)
+                out.append(ExportedEpisode(
+                    episode.name if len(segments) == 1 else f"{episode.name}@{part}", frames[0].instruction,
+                    {cam: np.stack([o.images[cam] for o in frames[:-1]]) for cam in cameras},
+                    state[:-1].astype(np.float32), droid_actions(state, 1.0 / fps), stamps[seg][:-1]))
     return out

@@ -94,8 +94,12 @@ def check_action_kind(stats: dict[str, np.ndarray], kind: str, source: str) -> N
                       f"({expects}); {evidence}. Fix: set {fix}")
 
 
-def stats_difference(base: dict[str, np.ndarray], other: dict[str, np.ndarray], rtol: float = 1e-5) -> str | None:
-    """Where two checkpoints' statistics differ (the largest difference, named), or None when they agree."""
+def stats_difference(base: dict[str, np.ndarray], other: dict[str, np.ndarray], rtol: float = 1e-5,
+                     atol: float = 1e-8) -> str | None:
+    """Where two checkpoints' statistics differ (the largest difference, named), or None when they agree.
+
+    NaN agrees only with NaN.
+    """
     missing = sorted(set(base) ^ set(other))
     if missing:
         return f"{missing[0]} is in only one of them"
@@ -104,7 +108,11 @@ def stats_difference(base: dict[str, np.ndarray], other: dict[str, np.ndarray], 
         a, b = np.asarray(base[key], float), np.asarray(other[key], float)
         if a.shape != b.shape:
             return f"{key} has shape {a.shape} in one and {b.shape} in the other"
-        excess = np.abs(a - b) - rtol * np.maximum(np.abs(a), np.abs(b))
+        nan = np.isnan(a) != np.isnan(b)
+        if nan.any():
+            i = int(np.argmax(nan))
+            return f"{key}[{i}] is {a.flat[i]:.4g} in one and {b.flat[i]:.4g} in the other"
+        excess = np.nan_to_num(np.abs(a - b) - rtol * np.maximum(np.abs(a), np.abs(b)) - atol, nan=-1.0)
         if excess.size and excess.max() > worst:
             i = int(np.argmax(excess))
             worst, where = float(excess.max()), f"{key}[{i}] is {a.flat[i]:.4g} in one and {b.flat[i]:.4g} in the other"

@@ -34,7 +34,8 @@ def declare(node) -> None:
         if reason is not None:
             raise ConfigError(reason)
         node.declare_parameter(p.name, value, descriptor(p), ignore_override=True)
-    node.add_pre_set_parameters_callback(_widen)
+    if hasattr(node, "add_pre_set_parameters_callback"):  # rclpy >= Iron; Humble's `ros2 param set` stays strict
+        node.add_pre_set_parameters_callback(_widen)
 
 
 def _widen(params: list[Parameter]) -> list[Parameter]:

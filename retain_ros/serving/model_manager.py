@@ -41,7 +41,7 @@ from retain_ros.merge.maths import AlphaSpec, ContentHasher
 from retain_ros.merge.plan import MergePlan, plan_merge
 from retain_ros.merge.recipe import base_recipe_id
 from retain_ros.policy.interface import Policy, load_policy
-from retain_ros.merge.statistics import statistics_source
+from retain_ros.merge.statistics import check_action_kind, processor_files, read_stats, statistics_source
 from retain_ros.serving.recipes import MergeRequest
 from retain_ros.worker_thread import WorkerThread
 
@@ -515,6 +515,21 @@ class ModelManager:
         self.counts["failures"] += 1
         self.last_error = self.last_event = message
 
+    def _statistics(self, request: MergeRequest) -> tuple[Path, dict[str, str] | None]:
+        """Whose LeRobot statistics the merge runs through.
+
+        Every finetuned checkpoint's action statistics must agree with the node's action kind too: a joint-position
+        finetune merged into a velocity policy is refused.
+        """
+        source, record = statistics_source(request.base, list(request.finetuned), self.stats,
+                                           "the lerobot_stats parameter (base | finetuned)")
+        kind = getattr(self.io_mapping, "action", None)
+        if record is not None and kind is not None:
+            for finetuned in request.finetuned:
+                if processor_files(finetuned):
+                    check_action_kind(read_stats(finetuned), kind, f"finetuned checkpoint {finetuned}")
+        return source, record
+
     def _load(self, checkpoint: str, processors_from: Path) -> Policy:
         extra = {} if processors_from == Path(checkpoint) else {"processors_from": processors_from}
         if self.dtype:
@@ -615,10 +630,9 @@ class ModelManager:
         plan = self._plan(request)  # a bad file, preset or alpha fails here, before anything is freed
         merger = None
         try:
+            source, statistics = self._statistics(request)  # refused statistics keep the recipe cache too
             self._free_spares()
             self._wait_for_retired()
-            source, statistics = statistics_source(request.base, list(request.finetuned), self.stats,
-                                                   "the lerobot_stats parameter (base | finetuned)")
             policy = self._load(request.base, source)
             load_s = time.perf_counter() - started
             if serving is not None:

@@ -220,3 +220,28 @@ def test_home_from_a_moving_arm_brakes_along_the_motion_first(rig):
     np.testing.assert_allclose(move.positions[-1], HOME_Q)
     speeds = np.abs([move.state_at(t)[1] for t in np.linspace(0.0, move.duration_s, 400)])
     assert (speeds.max(axis=0) <= np.maximum(np.abs(v0), 0.1 * np.asarray(FR3_DQ_MAX)) + 1e-6).all()
+
+
+def test_a_home_move_is_stopped_by_pause_by_halt_and_by_stale_joints(rig):
+    rig.feed()
+    home = HOME_Q + np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    move = rig.loop.go_home(home, speed_scale=0.1)
+    rig.clock[0] += int(0.3 * move.duration_s * S)  # mid-move
+    rig.feed(move.state_at(0.3 * move.duration_s)[0])
+    rig.loop.pause("paused by ~/pause")
+    assert len(rig.stops) == 2 and rig.stops[-1].is_stop  # the move, then its stop
+    rig.loop.pause("paused by ~/pause")
+    assert len(rig.stops) == 2  # nothing runs any more: no second stop
+
+    rig.loop.go_home(home, speed_scale=0.1)
+    rig.clock[0] += int(0.1 * S)
+    assert rig.loop.halt("deactivated") is not None  # deactivate while homing: the stop comes back to be sent
+
+    rig.loop.resume()
+    rig.loop.pause("again")
+    rig.feed()
+    rig.loop.go_home(home, speed_scale=0.1)
+    sent = len(rig.stops)
+    rig.clock[0] += int(0.5 * S)  # no joint state for half a second
+    rig.loop.step()
+    assert len(rig.stops) == sent + 1 and "joint states went stale" in rig.loop.state.reason

@@ -88,3 +88,18 @@ def test_bad_workspaces_are_one_clear_error():
         Workspace(box_min=(0.5, 0.0, 0.0), box_max=(0.4, 1.0, 1.0))
     with pytest.raises(ConfigError, match="table_height_m=nan"):
         Workspace(table_height_m=float("nan"))
+
+
+def test_the_arm_cannot_creep_out_over_many_commands_nor_one_excess_excuse_another():
+    table = Workspace(table_height_m=0.45)  # fingertips at z 0.487 at HOME
+    q, accepted = HOME.copy(), 0
+    for _ in range(200):  # 1 mrad steps down, each planned from where the last one ended
+        step = q + 0.001 * DOWN
+        if table.problem(step[None, :], q) is not None:
+            break
+        q, accepted = step, accepted + 1
+    assert accepted < 200 and points(q)[3, 2] >= 0.45 - 1e-3  # stopped at the table, 1 mm at most
+    # a hand already 100 mm outside the box (in y) does not excuse 47 mm below the table
+    box = Workspace(box_max=(1.0, -0.1, 1.2), table_height_m=0.30)  # fingertips at y 0 at HOME, and it stays
+    low = HOME + 0.7 * DOWN  # fingertips at z 0.253
+    assert "47 mm below table_height_m 0.3" in box.problem(low[None, :], HOME)
