@@ -3,7 +3,6 @@ put the hand outside its box or any part of the arm below the table are refused 
 
 from __future__ import annotations
 
-import mujoco
 import numpy as np
 import pytest
 
@@ -31,6 +30,8 @@ def plan(workspace: Workspace | None, actions: np.ndarray, q: np.ndarray = HOME)
 
 
 def test_forward_kinematics_is_the_simulated_fr3s():
+    import mujoco  # after retain_ros.sim, which sets MUJOCO_GL before mujoco's first import (rendering tests later)
+
     physics = TabletopPhysics()
     arm = [physics.model.joint(f"fr3_joint{i}").qposadr[0] for i in range(1, 8)]
     rng = np.random.default_rng(0)
