@@ -1,8 +1,9 @@
 """Break the safety layer one piece at a time and show that a test catches each break.
 
 Each mutation replaces one line of `retain_ros/control/chunk_executor.py` (a check_plan clause, the stop's shaping, the
-stream ramp, the planning start state) in a copy of the package, then runs the executor's tests and 600 fuzz sequences
-against that copy in a child process. A mutation that no test catches is a hole in the tests; the run exits 1 then.
+stream ramp, the workspace check, the ~/home move, the planning start state) in a copy of the package, then runs the
+executor's tests and 600 fuzz sequences against that copy in a child process. A mutation that no test catches is a
+hole in the tests; the run exits 1 then.
 
     .venv/bin/python bench/mutation_check.py            # about 2 minutes on 2 cores
     .venv/bin/python bench/mutation_check.py --list     # the mutations only
@@ -21,7 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = "retain_ros/control/chunk_executor.py"
-TESTS = ["test/ros/test_chunk_executor.py", "test/ros/test_executor_scenarios.py", "test/ros/test_control_loop.py"]
+TESTS = ["test/ros/test_chunk_executor.py", "test/ros/test_executor_scenarios.py", "test/ros/test_control_loop.py",
+         "test/ros/test_workspace.py"]
 FUZZ_SEEDS = 600
 COPIED = ("retain_ros", "test", "config", "package.xml", "pytest.ini")
 
@@ -40,8 +42,9 @@ MUTATIONS = {
         "    if False:"),
     "check_plan: spline velocity and acceleration": ("    if any((r > 1.0 + 1e-6).any() for r in ratios):",
                                                      "    if False:"),
-    "stop: constant deceleration whatever the room": ("        target = q + np.sign(v) * travel",
-                                                      "        target = q + v * duration / 2.0"),
+    "stop: constant deceleration whatever the room": (
+        "        target = start.positions + np.sign(start.velocities) * travel",
+        "        target = start.positions + start.velocities * duration / 2.0"),
     "stop: 5 rad/s^2 whatever speed_scale says": (
         "        gentle = max(min_time_s, _braking_time(v, dv, dq, np.minimum(self.config.stop_decel_rad_s2, "
         "self._ddq_max)))",
@@ -53,6 +56,16 @@ MUTATIONS = {
     "stream ramp: none": ("        lo, hi = np.maximum(-vmax, reference - reach), np.minimum(vmax, reference + reach)",
                           "        lo, hi = -vmax, vmax"),
     "stream: each joint clipped on its own": ("        if s_lo <= s_hi:", "        if False:"),
+    "workspace: chunks unchecked": ("            reason = self.config.workspace.problem(plan.positions, plan.start)",
+                                    "            reason = None"),
+    "move: the path unchecked": ("            reason = self.config.workspace.problem(path, start.positions)",
+                                 "            reason = None"),
+    "move: timed at the full velocity limits": (
+        "        dq_max = np.asarray(self.config.limits.dq_max, float) * speed_scale",
+        "        dq_max = np.asarray(self.config.limits.dq_max, float)"),
+    "move: no brake from a moving arm": (
+        "        brake = self._brake(start, now_ns) if np.abs(start.velocities).max() > 1e-3 else None",
+        "        brake = None"),
     "start state: at rest after a stop": (
         "            v = v_cmd if m.velocities is None else m.velocities + (v_cmd - v_then)",
         "            v = np.zeros(self.num_joints) if prev.is_stop else v_cmd"),

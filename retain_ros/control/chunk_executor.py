@@ -360,17 +360,7 @@ class ChunkExecutor:
             start = StartState.exact(*self._commanded_state(now_ns))
         else:
             start = self.start_state(measured, now_ns)
-        q, v, dq, dv = start.positions, start.velocities, start.position_error, start.velocity_error
-        duration, travel = self._stop_shape(start, min_time_s)
-        target = q + np.sign(v) * travel
-        plan = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0, False,
-                              int(now_ns), q, v, start_position_error=dq, start_velocity_error=dv, is_stop=True)
-        note = ""
-        try:
-            check_plan(plan, self.config.limits, self.config.position_margin_rad)
-        except UnsafeChunk as exc:
-            note = f"the arm cannot stop within every limit from {np.round(v, 3).tolist()} rad/s: {exc}"
-        plan = replace(plan, note=note, clamped=bool(note))
+        plan = self._brake(start, now_ns, min_time_s)
         self._previous = plan
         return plan
 
@@ -475,16 +465,16 @@ class ChunkExecutor:
                   speed_scale: float) -> PlannedCommand:
         """A slow move to `target`, ending at rest (the ~/home service).
 
-        One segment of the controller's cubic, timed so that its peak speed (1.5 d / T) and acceleration (6 d / T^2)
-        stay within `speed_scale` x the limits.
-
-        The straight joint-space path is checked like a chunk: joint limits on the controller's spline, and the
-        workspace at every 0.02 rad of the longest joint move along it. The move becomes the running command (a
-        later stop brakes it).
+        An arm still moving first brakes to rest along its motion exactly as `stop` would (a brake is never refused:
+        where it cannot keep a limit, say at speed next to a joint limit, it is the best there is and `note` says
+        why). From that rest point, one segment of the controller's cubic, timed so that its peak speed (1.5 d / T)
+        and acceleration (6 d / T^2) stay within `speed_scale` x the limits, is checked like a chunk: joint limits on
+        the controller's spline, and the workspace at every 0.02 rad of the longest joint move along it. The move
+        becomes the running command (a later stop brakes it).
 
         Raises:
-            UnsafeChunk: a non-finite or mis-sized target, a target outside the joint limits, a path that leaves the
-                workspace, or a start too fast for the timing (the arm still moves: try again once it rests).
+            UnsafeChunk: a non-finite or mis-sized target, a target outside the joint limits, or a path that leaves
+                the workspace.
         """
         if not 0.0 < speed_scale <= 1.0:
             raise UnsafeChunk(f"speed_scale={speed_scale} of a move must be in (0, 1]")
@@ -493,21 +483,22 @@ class ChunkExecutor:
             raise UnsafeChunk(f"the move target {np.round(target, 3).tolist()} is outside the joint limits "
                               f"(position_min / position_max, {self.config.position_margin_rad} rad inside)")
         start = self.start_state(measured, now_ns)
-        origin, brake_s = start.positions, 0.0
-        if np.abs(start.velocities).max() > 1e-3:  # still moving: brake to rest along the motion first, as a stop
-            brake_s, travel = self._stop_shape(start, 0.1)
-            origin = start.positions + np.sign(start.velocities) * travel
+        brake = self._brake(start, now_ns) if np.abs(start.velocities).max() > 1e-3 else None
+        origin = start.positions if brake is None else brake.positions[-1]
         distance = np.abs(target - origin)
         dq_max = np.asarray(self.config.limits.dq_max, float) * speed_scale
         ddq_max = np.asarray(self.config.limits.ddq_max, float) * speed_scale
         duration = max(float(np.max(1.5 * distance / dq_max)), float(np.sqrt(np.max(6.0 * distance / ddq_max))),
                        self.config.min_lead_time_s, 0.1)
-        points = np.array([origin, target]) if brake_s else target[None, :]
-        times = np.array([brake_s, brake_s + duration]) if brake_s else np.array([duration])
-        plan = PlannedCommand(times, points, np.zeros_like(points), None, 0, False, int(now_ns), start.positions,
-                              start.velocities, start_position_error=start.position_error,
-                              start_velocity_error=start.velocity_error)
-        check_plan(plan, self.config.limits, self.config.position_margin_rad)
+        if brake is None:  # from the measured state, with its error
+            move = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0,
+                                  False, int(now_ns), start.positions, start.velocities,
+                                  start_position_error=start.position_error,
+                                  start_velocity_error=start.velocity_error)
+        else:  # from the brake's rest point
+            move = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0,
+                                  False, int(now_ns), origin)
+        check_plan(move, self.config.limits, self.config.position_margin_rad)
         if self.config.workspace is not None:
             samples = max(21, int(np.ceil(distance.max() / 0.02)) + 1)  # every 0.02 rad of the longest move
             path = origin + np.linspace(0.0, 1.0, samples)[:, None] * (target - origin)
@@ -515,10 +506,30 @@ class ChunkExecutor:
             if reason is not None:
                 raise UnsafeChunk(f"the straight joint-space path to the move target: {reason}; move the arm "
                                   "closer by hand first")
-        self._previous, self._settling_ddq = plan, None
-        return plan
+        if brake is not None:  # both segments meet at rest, so each was checked on its own
+            move = replace(brake, times_s=np.array([brake.duration_s, brake.duration_s + duration]),
+                           positions=np.vstack([origin, target]), velocities=np.zeros((2, self.num_joints)),
+                           is_stop=False)
+        self._previous, self._settling_ddq = move, None
+        return move
 
     # ------------------------------------------------------------------------------------------------ helpers
+    def _brake(self, start: StartState, now_ns: int, min_time_s: float = 0.1) -> PlannedCommand:
+        """The stop command from `start` (`stop`); checked, and where it cannot keep a limit, sent with a `note`."""
+        duration, travel = self._stop_shape(start, min_time_s)
+        target = start.positions + np.sign(start.velocities) * travel
+        plan = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0, False,
+                              int(now_ns), start.positions, start.velocities,
+                              start_position_error=start.position_error, start_velocity_error=start.velocity_error,
+                              is_stop=True)
+        try:
+            check_plan(plan, self.config.limits, self.config.position_margin_rad)
+        except UnsafeChunk as exc:
+            velocities = np.round(start.velocities, 3).tolist()
+            return replace(plan, note=f"the arm cannot stop within every limit from {velocities} rad/s: {exc}",
+                           clamped=True)
+        return plan
+
     def _stop_shape(self, start: StartState, min_time_s: float) -> tuple[float, np.ndarray]:
         """(duration, per-joint travel) of the gentlest stop that fits.
 

@@ -21,7 +21,10 @@ executor drops actions whose time passed during inference.
 Every command is planned from the newest joint state (positions and velocities, with its age: the executor
 extrapolates it to where the controller will start). One lock, the command gate, holds the executor and every
 publish: `pause` takes it, so once `pause` returns no trajectory (and no gripper goal: `commanding` is false) goes out
-until `resume`, and the stop `pause` sends itself is the last command. Inference runs outside the gate.
+until `resume`, and the stop `pause` sends itself is the last command. Inference runs outside the gate, under the
+manager's `weights_lock`. With one model copy, an alpha change holds the arm the same way (`hold_for_merge`): the
+running motion is stopped and nothing is commanded until the control thread takes the merged model (a chunk inferred
+while the weights changed is dropped), then commanding resumes by itself.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class LoopState:
     """What the loop is doing (read by the status publisher).
 
     Attributes:
-        state: 'waiting', 'commanding', 'paused' or 'stopped'.
+        state: 'waiting', 'commanding', 'paused', 'holding' (an in-place merge) or 'stopped'.
         reason: why it is not commanding (stream problems, rejected chunk).
         chunks: chunks published; commands: trajectories sent (more than chunks in stream mode); rejected: chunks
         refused by the executor; inference_s: last predict time.
@@ -197,6 +200,15 @@ class ControlLoop:
             self._not_commanding("paused", reason)
             self._stop_homing()
 
+    def hold_for_merge(self, reason: str) -> None:
+        """Stop the running motion and command nothing until the manager's in-place merge is swapped in.
+
+        Any thread: the merge worker calls it before it writes the serving weights. A ~/home move is not the
+        policy's: it runs on.
+        """
+        with self._gate:
+            self._not_commanding("holding", reason)
+
     def go_home(self, target: np.ndarray, speed_scale: float) -> PlannedCommand:
         """Pause, then send one slow move to `target` from the newest joint state (any thread: the ~/home service).
 
@@ -222,6 +234,8 @@ class ControlLoop:
             self._homing = True
             self.state.reason = self.pause_reason = (f"homing ({plan.duration_s:.1f} s): call ~/resume to command "
                                                      "the policy again")
+        if plan.note:
+            self.on_event("error", f"homing: the brake before the move: {plan.note}")
         self.on_event("info", f"homing: {plan.duration_s:.1f} s to {np.round(target, 3).tolist()}")
         return plan
 
@@ -302,6 +316,10 @@ class ControlLoop:
         self.route_now()
         self._take_swap()
         with self._gate:
+            holding = self.manager.holding
+            if holding:  # an in-place merge is writing the weights
+                self._not_commanding("holding", holding)
+                return None
             if self.paused.is_set():
                 self._not_commanding("paused", self.pause_reason)
                 if self._homing and JOINTS in self.streams.fresh(self.clock_ns())[1]:
@@ -400,7 +418,8 @@ class ControlLoop:
             return None
         started = time.perf_counter()
         try:
-            chunk = model.policy.predict(obs)
+            with self.manager.weights_lock:  # never while an in-place merge writes the weights
+                chunk = model.policy.predict(obs)
         except ConfigError as exc:  # e.g. a NaN joint state: a refused observation, not a crash, at every tick
             reason = f"policy refused the observation: {exc}"
             if reason != self.state.reason:  # logged once per distinct problem, not at the control rate
@@ -419,6 +438,9 @@ class ControlLoop:
             self._stale(late)
             return None
         if self._stop.is_set():  # stopped while the model ran: nothing more is sent
+            return None
+        if self.manager.holding:  # the weights changed (in place) while the model ran: this chunk is not sent
+            self._not_commanding("holding", self.manager.holding)
             return None
         held = "paused while the model ran" if self.paused.is_set() else self.blocked()
         if held:  # ~/pause or an inactive controller during inference: this chunk is not sent

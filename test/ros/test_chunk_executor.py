@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from retain_ros.fr3 import FR3_DQ_MAX, FR3_Q_MAX, FR3_Q_MIN
-from retain_ros.control.chunk_executor import (STEP_OVERLAP, ChunkExecutor, ExecutorConfig, JointLimits, PlannedCommand,
-                                               UnsafeChunk, check_plan)
+from retain_ros.control.chunk_executor import (STEP_OVERLAP, ChunkExecutor, ExecutorConfig, JointLimits, MeasuredState,
+                                               PlannedCommand, UnsafeChunk, check_plan)
 
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 DT = 1.0 / 15.0
@@ -160,6 +160,45 @@ def test_a_stop_near_a_limit_stays_inside_it():
     stop = executor.stop(now_ns=int(0.45e9))
     check_plan(stop, JointLimits())
     assert np.all(stop.positions[0] <= np.array(FR3_Q_MAX) - 0.01 + 1e-12)
+
+
+def test_a_move_from_an_arm_driven_against_a_limit_brakes_as_a_stop_would_then_moves_within_its_limits():
+    """Joint 4 at 0.4 rad/s, 3 mm from its lower limit: no brake keeps 10 rad/s^2 (0.008 rad at least), so the brake
+    is the stop's best (with a note), and the move home from its rest point is checked, and kept, on its own."""
+    q = HOME.copy()
+    q[3] = FR3_Q_MIN[3] + 0.003
+    v = np.zeros(7)
+    v[3] = -0.4
+    executor = ChunkExecutor(ExecutorConfig(execute_steps=8))
+    move = executor.plan_move(HOME, MeasuredState(q, v, 0.0), 0, speed_scale=0.1)
+    assert "cannot stop within every limit" in move.note and not move.is_stop
+    assert move.positions.shape == (2, 7) and (move.velocities == 0.0).all()
+    np.testing.assert_allclose(move.positions[-1], HOME)
+    brake_s = move.times_s[0]
+    t = np.linspace(brake_s, move.duration_s, 2000)
+    velocity = np.array([move.state_at(x)[1] for x in t])
+    acceleration = np.diff(velocity, axis=0) / np.diff(t)[:, None]
+    assert np.all(np.abs(velocity) <= 0.1 * np.array(FR3_DQ_MAX) * 1.001)
+    assert np.all(np.abs(acceleration) <= 0.1 * 10.0 * 1.01)
+
+
+def test_a_move_is_planned_from_any_moving_state_inside_the_limits():
+    """Seeded: arms moving up to 1 rad/s, 5 cm or more inside the limits, measured with lag and age (after a pause)."""
+    rng = np.random.default_rng(3)
+    lo, hi = np.array(FR3_Q_MIN) + 0.05, np.array(FR3_Q_MAX) - 0.05
+    for _ in range(300):
+        executor = ChunkExecutor(ExecutorConfig(execute_steps=4))
+        q = np.clip(HOME + rng.uniform(-0.5, 0.5, 7), lo, hi)
+        actions = chunk(velocity=0.0)
+        actions[:, :7] = rng.uniform(-1.0, 1.0, 7)
+        running = executor.plan(actions, DT, "joint_velocity", 7, q, q, 0, 0)
+        now = int(rng.uniform(0.0, running.duration_s) * 1e9)
+        q_now, v_now = running.state_at(now * 1e-9)
+        lag = MeasuredState(q_now + rng.normal(0, 0.01, 7), v_now + rng.normal(0, 0.1, 7), rng.choice([0.0, 0.03]))
+        executor.stop(now, lag)
+        move = executor.plan_move(HOME, lag, now + 10 * MS, speed_scale=0.1)
+        np.testing.assert_allclose(move.positions[-1], HOME)
+        assert (move.velocities[-1] == 0.0).all()
 
 
 def test_default_position_limits_are_the_urdf_ones_inside_the_mechanical_range():
