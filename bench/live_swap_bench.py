@@ -1,7 +1,7 @@
 """Live alpha changes at the sizes users run: parameter change -> serving, control-loop blocking, peak memory.
 
     .venv/bin/python bench/live_swap_bench.py --params 1e9 [--dtype fp32|pi0] [--layouts streamed,resident]
-        [--device cpu|cuda] [--changes 6]
+        [--swap-modes standby,in_place] [--device cpu|cuda] [--changes 6]
     .venv-lerobot/bin/python bench/live_swap_bench.py --lerobot-pi0 full --device cuda
 
 Each case runs in a child process, so its peak memory is its own. The node's `ModelManager` serves a base + finetuned
@@ -11,6 +11,8 @@ chunks; the main thread changes alpha `--changes` times and waits each time unti
 - change -> serving: from `request()` (what `ros2 param set` triggers) to the control thread serving the new weights;
   merge: the merge into the standby copy alone;
 - control loop: the longest `take_swap()` and the longest interval between two ticks, against the period;
+- swap_mode in_place (one model copy): how long the arm is held per change, from the manager's `on_hold` (the node
+  stops the running motion there) until the control thread serves the merged weights;
 - memory: peak RSS of the child after loading and during the changes (VmHWM, reset in between), as a multiple of one
   checkpoint's size; on CUDA the peak device memory; and the layout's own accounting (`merge.live.plan_memory`).
 
@@ -132,7 +134,10 @@ def measure_changes(manager, request_for: Callable[[float], object], alphas: lis
     ticks: list[float] = []
     swaps: list[float] = []
     served: dict[float, float] = {}
+    held: list[float] = []  # in place: when each hold began
+    pauses: list[float] = []
     stop = threading.Event()
+    manager.on_hold = lambda reason: held.append(time.perf_counter())
 
     def control_thread():
         next_tick = time.perf_counter()
@@ -143,8 +148,11 @@ def measure_changes(manager, request_for: Callable[[float], object], alphas: lis
             if swapped is not None:
                 swaps.append(time.perf_counter() - t0)
                 served[swapped.request.alpha] = time.perf_counter()
-            if predict is not None:
-                predict(manager.serving)
+                if swapped.in_place:
+                    pauses.append(served[swapped.request.alpha] - held[-1])
+            if predict is not None and not manager.holding:  # as the node's loop: nothing while the arm is held
+                with manager.weights_lock:
+                    predict(manager.serving)
             next_tick += PERIOD_S
             time.sleep(max(0.0, next_tick - time.perf_counter()))
 
@@ -168,7 +176,7 @@ def measure_changes(manager, request_for: Callable[[float], object], alphas: lis
         stop.set()
         thread.join()
     intervals = np.diff(ticks)
-    return {"change_to_serving_s": changes, "merge_s": merges, "swap_max_s": max(swaps),
+    return {"change_to_serving_s": changes, "merge_s": merges, "swap_max_s": max(swaps), "held_s": pauses,
             "tick_interval_max_s": float(intervals.max()), "period_s": PERIOD_S,
             "late_ticks": int(np.count_nonzero(intervals > 1.5 * PERIOD_S)), "ticks": len(ticks),
             "late_after_request_s": [round(ticks[i] - max([a for a in asked_at if a <= ticks[i]], default=ticks[0]), 3)
@@ -204,11 +212,9 @@ def _child(args: argparse.Namespace) -> dict:
     from retain_ros.serving.model_manager import MergeRequest, ModelManager
 
     base, ft = args.base, args.ft
-    if args.lerobot_pi0:
-        manager = ModelManager(args.device)
-    else:
-        manager = ModelManager(args.device)
-        manager._load = lambda checkpoint: WeightsOnlyPolicy(checkpoint, args.device)  # no model class fits
+    manager = ModelManager(args.device, swap_mode=args.swap_mode)
+    if not args.lerobot_pi0:
+        manager._load = lambda checkpoint, *_: WeightsOnlyPolicy(checkpoint, args.device)  # no model class fits
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
@@ -241,6 +247,7 @@ def _child(args: argparse.Namespace) -> dict:
     try:
         while not manager.standby_ready:  # the worker makes the standby copy once, right after the start
             time.sleep(0.01)
+        result["memory"] = manager.memory()  # with the standby copy (none in place)
         alphas = [round(0.1 + 0.8 * i / max(1, args.changes - 1), 4) for i in range(args.changes)]
         result.update(measure_changes(manager, request_for, alphas, predict))
         # switching between two recipes (an instruction and back): the second is kept in a spare copy, so after
@@ -289,6 +296,9 @@ def report(name: str, r: dict) -> str:
              f"{r['tick_interval_max_s'] * 1e3:.1f} ms = {r['tick_interval_max_s'] / r['period_s']:.2f} periods; "
              f"{r['late_ticks']} of {r['ticks']} intervals over 1.5 periods (starting "
              f"{r['late_after_request_s']} s after a change request); merge threads {r['merge_threads']}",
+             *([f"  one copy (in place): the arm held p50 {statistics.median(r['held_s']):.3f} s, max "
+                f"{max(r['held_s']):.3f} s per change = {max(r['held_s']) / r['period_s']:.1f} periods without a "
+                "command"] if r["held_s"] else []),
              f"  peak RSS: {r['peak_rss_load'] / gb:.2f} GB after loading, {r['peak_rss_changes'] / gb:.2f} GB during "
              f"changes = {r['peak_rss_changes'] / ckpt:.2f}x the checkpoint; accounting: device "
              f"{r['memory']['device_gb']:.2f} GB, pinned host {r['memory']['host_gb']:.2f} GB"]
@@ -344,10 +354,10 @@ def fits_table() -> str:
     return "\n".join(rows)
 
 
-def run_case(args: argparse.Namespace, base: Path, ft: Path, layout: str, preset: str) -> dict:
+def run_case(args: argparse.Namespace, base: Path, ft: Path, layout: str, preset: str, swap_mode: str) -> dict:
     """Run one case in a child process and return its measurements."""
     cmd = [sys.executable, __file__, "--child", "--base", str(base), "--ft", str(ft), "--layout", layout,
-           "--preset", preset, "--device", args.device, "--changes", str(args.changes),
+           "--swap-mode", swap_mode, "--preset", preset, "--device", args.device, "--changes", str(args.changes),
            "--merge-threads", str(args.merge_threads)]
     if args.lerobot_pi0:
         cmd += ["--lerobot-pi0", args.lerobot_pi0]
@@ -365,6 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=("fp32", "pi0"), default="fp32",
                         help="fp32: 16 flat fp32 tensors; pi0: pi0's names and dtype mix (mostly bf16)")
     parser.add_argument("--layouts", default="streamed,resident", help="merge layouts to measure, comma-separated")
+    parser.add_argument("--swap-modes", default="standby", help="swap modes to measure, comma-separated: standby "
+                        "(two copies), in_place (one copy, the arm held during each merge)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--changes", type=int, default=6, help="alpha changes per case")
     parser.add_argument("--lerobot-pi0", choices=("full", "tiny"), default=None,
@@ -379,6 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", help=argparse.SUPPRESS)
     parser.add_argument("--ft", help=argparse.SUPPRESS)
     parser.add_argument("--layout", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--swap-mode", default="standby", help=argparse.SUPPRESS)
     parser.add_argument("--preset", default="all", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -395,8 +408,10 @@ def main(argv: list[str] | None = None) -> None:
         base, ft = write_pair(args.out_dir, args.params, args.dtype)
         print(f"checkpoint pair ready in {time.perf_counter() - t0:.1f} s: {base.name}, {ft.name}", flush=True)
         name, preset = f"synthetic {args.dtype} on {args.device}", "all" if args.dtype == "fp32" else "pi0"
-    for layout in args.layouts.split(","):
-        print(report(f"{name}, merge_layout {layout}", run_case(args, base, ft, layout, preset)), flush=True)
+    for swap_mode in args.swap_modes.split(","):
+        for layout in args.layouts.split(","):
+            print(report(f"{name}, merge_layout {layout}, swap_mode {swap_mode}",
+                         run_case(args, base, ft, layout, preset, swap_mode)), flush=True)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ MERGE_PARAMS = ("alpha", *GROUP_ALPHAS, "instruction_alphas", *CHECKPOINT_PARAMS
 GRIPPER_BACKENDS = ("franka_gripper", "topic", "none")
 EXECUTION_MODES = ("auto", "chunk", "stream")
 MERGE_LAYOUTS = ("auto", "resident", "streamed")  # merge.live.LAYOUTS (that module imports torch)
+SWAP_MODES = ("auto", "standby", "in_place")  # serving.model_manager.SWAP_MODES (that module imports torch)
 _T = Topics()
 _WS = Workspace()
 
@@ -74,6 +75,10 @@ PARAMS: tuple[Param, ...] = (
     Param("merge_layout", "auto", "where the merge inputs live: resident (on the device: fastest re-merge, the inputs "
           "plus 2 model copies in device memory), streamed (host memory or the page cache, streamed in blocks: 2 model "
           "copies on the device) or auto (CPU: streamed; GPU: resident if it fits the free memory)"),
+    Param("swap_mode", "auto", "how an alpha change reaches the serving model: standby (merged into a second copy, "
+          "swapped between chunks: control never stops), in_place (one copy: the arm is held, stop sent, while the "
+          "merge writes the serving weights, then commanding resumes) or auto (standby where two copies fit the free "
+          "memory and the second copy could be made, else in_place)", read_only=True),
     Param("recipe_cache_gb", 1.0, "memory (GB) for merged copies kept besides the serving one, so that switching "
           "back to a recipe is a reference swap; at least one copy (the live merge's) is always made", read_only=True,
           low=0.0, high=1024.0),
@@ -284,6 +289,8 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
         return f"gripper_backend='{value}' is unknown; use one of {', '.join(GRIPPER_BACKENDS)}"
     elif name == "merge_layout" and value not in MERGE_LAYOUTS:
         return f"merge_layout='{value}' is unknown; use one of {', '.join(MERGE_LAYOUTS)}"
+    elif name == "swap_mode" and value not in SWAP_MODES:
+        return f"swap_mode='{value}' is unknown; use one of {', '.join(SWAP_MODES)}"
     elif name == "home_position":
         if len(value) != len(FR3_HOME_Q) or not all(math.isfinite(v) for v in value):
             return f"home_position={list(value)} must be {len(FR3_HOME_Q)} finite joint positions (rad)"

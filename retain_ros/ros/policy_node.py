@@ -96,7 +96,8 @@ class PolicyNode(ManagedNode):
         io_mapping = LeRobotIO.from_params(self.p("lerobot_images"), self.p("lerobot_state"), self.p("lerobot_action"),
                                            self.p("lerobot_gripper"), self.p("lerobot_rate_hz"))
         self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping, self.p("content_hash"),
-                                    int(self.p("recipe_cache_gb") * 1e9), self.p("lerobot_stats"), self.p("dtype"))
+                                    int(self.p("recipe_cache_gb") * 1e9), self.p("lerobot_stats"), self.p("dtype"),
+                                    self.p("swap_mode"))
         self.get_logger().info(f"loading {self.p('base_checkpoint')} + {self._finetuned()} ...")
         recipes = self._recipe_book()
         model = self.manager.load_initial(recipes.route(self.p("instruction")) if self.p("instruction")
@@ -122,6 +123,7 @@ class PolicyNode(ManagedNode):
                                 1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event,
                                 send_stop=self._send_command, blocked=self._controller_blocks, recipes=recipes)
         self.loop.episode_timeout_s = self.p("episode_timeout_s")
+        self.manager.on_hold = self.loop.hold_for_merge
         if self.p("start_paused"):
             self.loop.pause("started paused (start_paused): call ~/resume to command the robot")
             resume = f"ros2 service call {self.get_fully_qualified_name()}/resume std_srvs/srv/Trigger"

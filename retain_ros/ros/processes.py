@@ -69,8 +69,10 @@ class NodeProcess:
         self._log = open(self.log_path, "w")
         # same process group as the caller: a Ctrl-C in the terminal reaches the nodes too, and the caller's
         # stop() then finishes what the signal started (or kills what hangs)
-        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=None if cwd is None else str(cwd))
+        # -X faulthandler: a node that hangs on stop() prints every thread's stack to its log before it is killed
+        self.proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", module, *args], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=None if cwd is None else str(cwd))
 
     def output(self) -> str:
         """Everything the process printed so far (also after `stop`)."""
@@ -83,14 +85,21 @@ class NodeProcess:
         return self.proc.poll() is None
 
     def stop(self, timeout_s: float = 20.0) -> int:
-        """SIGINT (the node's own shutdown path), then SIGKILL if it hangs."""
+        """SIGINT (the node's own shutdown path); if it hangs, SIGABRT, then SIGKILL.
+
+        SIGABRT makes a hanging node print every thread's stack to its log (`-X faulthandler`) before it dies.
+        """
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+                self.proc.send_signal(signal.SIGABRT)
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
         self._log.close()
         return self.proc.returncode
 

@@ -16,6 +16,12 @@ Threads and ownership:
   least recently served merge is overwritten first. A merge that a newer request superseded before it was swapped
   in is never served: it goes into the cache.
 - when idle, the worker may hash the serving weights (`content_hash`), in steps it interrupts for a new request.
+- one copy (`swap_mode` in_place, or auto when two copies do not fit or the standby copy failed): there is no spare
+  copy; an alpha change is merged into the serving weights themselves. The worker first holds the arm (`on_hold`:
+  the control loop stops the running motion and commands nothing), then takes `weights_lock` (which every predict
+  holds) and merges; the hold ends when the control thread takes the swap, so a chunk computed while the weights
+  changed is never sent. A merge that fails half-way is repaired by merging the serving recipe again; if even that
+  fails, the arm stays held and the status says why.
 Memory: the serving copy, the spare copies and, with the resident layout, the inputs. A reload (new files) first frees
 the spare copies and the old inputs, then loads the new policy next to the serving one and merges into it before it
 serves: at most two copies of the model at once. A failed build (bad file, wrong architecture, unknown group) is
@@ -49,6 +55,7 @@ log = logging.getLogger(__name__)
 
 
 STANDBY = "standby"  # the first spare copy: the live merge's
+SWAP_MODES = ("auto", "standby", "in_place")
 DEFAULT_CACHE_BYTES = 1 << 30  # spare copies' memory, besides the serving copy (node parameter recipe_cache_gb)
 _SPARE_HEADROOM_BYTES = 1 << 30  # left free on the device when a spare copy beyond the first is made
 
@@ -72,6 +79,7 @@ class ServingModel:
         request_id: the request it answers (`ModelManager.request`).
         cached: found in the recipe cache (no merge ran for it).
         statistics: whose LeRobot normalisation statistics the policy runs through, and why (None: not LeRobot's).
+        in_place: merged into the serving copy while the arm was held (the hold ends when it is taken).
     """
 
     policy: Policy
@@ -90,6 +98,7 @@ class ServingModel:
     request_id: int = 0
     cached: bool = False
     statistics: dict[str, str] | None = None
+    in_place: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,12 +139,27 @@ class ModelManager:
         stats: LeRobot checkpoints whose normalisation statistics differ: '' refuses them, 'base' or 'finetuned'
             picks whose processors every alpha runs through (`merge.statistics.statistics_source`).
         dtype: '' (the checkpoint's), 'bfloat16' or 'float32' for LeRobot pi0 / pi0.5 (`LeRobotPolicy`).
+        swap_mode: 'standby' (a spare copy: alpha changes never interrupt control), 'in_place' (one copy: the arm is
+            held while each alpha change is merged into it), or 'auto' (standby where two copies fit the device's
+            free memory and the standby copy could be made, else in place).
+
+    Attributes:
+        on_hold: called by the worker with the reason before it writes the serving weights; returns once nothing more
+            is commanded (`ControlLoop.hold_for_merge`). None: nothing to hold (no control loop).
+        weights_lock: held by every predict on the serving copy and by an in-place merge.
     """
 
     def __init__(self, device: str = "cpu", seed: int = 0, io_mapping: object | None = None,
                  content_hash: bool = False, cache_budget_bytes: int = DEFAULT_CACHE_BYTES, stats: str = "",
-                 dtype: str = "") -> None:
+                 dtype: str = "", swap_mode: str = "auto") -> None:
+        if swap_mode not in SWAP_MODES:
+            raise ConfigError(f"swap_mode='{swap_mode}' is unknown; use one of {', '.join(SWAP_MODES)}")
         self.device = device
+        self.swap_mode = swap_mode
+        self.on_hold = None
+        self.weights_lock = threading.Lock()
+        self._in_place = ""  # why alpha changes merge into the serving copy ('' = into a spare copy)
+        self._hold = ""  # why the arm is held for an in-place merge ('' = not held)
         self.dtype = dtype  # LeRobot pi0 / pi0.5 weight precision ('' = the checkpoint's)
         self.stats = stats  # LeRobot statistics when base and finetuned differ: '' (refuse), base or finetuned
         self.cache_budget_bytes = int(cache_budget_bytes)
@@ -222,8 +246,8 @@ class ModelManager:
             self._wanted_at = time.perf_counter()
             self.counts["requests"] += 1
             ready = self._ready
-            if ready is not None and ready.policy is self._serving.policy:
-                self._ready = None
+            if ready is not None and ready.policy is self._serving.policy and not ready.in_place:
+                self._ready = None  # an in-place merge is in the serving weights already: it is swapped in
                 self._park(ready)
             if self._ready is None:
                 hit = self._lookup(request)
@@ -266,6 +290,18 @@ class ModelManager:
             return not self._standby_missing()
 
     @property
+    def holding(self) -> str:
+        """Why the arm is held for an in-place merge: from before it writes the weights until its swap ('' = not)."""
+        with self._cond:
+            return self._hold
+
+    @property
+    def in_place(self) -> str:
+        """Why alpha changes are merged into the serving copy ('' = into a spare copy: two copies)."""
+        with self._cond:
+            return self._in_place
+
+    @property
     def groups(self) -> tuple[str, ...]:
         """The parameter groups of the serving model's preset (empty before the first merge or without finetuned)."""
         return self._groups
@@ -297,6 +333,8 @@ class ModelManager:
             if old.policy is not ready.policy:  # a reload: the old model is freed once the last chunk lets go of it
                 self._retired, self._hasher = weakref.ref(old.policy), None
             self._serving = ready = replace(ready, generation=old.generation + 1)
+            if ready.in_place or ready.policy is not old.policy:
+                self._hold = ""  # the loop commands again, from these (or a reload's fresh) weights
             self.swap_s = time.perf_counter() - started
             self.counts["swaps"] += 1
             self._cond.notify_all()
@@ -318,8 +356,9 @@ class ModelManager:
             cached = [{"weights": wid[:12], "route": entry.request.route, "alphas": entry.request.describe()}
                       for wid, entry in reversed(self._cache.items())]
             return {"layout": plan.layout, "reason": plan.reason, "model_gb": round(plan.model_bytes / 1e9, 4),
-                    # the layout's accounting counts one spare copy; the cache may hold more
-                    "device_gb": round((plan.device_bytes + max(0, spares - 1) * plan.model_bytes) / 1e9, 4),
+                    "copies": 1 + spares, "swap_mode": self.swap_mode, "in_place": self._in_place,
+                    # the layout's accounting counts one spare copy; the cache may hold more, in place none
+                    "device_gb": round((plan.device_bytes + (spares - 1) * plan.model_bytes) / 1e9, 4),
                     "host_gb": round(plan.host_bytes / 1e9, 4), "spare_copies": spares,
                     "cache_capacity": self._capacity(), "cache_budget_gb": round(self.cache_budget_bytes / 1e9, 4),
                     "cache_gb": round(spares * plan.model_bytes / 1e9, 4), "cached_recipes": cached}
@@ -338,7 +377,7 @@ class ModelManager:
         promote. Only for the serving files, and never while a reload is building.
         """
         serving, merger, building = self._serving, self._merger, self._building
-        if (serving is None or merger is None or not request.finetuned or request.reload
+        if (serving is None or merger is None or self._hold or not request.finetuned or request.reload
                 or request.files_key() != serving.request.files_key()
                 or (building is not None and (building.reload or building.files_key() != serving.request.files_key()))):
             return None
@@ -433,7 +472,8 @@ class ModelManager:
                         continue
                     model = replace(model, request_to_ready_s=time.perf_counter() - asked_at, requested_at=asked_at,
                                     request_id=request_id)
-                    if request_id != self._wanted_id and model.policy is self._serving.policy:
+                    if (request_id != self._wanted_id and model.policy is self._serving.policy
+                            and not model.in_place):
                         self._park(model)  # superseded while it merged: never served
                         self.last_event = (f"merge for {model.request.describe()} superseded by a newer request; "
                                            f"kept in the recipe cache (weights {model.weights_id[:12]})")
@@ -447,7 +487,8 @@ class ModelManager:
                     log.error("merge worker failed:\n%s", traceback.format_exc())
                 with self._cond:
                     self._building = None
-                    self._failed(f"request {request_id} rejected, old model kept: {reason}")
+                    kept = "the arm is held" if self._hold else "old model kept"  # held: a failed restore
+                    self._failed(f"request {request_id} rejected, {kept}: {reason}")
             finally:
                 with self._cond:
                     self._done_id = max(self._done_id, request_id)
@@ -469,11 +510,18 @@ class ModelManager:
             targets = policy.weight_targets(STANDBY)
             self._merger.merge_into(current.alpha_spec(), targets)
         except Exception as exc:  # noqa: BLE001  (the worker must survive; a request reports a lasting problem)
-            # the message only: a log handler keeping the exception would keep its frames and this model alive
-            log.warning("could not prepare the standby copy now (%s); the next alpha change makes it", str(exc))
             with self._cond:
                 policy.release_standby(STANDBY)
                 self._slots.remove(STANDBY)
+                if self.swap_mode == "auto":  # one copy from now on (until a reload)
+                    self._in_place = (f"the standby copy could not be made ({exc}); alpha changes are merged into "
+                                      "the serving copy, holding the arm")
+                    self.last_event = self._in_place
+            # the message only: a log handler keeping the exception would keep its frames and this model alive
+            if self.swap_mode == "auto":
+                log.warning("%s", self._in_place)
+            else:
+                log.warning("could not prepare the standby copy now (%s); the next alpha change makes it", str(exc))
         finally:
             with self._cond:
                 self._busy.discard(STANDBY)
@@ -482,7 +530,8 @@ class ModelManager:
     def _standby_missing(self) -> bool:
         """Whether the serving policy has no standby copy yet while there are merges to come (caller holds `_cond`)."""
         serving = self._serving
-        return serving is not None and self._merger is not None and self._standby_of is not serving.policy
+        return (serving is not None and self._merger is not None and not self._in_place
+                and self._standby_of is not serving.policy)
 
     def _hash_job(self) -> bool:
         """Whether the serving weights still need hashing; prepares the hasher (caller holds `_cond`)."""
@@ -592,7 +641,10 @@ class ModelManager:
             log.warning("the model a reload replaced is still referenced after %.0f s; allocating anyway", timeout_s)
 
     def _build(self, request: MergeRequest, first: bool = False) -> ServingModel | None:
-        """Build a complete model for `request` without touching the serving copy (None: the serving copy has it)."""
+        """Build a complete model for `request` (None: the serving copy has it).
+
+        Two copies: the serving copy is not touched. One copy: merged into it with the arm held (`_build_in_place`).
+        """
         started = time.perf_counter()
         serving = self._serving
         if first or serving is None or request.reload or request.files_key() != serving.request.files_key():
@@ -608,7 +660,12 @@ class ModelManager:
             hit = self._lookup(request)
             if hit is not None:
                 return hit if hit.promote else None
-            slot = self._claim_slot()
+            if self._in_place:
+                slot = ""
+            else:
+                slot = self._claim_slot()
+        if not slot:
+            return self._build_in_place(request, serving, started)
         try:
             if self._standby_of is not policy:
                 self._wait_for_retired()
@@ -623,6 +680,64 @@ class ModelManager:
         return ServingModel(policy, done.weights_id, done.alphas, request, merge_s=done.seconds,
                             build_s=time.perf_counter() - started, promote=True, memory=self._merger.memory, slot=slot,
                             statistics=serving.statistics)
+
+    def _build_in_place(self, request: MergeRequest, serving: ServingModel, started: float) -> ServingModel:
+        """Merge `request` into the serving copy while the arm is held (module docstring: one copy).
+
+        Raises:
+            ConfigError: the merge failed and the serving weights were restored (the arm is released), or could not
+                be (the arm stays held).
+        """
+        policy, merger = serving.policy, self._merger
+        merger.resolve(request.alpha_spec())  # a bad alpha is refused before the arm is held
+        self._hold_arm(f"merging alphas {request.describe()} into the serving weights ({self._in_place})")
+        with self.weights_lock:  # a predict that started before the hold has returned
+            targets = policy.weight_targets("serving")
+            try:
+                done = merger.merge_into(request.alpha_spec(), targets)
+            except Exception as exc:
+                broken = self._restore(policy, serving, exc)
+                if broken:
+                    raise ConfigError(broken) from exc
+                raise
+        self.counts["builds"] += 1
+        return ServingModel(policy, done.weights_id, done.alphas, request, merge_s=done.seconds,
+                            build_s=time.perf_counter() - started, memory=merger.memory,
+                            statistics=serving.statistics, in_place=True)
+
+    def _hold_arm(self, reason: str) -> None:
+        with self._cond:
+            self._hold = reason
+        if self.on_hold is not None:
+            self.on_hold(reason)
+
+    def _restore(self, policy: Policy, serving: ServingModel, exc: Exception) -> str:
+        """After a failed in-place merge (caller holds `weights_lock`): merge the serving recipe again, release the arm.
+
+        Returns '' or, when that fails too (the weights are a mix and the arm stays held), why.
+        """
+        try:
+            self._merger.merge_into(serving.request.alpha_spec(), policy.weight_targets("serving"))
+        except Exception as again:  # noqa: BLE001  (reported; nothing is commanded from these weights again)
+            with self._cond:
+                self._hold = (f"the serving weights are broken: an in-place merge failed ({exc}) and restoring "
+                              f"alphas {serving.request.describe()} failed too ({again}); nothing is commanded "
+                              "until an alpha change merges completely. Fix: call ~/reload")
+            log.error("%s", self._hold)
+            return self._hold
+        with self._cond:
+            self._hold = ""
+        return ""
+
+    def _choose_copies(self, policy: Policy) -> str:
+        """Why alpha changes on `policy` will merge in place ('' = into a spare copy), from `swap_mode` and memory."""
+        if self.swap_mode == "in_place":
+            return "swap_mode in_place"
+        if self.swap_mode == "standby":
+            return ""
+        size = model_bytes({name: [tensor] for name, tensor in policy.named_parameters()})
+        replaced = size if self._serving is not None else 0  # a reload's old copy is freed once it is swapped out
+        return copies_reason(size, free_memory_bytes(self.device) + replaced)
 
     def _build_reload(self, request: MergeRequest, started: float) -> ServingModel:
         """Load `request.base` as a new policy and merge into it; the serving model keeps serving meanwhile."""
@@ -656,12 +771,21 @@ class ModelManager:
         if self._merger is not None:  # commit: the old merger (if kept) goes, the new one serves the next changes
             self._merger.close()
         self._merger, self._base_id = merger, weights_id
+        self._in_place = self._choose_copies(policy) if merger is not None else ""
         self._groups = tuple(merger.groups) if merger is not None else ()
         self.counts["builds"] += 1
         generation = 1 if serving is None else serving.generation + 1
         return ServingModel(policy, weights_id, alphas, request, generation, merge_s, load_s,
                             time.perf_counter() - started, memory=merger.memory if merger is not None else None,
                             statistics=statistics)
+
+
+def copies_reason(copy_bytes: int, free_bytes: int) -> str:
+    """swap_mode auto: why one copy ('' when a second copy and `_SPARE_HEADROOM_BYTES` fit in `free_bytes`)."""
+    if free_bytes >= copy_bytes + _SPARE_HEADROOM_BYTES:
+        return ""
+    return (f"two copies do not fit: a copy is {copy_bytes / 1e9:.2f} GB and {free_bytes / 1e9:.2f} GB are free "
+            f"(with {_SPARE_HEADROOM_BYTES / 1e9:.1f} GB kept free)")
 
 
 def collect_cycles() -> None:

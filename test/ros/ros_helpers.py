@@ -33,6 +33,12 @@ def make_checkpoints(root: Path, num_finetuned: int = 1, horizon: int = 6) -> tu
     return base, finetuned
 
 
+def reference_id(manager, alpha: float) -> str:
+    """The recipe identity a `ModelManager`'s merger gives `alpha`."""
+    merger = manager._merger
+    return merger.recipe_id(merger.resolve(alpha))
+
+
 def policy_node_args(base: Path, finetuned: list[Path], root: Path, **params: object) -> list[str]:
     """`--ros-args --params-file config/fr3_droid.yaml -p ...` for the policy node (as sim.launch.py passes: the
     simulator's overrides, armed at full speed with the topic gripper, unless `params` says otherwise)."""

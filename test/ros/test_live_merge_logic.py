@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from fake_robot import FINGERS, HOME_Q, INSTRUCTION, frames
-from ros_helpers import make_checkpoints
+from ros_helpers import make_checkpoints, reference_id
 
 from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig
 from retain_ros.control.inputs import GRIPPER, INSTRUCTION as INSTR, JOINTS, InputSettings, NodeInputs
@@ -169,12 +169,6 @@ def test_chunks_racing_live_merges_each_come_from_one_complete_merge(ckpts):
     assert len({w for w, _ in seen}) == len(alphas) and manager.counts["swaps"] == len(alphas[1:]) * 3
     for weights_id, actions in seen:
         np.testing.assert_array_equal(actions, expected[weights_id])
-
-
-def reference_id(manager: ModelManager, alpha: float) -> str:
-    """The recipe identity the manager's merger gives `alpha`."""
-    merger = manager._merger
-    return merger.recipe_id(merger.resolve(alpha))
 
 
 @pytest.mark.parametrize("layout", ["resident", "streamed"])

@@ -149,3 +149,25 @@ def test_alpha_changes_swap_whole_models_and_bad_changes_are_refused(ros, tiny_c
         expected.check(chunk)
     assert count(observer, T.arm_command) >= len(chunks) - 1
     assert len(observer.received(STATUS)) > 0
+
+
+@pytest.mark.slow
+def test_one_model_copy_changes_alpha_in_place_and_commands_again(ros, tiny_checkpoints):
+    """swap_mode in_place (a model that does not fit twice): each change merges into the serving copy while the arm is
+    held, then the node commands again from exactly that merge."""
+    _, _, observer, _ = ros
+    expected = Expected(*tiny_checkpoints[1:])
+    fp_half = expected.add(0.5)
+    proc = start_policy(ros, tiny_checkpoints, execute_steps=2, content_hash=True, swap_mode="in_place")
+    FakeRobot(observer.node)
+    status = wait_until(serving(observer, fp_half), 60, "serving alpha 0.5", proc)
+    assert status["memory"]["copies"] == 1 and status["memory"]["in_place"] == "swap_mode in_place"
+    for alpha in (0.75, 0.25):
+        weights_id = expected.add(alpha)
+        assert observer.set_parameters(NODE, {"alpha": alpha})[0].successful
+        wait_until(serving(observer, weights_id), 30, f"commanding again at alpha {alpha}", proc)
+    status = wait_until(lambda: (s := latest_status(observer)) and s["content_sha256"] and s, 30, "content hash", proc)
+    assert status["content_sha256"] == expected.content[weights_id]  # the serving copy is that merge, bit for bit
+    assert status["generation"] == 3 and status["memory"]["copies"] == 1 and status["rejected_chunks"] == 0
+    for chunk in observer.received(CHUNKS):
+        expected.check(chunk)
