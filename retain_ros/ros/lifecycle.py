@@ -144,7 +144,10 @@ def spin_managed(node_factory, args: list[str] | None = None) -> int:
 
     # rclpy's own handlers would shut the context down on Ctrl-C, and a node could then publish nothing more: no stop
     # trajectory. Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt here instead; the node leaves its lifecycle
-    # (deactivate first) while the context still works, then the context is shut down.
+    # (deactivate first) while the context still works, then the context is shut down. SIGINT is set explicitly: a
+    # process started by a shell's background job (`cmd &` in a script) inherits it ignored, and Python then leaves it
+    # so; such a node would not stop on ros2 launch's SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     node = None

@@ -536,7 +536,7 @@ class ModelManager:
     def _hash_job(self) -> bool:
         """Whether the serving weights still need hashing; prepares the hasher (caller holds `_cond`)."""
         serving = self._serving
-        if (not self.content_hash or serving is None or self._ready is not None
+        if (not self.content_hash or serving is None or self._ready is not None or self._hold
                 or self._content[0] == serving.generation):
             return False
         if self._hasher is None or self._hasher[0] != serving.generation:
@@ -716,6 +716,8 @@ class ModelManager:
 
         Returns '' or, when that fails too (the weights are a mix and the arm stays held), why.
         """
+        with self._cond:  # whatever was hashed of these weights may be stale
+            self._hasher, self._content = None, (0, "")
         try:
             self._merger.merge_into(serving.request.alpha_spec(), policy.weight_targets("serving"))
         except Exception as again:  # noqa: BLE001  (reported; nothing is commanded from these weights again)

@@ -6,6 +6,8 @@ The stop trajectory is the one-point, zero-velocity command `ChunkExecutor.stop`
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 from fake_robot import FakeRobot
@@ -74,7 +76,13 @@ def test_deactivate_sends_the_stop_and_then_nothing(ros, tiny_checkpoints):
 
 @pytest.mark.slow
 def test_ctrl_c_sends_the_stop_before_the_node_exits(ros, tiny_checkpoints):
-    observer, proc = commanding_chunks(ros, tiny_checkpoints)
+    """Started the way a shell's background job (`make test &`, a launch script run with &) starts a process: with
+    SIGINT ignored, which children inherit. The node sets its own handler, so SIGINT still stops it cleanly."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        observer, proc = commanding_chunks(ros, tiny_checkpoints)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.stop() == 0, proc.output()[-4000:]  # SIGINT, as Ctrl-C in a terminal or ros2 launch
     assert "sent the stop trajectory" in proc.output()
     stop = wait_until(lambda: (m := observer.received(T.arm_command)) and is_stop(m[-1]) and m[-1], 10,
