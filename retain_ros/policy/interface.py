@@ -181,8 +181,9 @@ class Policy(Protocol):
     def weight_targets(self, which: str = "standby") -> dict[str, list[torch.Tensor]]:
         """Checkpoint name -> the tensors holding that weight in one copy of the model.
 
-        'serving': only for a policy no one runs yet. Any other name: that spare copy, which no predict runs on (made
-        on first use; 'standby' is the live merge's, the recipe cache names more).
+        'serving': only while no predict runs (a policy no one runs yet, or an in-place merge, which keeps predicts
+        out). Any other name: that spare copy, which no predict runs on (made on first use; 'standby' is the live
+        merge's, the recipe cache names more).
         """
 
     def promote_standby(self, which: str = "standby") -> None:

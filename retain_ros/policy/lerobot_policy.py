@@ -255,9 +255,9 @@ class LeRobotPolicy:
     def weight_targets(self, which: str = "standby") -> dict[str, list[torch.Tensor]]:
         """Checkpoint tensor name -> the model tensors that hold it, for one copy of the model.
 
-        'serving': the serving copy, only for a policy no one runs yet. Any other name: that spare copy of the
-        module, which `promote_standby(which)` makes serve (made on first use: one more model's memory while it
-        exists).
+        'serving': the serving copy, only while no predict runs (`Policy.weight_targets`). Any other name: that spare
+        copy of the module, which `promote_standby(which)` makes serve (made on first use: one more model's memory
+        while it exists).
         """
         if which == "serving":
             return dict(self._targets)

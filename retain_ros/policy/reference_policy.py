@@ -141,9 +141,9 @@ class ReferencePolicy:
     def weight_targets(self, which: str = "standby") -> dict[str, list[torch.Tensor]]:
         """Checkpoint name -> the tensor to write, for one copy of the weights.
 
-        'serving': the serving copy, only for a policy no one runs yet. Any other name: that spare copy, which
-        `promote_standby(which)` makes serve (made on first use; waits until a predict that started on it before it
-        was last promoted away has returned).
+        'serving': the serving copy, only while no predict runs (`Policy.weight_targets`). Any other name: that spare
+        copy, which `promote_standby(which)` makes serve (made on first use; waits until a predict that started on it
+        before it was last promoted away has returned).
         """
         if which == "serving":
             module = self._model

@@ -96,3 +96,30 @@ def test_a_pi0_in_bfloat16_serves_and_merges_live_in_half_the_memory(lerobot_che
     with pytest.raises(ConfigError, match="dtype 'bfloat16' is not available for this smolvla checkpoint"):
         ModelManager(io_mapping=io_for("smolvla"), dtype="bfloat16").load_initial(
             MergeRequest(str(lerobot_checkpoints("smolvla")[0]), (), 0.5))
+
+
+def test_a_bfloat16_pi0_with_one_copy_merges_in_place_exactly_as_into_a_spare(lerobot_checkpoints):
+    """swap_mode in_place on a LeRobot pi0 in bf16 (the fp32 pi0.5 on a 24 GB card case, at the tests' size): no spare
+    copy, the serving tensors themselves are written, and the weights equal the two-copy merge's, bit for bit."""
+    import torch
+
+    from retain_ros.ros.processes import wait_until
+
+    base, ft = lerobot_checkpoints("pi0")
+    merged = {}
+    for mode in ("standby", "in_place"):
+        manager = ModelManager(io_mapping=io_for("pi0"), dtype="bfloat16", swap_mode=mode)
+        first = manager.load_initial(MergeRequest(str(base), (str(ft),), 0.5))
+        pointers = {n: t.data_ptr() for n, t in first.policy.named_parameters()}
+        manager.start()
+        manager.request(MergeRequest(str(base), (str(ft),), 0.9))
+        wait_until(lambda: manager._ready is not None, 60, f"the alpha-0.9 merge ({mode})")
+        swapped = manager.take_swap()
+        assert swapped.in_place == (mode == "in_place") and swapped.request.alpha == 0.9
+        params = dict(swapped.policy.named_parameters())
+        if mode == "in_place":
+            assert {n: t.data_ptr() for n, t in params.items()} == pointers
+            assert manager.memory()["copies"] == 1 and swapped.policy.spare_copies() == ()
+        merged[mode] = {n: t.detach().clone() for n, t in params.items()}
+        manager.close()
+    assert all(torch.equal(merged["standby"][n], t) for n, t in merged["in_place"].items())
