@@ -169,7 +169,7 @@ models-report: models-report-offline
 STUDY ?= build/study
 STUDY_PRE2 = $(MODELS_DATA)/pre2_id $(MODELS_DATA)/pre2_id_noise $(foreach v,$(MODELS_OOD),$(MODELS_DATA)/pre2_$(v))
 STUDY_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 1 -q
-.PHONY: study-data study-base2 study-ft2 study-eval1 study-eval2
+.PHONY: study-data study-base2 study-ft2 study-eval1 study-eval2 study-coft study-eval-coft study-ft-frozen study-hold
 study-eval1: $(STUDY)/eval_s1/report.json
 
 study-data: models-data $(foreach d,$(STUDY_PRE2),$(d)/index.json)
@@ -204,6 +204,35 @@ $(STUDY)/eval_s2_base/report.json:
 $(STUDY)/eval_s2_ft/report.json:
 	$(STUDY_EVAL) $(STUDY_ROWS) --base $(STUDY)/base_s2 --task-ft $(STUDY)/task_ft_s2 \
 		--rows '^(task-FT|RETAIN task-FT a=.*)$$' --out $(@D)
+
+# The loss along modality-specific task-FT paths (docs/policy.md, "Which groups forget"): some groups held at alpha 0
+# (or 1) while the others move, on target and generalist demos, at scale 1 (embedded) and scale 2 (a few minutes).
+STUDY_HOLDS = none vision:0 language:0 vision:0,language:0 action:0 vision:1,language:0
+study-hold:
+	mkdir -p $(STUDY)/hold
+	for s in 1 2; do \
+		if [ $$s = 1 ]; then b=$(MODELS_OUT)/base; f=$(MODELS_OUT)/task_ft; else b=$(STUDY)/base_s2; f=$(STUDY)/task_ft_s2; fi; \
+		for h in $(STUDY_HOLDS); do echo "=== s$$s hold='$$h'"; \
+			$(MODELS_TRAIN) path --base $$b --finetuned $$f --data $(MODELS_DATA)/target_id $(MODELS_DATA)/pre_id \
+				--alphas 0,0.5,0.75,0.9,1 --samples 256 --hold "$$(echo $$h | sed s/none//)" || exit 1; done; \
+	done > $(STUDY)/hold/sweep.log && cat $(STUDY)/hold/sweep.log
+
+# co-FT with half of each batch from the target (the embedded co-FT uses 20%): does a co-FT that learns the target as
+# well as task-FT keep the generalist? Scored like the rows above (seeds 7000+).
+study-coft: $(STUDY)/co_ft_tf50/model.safetensors
+$(STUDY)/co_ft_tf50/model.safetensors: | venv
+	$(MODELS_TRAIN) cofinetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
+		--target-fraction 0.5 --steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 2 --out $(@D) --overwrite --quiet
+study-eval-coft: $(STUDY)/eval_coft50/report.json
+$(STUDY)/eval_coft50/report.json: $(STUDY)/co_ft_tf50/model.safetensors
+	$(STUDY_EVAL) $(STUDY_ROWS) --co-ft $(STUDY)/co_ft_tf50 --rows '^(co-FT|RETAIN co-FT a=.*)$$' --out $(@D)
+
+# task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
+# the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget").
+study-ft-frozen: $(STUDY)/task_ft_frozen_action/model.safetensors
+$(STUDY)/task_ft_frozen_action/model.safetensors: | venv
+	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --freeze action \
+		--steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 1 --out $(@D) --overwrite --quiet
 
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
 # LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.

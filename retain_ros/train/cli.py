@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--init", required=True, help="checkpoint to start from (the pretrained base)")
         else:
             p.add_argument("--model", help="JSON object of reference-VLA settings (default: the embedded size)")
+        if mode != PRETRAIN:
+            p.add_argument("--freeze", default="", help="parameter groups kept as --init has them, comma-separated "
+                           "(vision, language, action), e.g. 'action': the finetune moves only vision and language")
         if mode == COFINETUNE:
             p.add_argument("--pretrain-data", nargs="+", required=True, help="pretraining dataset directories")
             p.add_argument("--target-fraction", type=float, default=0.2, help="share of target samples per batch")
@@ -100,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, help="dataset directories; each one scores its own path")
     p.add_argument("--alphas", default="0,0.25,0.5,0.75,0.9,1", help="comma-separated alphas (default 0,...,1)")
     p.add_argument("--samples", type=int, default=256, help="fixed batch size (default 256)")
+    p.add_argument("--hold", default="", help="groups kept at their own alpha while the others move, e.g. "
+                   "'vision:0,language:0' (only the action expert merges): a modality-specific path")
     p.add_argument("--plot", help="also draw every path (loss vs alpha) into this PNG file")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     return parser
@@ -112,7 +117,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        target_fraction=getattr(args, "target_fraction", 0.2), steps=args.steps,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=args.augment,
                        max_episodes=args.max_episodes, model=_model_overrides(getattr(args, "model", None)),
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite,
+                       freeze=tuple(g.strip() for g in getattr(args, "freeze", "").split(",") if g.strip()))
 
 
 def summary(result: TrainResult) -> str:
@@ -133,12 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_path(args: argparse.Namespace) -> int:
     """`retain-train path`: the loss along alpha for every (finetuned, data) pair, a barrier verdict, a plot."""
     alphas = parse_alpha(args.alphas, "--alphas")
+    hold = parse_hold(args.hold)
+    held = f" ({', '.join(f'{g} held at {a:g}' for g, a in hold.items())})" if hold else ""
     curves = {}
     for finetuned in args.finetuned:
         for data in args.data:
             label = f"{Path(finetuned).name} on {Path(data).name}"
-            path = curves[label] = alpha_path_loss(args.base, finetuned, [data], alphas, args.samples)
-            print(f"path {args.base} -> {finetuned} on {data}")
+            path = curves[label] = alpha_path_loss(args.base, finetuned, [data], alphas, args.samples, hold=hold)
+            print(f"path {args.base} -> {finetuned} on {data}{held}")
             for alpha, loss in path:
                 print(f"  alpha {alpha:.2f}  loss {loss:.4f}")
             if alphas[0] == 0 and alphas[-1] == 1:
@@ -148,6 +156,26 @@ def run_path(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot: {plot_alpha_path(curves, args.plot)}")
     return 0
+
+
+def parse_hold(text: str) -> dict[str, float]:
+    """'vision:0,language:0.5' -> {group: alpha} for `--hold`.
+
+    Raises:
+        ConfigError: an item that is not GROUP:ALPHA with an alpha in [0, 1] (the merge refuses unknown groups).
+    """
+    hold = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        group, _, value = item.partition(":")
+        try:
+            alpha = float(value)
+        except ValueError:
+            alpha = float("nan")
+        if not group or not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"--hold item '{item}' must be GROUP:ALPHA with ALPHA in [0, 1], e.g. "
+                              "vision:0,language:0")
+        hold[group] = alpha
+    return hold
 
 
 def run(args: argparse.Namespace) -> int:

@@ -104,7 +104,8 @@ def fit_error(checkpoint: str | Path, data: Sequence[str | Path], max_episodes: 
 
 
 def alpha_path_loss(base: str | Path, finetuned: str | Path, data: Sequence[str | Path], alphas: Sequence[float],
-                    samples: int = 256, seed: int = 0, max_episodes: int | None = None) -> list[tuple[float, float]]:
+                    samples: int = 256, seed: int = 0, max_episodes: int | None = None,
+                    hold: Mapping[str, float] | None = None) -> list[tuple[float, float]]:
     """Flow-matching loss of RETAIN merges along the path base (alpha 0) -> finetuned (alpha 1) on one fixed batch.
 
     Merges help only while both ends sit in one low-loss basin: a loss at some alpha above both ends (a barrier)
@@ -118,6 +119,8 @@ def alpha_path_loss(base: str | Path, finetuned: str | Path, data: Sequence[str 
         samples: batch size (drawn once; the same samples, flow times and noise for every alpha).
         seed: seed of the batch and the noise.
         max_episodes: at most this many episodes per directory.
+        hold: parameter groups (vision, language, action) kept at their own alpha while the others move along the
+            path: a modality-specific merge.
 
     Returns:
         (alpha, loss) pairs in the order given.
@@ -131,7 +134,7 @@ def alpha_path_loss(base: str | Path, finetuned: str | Path, data: Sequence[str 
     batch = BatchSampler(demos, policy, torch.Generator().manual_seed(seed)).draw(samples, augment=False)
     out = []
     for alpha in alphas:
-        policy.load_merged(merger.merge(float(alpha)).tensors)
+        policy.load_merged(merger.merge({"default": float(alpha), **(hold or {})}).tensors)
         with torch.no_grad():
             loss = policy.model.loss(batch["images"], batch["token_ids"], batch["token_mask"], batch["state"],
                                      batch["actions"], torch.Generator().manual_seed(seed + 1))

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from retain_ros.errors import ConfigError
+from retain_ros.merge.groups import load_preset
 from retain_ros.policy.configuration_reference import ReferenceVLAConfig
 from retain_ros.policy.processor_reference import NormalizationStats, images_to_tensor
 from retain_ros.policy.reference_policy import ReferencePolicy, random_policy
@@ -55,6 +56,8 @@ class TrainConfig:
         max_episodes: cap on episodes per dataset directory.
         model: reference-VLA settings for pretrain (ignored when starting from a checkpoint).
         overwrite: allow writing into an existing checkpoint directory.
+        freeze: parameter groups of the reference preset (vision, language, action) kept as `init` has them
+            ((co)finetune only): which groups a finetune may move.
     """
 
     mode: str
@@ -72,9 +75,10 @@ class TrainConfig:
     max_episodes: int | None = None
     model: dict = field(default_factory=dict)
     overwrite: bool = False
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        self.data, self.pretrain_data = tuple(self.data), tuple(self.pretrain_data)
+        self.data, self.pretrain_data, self.freeze = tuple(self.data), tuple(self.pretrain_data), tuple(self.freeze)
         if self.mode not in MODES:
             raise ConfigError(f"unknown training mode '{self.mode}'; choose one of {', '.join(MODES)}")
         if not self.data:
@@ -83,6 +87,13 @@ class TrainConfig:
             raise ConfigError("pretrain starts from a fresh model; use finetune/cofinetune to start from --init")
         if self.mode != PRETRAIN and not self.init:
             raise ConfigError(f"{self.mode} needs --init CHECKPOINT (the pretrained model to start from)")
+        if self.freeze and self.mode == PRETRAIN:
+            raise ConfigError("--freeze keeps groups of the --init checkpoint; pretrain has none (use it with "
+                              "finetune or cofinetune)")
+        groups = load_preset("reference").groups
+        unknown = [g for g in self.freeze if g not in groups]
+        if unknown or len(set(self.freeze)) == len(groups):
+            raise ConfigError(f"--freeze {','.join(self.freeze)}: give some of {', '.join(groups)}, not all")
         if self.mode == COFINETUNE and not self.pretrain_data:
             raise ConfigError("cofinetune needs --pretrain-data DIR (the generalist data mixed into each batch)")
         if not 0.0 < self.target_fraction < 1.0:
@@ -191,9 +202,13 @@ def train(cfg: TrainConfig, progress: bool = True,
     log.info("data: %s%s", main.describe(), f"; mixed in: {mixed.describe()}" if mixed else "")
     policy = _start_policy(cfg, main)
     model = policy.model.train().requires_grad_(True)
+    preset = load_preset("reference")
+    trained = [p for name, p in model.named_parameters() if preset.group_of(name) not in cfg.freeze]
+    for name, param in model.named_parameters():
+        param.requires_grad_(preset.group_of(name) not in cfg.freeze)
     generator = torch.Generator().manual_seed(cfg.seed)
     sampler = BatchSampler(main, policy, generator, mixed, cfg.target_fraction)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses, window = [], []
     with tqdm(total=cfg.steps, desc=cfg.mode, unit="step", disable=None if progress else True,
               dynamic_ncols=True) as bar:
@@ -205,7 +220,7 @@ def train(cfg: TrainConfig, progress: bool = True,
                               batch["actions"], generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             window.append(float(loss.detach()))
             if len(window) == log_every or step == cfg.steps - 1:

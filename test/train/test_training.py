@@ -133,6 +133,9 @@ def test_learning_rate_schedule():
     ({"init": "x"}, "fresh model"),
     ({"target_fraction": 1.0}, "target_fraction"),
     ({"steps": 0}, "steps"),
+    ({"freeze": ("action",)}, "pretrain has none"),
+    ({"mode": "finetune", "init": "x", "freeze": ("vision", "language", "action")}, "not all"),
+    ({"mode": "finetune", "init": "x", "freeze": ("actions",)}, "give some of vision, language, action"),
 ])
 def test_bad_training_settings_are_refused(tmp_path, kwargs, word):
     settings = dict(mode="pretrain", data=("d",), out=str(tmp_path / "o"))
@@ -184,3 +187,32 @@ def test_cli_error_and_path_report_and_plot(tmp_path, sim_data, capsys):
     assert text.count("barrier") == 2
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert retain_train(["error", "--init", str(ft), "--data", str(target), "--stride", "0"]) == 2
+
+
+def test_a_finetune_with_frozen_groups_moves_only_the_others(tmp_path, sim_data):
+    from retain_ros.merge.groups import load_preset
+
+    pre, target = sim_data
+    base = _pretrain(pre, tmp_path / "base", steps=2).out
+    ft = train(TrainConfig(mode="finetune", data=(str(target),), init=str(base), out=str(tmp_path / "ft"),
+                           steps=3, batch_size=8, lr=3e-3, freeze=("action",)), progress=False).out
+    preset, before, after = load_preset("reference"), load_policy(base).state_dict(), load_policy(ft).state_dict()
+    moved = {preset.group_of(n) for n in before if not torch.equal(before[n], after[n])}
+    assert "action" not in moved and {"vision", "language"} <= moved
+
+
+def test_path_with_held_groups_moves_only_the_others(tmp_path, sim_data, capsys):
+    """--hold vision:0,language:0: only the action expert merges, so at alpha 1 the loss is neither end's."""
+    pre, target = sim_data
+    base = _pretrain(pre, tmp_path / "base", steps=2).out
+    ft = train(TrainConfig(mode="finetune", data=(str(target),), init=str(base), out=str(tmp_path / "ft"),
+                           steps=3, batch_size=8, lr=3e-3), progress=False).out
+    free = dict(alpha_path_loss(base, ft, [target], [0.0, 1.0], samples=16))
+    held = dict(alpha_path_loss(base, ft, [target], [0.0, 1.0], samples=16, hold={"vision": 0.0, "language": 0.0}))
+    assert held[0.0] == pytest.approx(free[0.0]) and held[1.0] != pytest.approx(free[1.0])
+    assert retain_train(["path", "--base", str(base), "--finetuned", str(ft), "--data", str(target), "--alphas",
+                         "0,1", "--samples", "8", "--hold", "vision:0,language:0"]) == 0
+    assert "(vision held at 0, language held at 0)" in capsys.readouterr().out
+    assert retain_train(["path", "--base", str(base), "--finetuned", str(ft), "--data", str(target),
+                         "--hold", "vision=0"]) == 2
+    assert "GROUP:ALPHA" in capsys.readouterr().err
