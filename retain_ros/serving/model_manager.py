@@ -773,7 +773,9 @@ class ModelManager:
         if self._merger is not None:  # commit: the old merger (if kept) goes, the new one serves the next changes
             self._merger.close()
         self._merger, self._base_id = merger, weights_id
-        self._in_place = self._choose_copies(policy) if merger is not None else ""
+        in_place = self._choose_copies(policy) if merger is not None else ""
+        with self._cond:
+            self._in_place = in_place
         self._groups = tuple(merger.groups) if merger is not None else ()
         self.counts["builds"] += 1
         generation = 1 if serving is None else serving.generation + 1
