@@ -228,11 +228,15 @@ $(STUDY)/eval_coft50/report.json: $(STUDY)/co_ft_tf50/model.safetensors
 	$(STUDY_EVAL) $(STUDY_ROWS) --co-ft $(STUDY)/co_ft_tf50 --rows '^(co-FT|RETAIN co-FT a=.*)$$' --out $(@D)
 
 # task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
-# the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget").
+# the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget"). 4000 steps
+# (task-FT's 10k took 100 min here beside the other study jobs), then its loss along the path.
+STUDY_FROZEN_STEPS ?= 4000
 study-ft-frozen: $(STUDY)/task_ft_frozen_action/model.safetensors
+	$(MODELS_TRAIN) path --base $(MODELS_OUT)/base --finetuned $(MODELS_OUT)/task_ft $(STUDY)/task_ft_frozen_action \
+		--data $(MODELS_DATA)/target_id $(MODELS_DATA)/pre_id --alphas 0,0.5,0.75,0.9,1 --samples 256
 $(STUDY)/task_ft_frozen_action/model.safetensors: | venv
 	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --freeze action \
-		--steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 1 --out $(@D) --overwrite --quiet
+		--steps $(STUDY_FROZEN_STEPS) --lr 5e-4 --seed 1 --out $(@D) --overwrite --quiet
 
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
 # LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.

@@ -55,8 +55,11 @@ class Rig:
         self.log.append(("stop", plan.is_stop))
 
     def _hold(self, reason: str) -> None:
-        self.loop.hold_for_merge(reason)
-        self.log.append(("hold", float(re.search(r"alphas ([0-9.]+)", reason).group(1))))
+        with self.loop._gate:  # whether a command still runs, read where the hold decides it (the gate is reentrant)
+            previous = self.loop.executor._previous
+            moving = previous is not None and (self.clock[0] - previous.sent_ns) * 1e-9 < previous.duration_s
+            self.loop.hold_for_merge(reason)
+        self.log.append(("hold", (float(re.search(r"alphas ([0-9.]+)", reason).group(1)), moving)))
 
     def tick(self):
         """One control period later, every stream fresh, one loop step."""
@@ -118,11 +121,14 @@ def test_one_copy_holds_the_arm_while_alpha_changes_are_merged_into_the_serving_
         obs = observations[id(done.chunk)]
         np.testing.assert_array_equal(done.chunk.actions, checks[done.model.weights_id].predict(obs).actions)
     holds = [i for i, (kind, _) in enumerate(rig.log) if kind == "hold"]
-    assert [rig.log[i][1] for i in holds] == list(alphas)
+    assert [rig.log[i][1][0] for i in holds] == list(alphas)
     for i in holds:
-        assert rig.log[i - 1] == ("stop", True)  # the hold stopped the running motion first
+        alpha, moving = rig.log[i][1]
+        if moving:
+            assert rig.log[i - 1] == ("stop", True)  # the hold stopped the running motion first
         after = [wid for kind, wid in rig.log[i:] if kind == "publish"]
-        assert after and after[0] == ids[rig.log[i][1]]  # the next command is from the new weights
+        assert after and after[0] == ids[alpha]  # the next command is from the new weights
+    assert any(rig.log[i][1][1] for i in holds)  # (at least one hold met a running motion)
 
 
 def test_a_failed_in_place_merge_restores_the_serving_weights_and_releases_the_arm(tiny_checkpoints):
