@@ -104,3 +104,17 @@ def test_the_arm_cannot_creep_out_over_many_commands_nor_one_excess_excuse_anoth
     box = Workspace(box_max=(1.0, -0.1, 1.2), table_height_m=0.30)  # fingertips at y 0 at HOME, and it stays
     low = HOME + 0.7 * DOWN  # fingertips at z 0.253
     assert "47 mm below table_height_m 0.3" in box.problem(low[None, :], HOME)
+
+
+def test_a_home_move_whose_path_leaves_the_box_is_refused_though_both_ends_are_inside():
+    """~/home checks its straight joint-space path, not only its ends: turning the base from -0.5 to +0.5 rad swings
+    the hand (0.307 m out at HOME) through x = 0.307 between ends at x = 0.307 cos 0.5 = 0.269."""
+    box = Workspace(box_min=(-0.3, -0.9, 0.0), box_max=(0.29, 0.9, 1.2))
+    executor = ChunkExecutor(ExecutorConfig(workspace=box))
+    yaw = np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert points(HOME - yaw)[3][0] < 0.29 and points(HOME + yaw)[3][0] < 0.29
+    with pytest.raises(UnsafeChunk, match="the straight joint-space path to the move target") as refused:
+        executor.plan_move(HOME + yaw, HOME - yaw, 0, speed_scale=0.1)
+    assert "outside workspace_min [-0.3, -0.9, 0.0] / workspace_max [0.29, 0.9, 1.2]" in str(refused.value)
+    move = executor.plan_move(HOME - 1.4 * yaw, HOME - yaw, 0, speed_scale=0.1)  # turning away: inside throughout
+    np.testing.assert_allclose(move.positions[-1], HOME - 1.4 * yaw)
