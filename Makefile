@@ -169,7 +169,7 @@ models-report: models-report-offline
 STUDY ?= build/study
 STUDY_PRE2 = $(MODELS_DATA)/pre2_id $(MODELS_DATA)/pre2_id_noise $(foreach v,$(MODELS_OOD),$(MODELS_DATA)/pre2_$(v))
 STUDY_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 1 -q
-.PHONY: study-data study-base2 study-ft2 study-eval1 study-eval2 study-coft study-eval-coft study-ft-frozen study-hold
+.PHONY: study-data study-base2 study-ft2 study-eval1 study-eval2 study-coft study-eval-coft study-ft-frozen study-eval-frozen study-hold
 study-eval1: $(STUDY)/eval_s1/report.json
 
 study-data: models-data $(foreach d,$(STUDY_PRE2),$(d)/index.json)
@@ -237,6 +237,11 @@ study-ft-frozen: $(STUDY)/task_ft_frozen_action/model.safetensors
 $(STUDY)/task_ft_frozen_action/model.safetensors: | venv
 	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --freeze action \
 		--steps $(STUDY_FROZEN_STEPS) --lr 5e-4 --seed 1 --out $(@D) --overwrite --quiet
+
+study-eval-frozen: $(STUDY)/eval_frozen/report.json
+$(STUDY)/eval_frozen/report.json: $(STUDY)/task_ft_frozen_action/model.safetensors
+	$(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --alpha 0.75,0.9 --generalist-episodes 10 \
+		--task-ft $(STUDY)/task_ft_frozen_action --rows '^(task-FT|RETAIN task-FT a=.*)$$' --out $(@D)
 
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
 # LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.
