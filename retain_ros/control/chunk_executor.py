@@ -490,14 +490,10 @@ class ChunkExecutor:
         ddq_max = np.asarray(self.config.limits.ddq_max, float) * speed_scale
         duration = max(float(np.max(1.5 * distance / dq_max)), float(np.sqrt(np.max(6.0 * distance / ddq_max))),
                        self.config.min_lead_time_s, 0.1)
-        if brake is None:  # from the measured state, with its error
-            move = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0,
-                                  False, int(now_ns), start.positions, start.velocities,
-                                  start_position_error=start.position_error,
-                                  start_velocity_error=start.velocity_error)
-        else:  # from the brake's rest point
-            move = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0,
-                                  False, int(now_ns), origin)
+        rest = start if brake is None else StartState.exact(origin)  # the measured state with its error, or the brake's
+        move = PlannedCommand(np.array([duration]), target[None, :], np.zeros((1, self.num_joints)), None, 0, False,
+                              int(now_ns), rest.positions, rest.velocities, start_position_error=rest.position_error,
+                              start_velocity_error=rest.velocity_error)
         check_plan(move, self.config.limits, self.config.position_margin_rad)
         if self.config.workspace is not None:
             samples = max(21, int(np.ceil(distance.max() / 0.02)) + 1)  # every 0.02 rad of the longest move

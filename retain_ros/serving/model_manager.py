@@ -731,13 +731,13 @@ class ModelManager:
             self._hold = ""
         return ""
 
-    def _choose_copies(self, policy: Policy) -> str:
-        """Why alpha changes on `policy` will merge in place ('' = into a spare copy), from `swap_mode` and memory."""
+    def _choose_copies(self, merger: LiveMerger) -> str:
+        """Why alpha changes will merge in place ('' = into a spare copy): `swap_mode`, then room for a second copy."""
         if self.swap_mode == "in_place":
             return "swap_mode in_place"
         if self.swap_mode == "standby":
             return ""
-        size = model_bytes({name: [tensor] for name, tensor in policy.named_parameters()})
+        size = merger.memory.model_bytes
         replaced = size if self._serving is not None else 0  # a reload's old copy is freed once it is swapped out
         return copies_reason(size, free_memory_bytes(self.device) + replaced)
 
@@ -773,7 +773,7 @@ class ModelManager:
         if self._merger is not None:  # commit: the old merger (if kept) goes, the new one serves the next changes
             self._merger.close()
         self._merger, self._base_id = merger, weights_id
-        in_place = self._choose_copies(policy) if merger is not None else ""
+        in_place = self._choose_copies(merger) if merger is not None else ""
         with self._cond:
             self._in_place = in_place
         self._groups = tuple(merger.groups) if merger is not None else ()

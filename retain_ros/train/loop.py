@@ -90,9 +90,8 @@ class TrainConfig:
         if self.freeze and self.mode == PRETRAIN:
             raise ConfigError("--freeze keeps groups of the --init checkpoint; pretrain has none (use it with "
                               "finetune or cofinetune)")
-        groups = load_preset("reference").groups
-        unknown = [g for g in self.freeze if g not in groups]
-        if unknown or len(set(self.freeze)) == len(groups):
+        groups = load_preset("reference").groups if self.freeze else ()
+        if self.freeze and (set(self.freeze) - set(groups) or len(set(self.freeze)) == len(groups)):
             raise ConfigError(f"--freeze {','.join(self.freeze)}: give some of {', '.join(groups)}, not all")
         if self.mode == COFINETUNE and not self.pretrain_data:
             raise ConfigError("cofinetune needs --pretrain-data DIR (the generalist data mixed into each batch)")
@@ -203,9 +202,11 @@ def train(cfg: TrainConfig, progress: bool = True,
     policy = _start_policy(cfg, main)
     model = policy.model.train().requires_grad_(True)
     preset = load_preset("reference")
-    trained = [p for name, p in model.named_parameters() if preset.group_of(name) not in cfg.freeze]
+    trained = []
     for name, param in model.named_parameters():
         param.requires_grad_(preset.group_of(name) not in cfg.freeze)
+        if param.requires_grad:
+            trained.append(param)
     generator = torch.Generator().manual_seed(cfg.seed)
     sampler = BatchSampler(main, policy, generator, mixed, cfg.target_fraction)
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
