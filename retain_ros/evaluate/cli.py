@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from retain_ros.cli_errors import run_reporting_errors
+from retain_ros.errors import ConfigError
 from retain_ros.merge.cli import parse_alpha
 from retain_ros.paths import embedded_models_dir
 
@@ -35,6 +36,16 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--co-ft", default=str(models / "co_ft"), help="co-finetuned checkpoint (default: embedded)")
     p.add_argument("--target", default="push_red_to_purple", help="target task the finetuned models learnt")
     p.add_argument("--alpha", default="0.25,0.5,0.75,0.9", help="RETAIN alphas (comma-separated)")
+    p.add_argument("--target2", help="a second target task, learnt after the first: adds its column (e.g. "
+                                     "place_red_and_blue_on_yellow)")
+    p.add_argument("--task-ft2", help="finetuned on --target2 starting from the first skill's merge (base + task-FT "
+                                      "at the first --skill-alphas value): adds 'task-FT 2' and the two-skill "
+                                      "sequential merge (paper Eq. 4)")
+    p.add_argument("--task-ft2-single", help="finetuned on --target2 starting from the base: adds the second "
+                                             "skill's single-skill rows to compare the sequential merge with")
+    p.add_argument("--skill-alphas", default="0.9,0.9", metavar="A1,A2",
+                   help="alphas of the two-skill merge: the first skill's (the merge --task-ft2 was finetuned "
+                        "from) and the second's")
     p.add_argument("--language-alpha", type=float, default=0.5,
                    help="alpha of the language backbone in the modality-specific rows (vision, action at 1)")
     p.add_argument("--instruction-alphas", nargs="+", metavar="PATTERN=SPEC",
@@ -85,16 +96,24 @@ def cmd_combine(args: argparse.Namespace) -> int:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     """Run the simulated comparison and print the table."""
-    from retain_ros.evaluate.sim_eval import EvalConfig, default_variants, routed_variant, run_comparison, select_rows
+    from retain_ros.evaluate.sim_eval import (EvalConfig, default_variants, routed_variant, run_comparison,
+                                              select_rows, skill2_variants)
     from retain_ros.evaluate.sim_report import write_report
 
     alphas = parse_alpha(args.alpha, "--alpha")
     variants = default_variants(alphas, args.language_alpha)
+    if args.task_ft2:
+        skill_alphas = parse_alpha(args.skill_alphas, "--skill-alphas")
+        if len(skill_alphas) != 2:
+            raise ConfigError(f"--skill-alphas '{args.skill_alphas}' needs two values: the first skill's alpha and "
+                              "the second's, e.g. 0.9,0.9")
+        variants += skill2_variants((skill_alphas[0], skill_alphas[1]), single=bool(args.task_ft2_single))
     if args.instruction_alphas:
         variants.append(routed_variant(args.instruction_alphas, args.routed_finetuned))
     if args.rows:
         variants = select_rows(variants, args.rows)
     cfg = EvalConfig(base=args.base, task_ft=args.task_ft, co_ft=args.co_ft, target=args.target, out=args.out,
+                     target2=args.target2, task_ft2=args.task_ft2, task_ft2_single=args.task_ft2_single,
                      episodes=args.episodes, generalist_episodes=args.generalist_episodes, seed=args.seed,
                      execute_steps=args.execute_steps, execution=args.execution, image_size=args.image_size,
                      variants=variants, ood=tuple(v for v in args.ood.split(",") if v),

@@ -4,6 +4,10 @@ Each model variant is evaluated on the target task in its demo setting (`id`), o
 the generalist suite. Merged variants are built the way the ROS node builds them: one `ResidentMerger` per finetuned
 checkpoint holds the inputs, and `Policy.load_merged` swaps the merged weights into one serving policy.
 
+Two skills in sequence (paper Eq. 4): with `task_ft2` (finetuned on `target2` from the first skill's merge) the
+comparison adds the second skill's rows and a column for its task; `task_ft2_single` (finetuned on `target2` from the
+base) adds the second skill's single-skill merge to compare with.
+
 Episodes (`sim_rollout.rollout`) execute every chunk as the policy node does; every episode is identified by (task,
 variation, seed), the same for every variant. Jobs, one per (variant, cell), run in worker processes that each build
 their policy and mergers once (`EvalWorker`). The report: `sim_report`.
@@ -31,7 +35,7 @@ from retain_ros.sim.tasks import SUITE
 from retain_ros.sim.variations import OOD_VARIATIONS, get_variation
 
 log = logging.getLogger(__name__)
-ID, GENERALIST = "id", "generalist"
+ID, GENERALIST, TARGET2 = "id", "generalist", "target2"
 DEFAULT_ALPHAS = (0.25, 0.5, 0.75, 0.9)
 
 
@@ -41,8 +45,10 @@ class Variant:
 
     Attributes:
         name: row label (e.g. 'RETAIN co-FT a=0.50').
-        finetuned: 'base' (no finetuned model), 'task_ft' or 'co_ft'.
-        alpha: merge weight of the finetuned model; None = the finetuned checkpoint itself.
+        finetuned: 'base' (no finetuned model), a checkpoint key ('task_ft', 'co_ft', 'task_ft2', 'task_ft2_single'),
+            or keys joined by '+' for a sequential merge of several skills, in order ('task_ft+task_ft2').
+        alpha: merge weight of the finetuned model (a sequential merge: one per skill); None = the finetuned
+            checkpoint itself.
         group_alpha: per-group alphas (modality-specific merge), overriding `alpha` for those groups.
         routes: `instruction_alphas` items (PATTERN=SPEC) of a routed row: each episode is served at the recipe of
             its task's instruction, as the node serves it; an instruction no item matches gets the base (alpha 0).
@@ -50,9 +56,19 @@ class Variant:
 
     name: str
     finetuned: str = "base"
-    alpha: float | None = None
+    alpha: float | tuple[float, ...] | None = None
     group_alpha: tuple[tuple[str, float], ...] = ()
     routes: tuple[str, ...] = ()
+
+    @property
+    def skills(self) -> tuple[str, ...]:
+        """The finetuned checkpoint keys this row merges, in order (none for the base)."""
+        return () if self.finetuned == "base" else tuple(self.finetuned.split("+"))
+
+    def alpha_values(self) -> list[float]:
+        """Every alpha the row uses (for range checks)."""
+        values = list(self.alpha) if isinstance(self.alpha, tuple) else [] if self.alpha is None else [self.alpha]
+        return values + [a for _, a in self.group_alpha]
 
     def alphas(self) -> dict[str, float] | None:
         """The alphas to merge with (None: load the checkpoint as it is)."""
@@ -94,6 +110,20 @@ def default_variants(alphas: Sequence[float] = DEFAULT_ALPHAS, language_alpha: f
     return rows
 
 
+def skill2_variants(alphas: tuple[float, float], single: bool = False) -> list[Variant]:
+    """The second skill's rows.
+
+    Its finetune alone, the two-skill sequential merge at `alphas` (first skill, second skill) and, with `single`,
+    the second skill finetuned from the base and its single-skill merge.
+    """
+    rows = [Variant("task-FT 2", "task_ft2"),
+            Variant(f"RETAIN 2 skills a={alphas[0]:.2f},{alphas[1]:.2f}", "task_ft+task_ft2", tuple(alphas))]
+    if single:
+        rows += [Variant("task-FT 2 (from base)", "task_ft2_single"),
+                 Variant(f"RETAIN task-FT 2 a={alphas[1]:.2f}", "task_ft2_single", alphas[1])]
+    return rows
+
+
 def select_rows(variants: Sequence[Variant], pattern: str) -> list[Variant]:
     """The rows whose name the regular expression `pattern` finds (`--rows`).
 
@@ -120,14 +150,16 @@ class Cell:
 
 
 def conditions(target: str, ood: Sequence[str] = OOD_VARIATIONS,
-               generalist: Sequence[str] | None = None) -> list[Cell]:
-    """The target task in `id` and in each OOD family, and each generalist task in `id`.
+               generalist: Sequence[str] | None = None, target2: str | None = None) -> list[Cell]:
+    """The target task in `id` and in each OOD family, the second target (if any) and each generalist task in `id`.
 
     Raises:
         ConfigError: unknown task or variation names.
     """
     SUITE.get(target)
     cells = [Cell(ID, target, ID)] + [Cell(v, target, get_variation(v).name) for v in ood]
+    if target2 is not None:
+        cells.append(Cell(TARGET2, SUITE.get(target2).name, ID))
     for task in generalist if generalist is not None else SUITE.names(GENERALIST):
         cells.append(Cell(GENERALIST, SUITE.get(task).name, ID))
     return cells
@@ -142,6 +174,9 @@ class EvalConfig:
         task_ft: task-finetuned checkpoint (from `base`).
         co_ft: co-finetuned checkpoint (from `base`).
         target: the target task.
+        target2: a second target task, learnt after the first (a column of its own; None: no second skill).
+        task_ft2: finetuned on `target2` from the first skill's merge (its rows need `target2`).
+        task_ft2_single: finetuned on `target2` from the base (the second skill's single-skill rows).
         out: output directory (report.md, report.json, alpha_sweep.png).
         episodes: episodes per target cell (id and each OOD family).
         generalist_episodes: episodes per generalist task.
@@ -162,6 +197,9 @@ class EvalConfig:
     co_ft: str
     target: str
     out: str
+    target2: str | None = None
+    task_ft2: str | None = None
+    task_ft2_single: str | None = None
     episodes: int = 20
     generalist_episodes: int = 5
     seed: int = 1000
@@ -183,18 +221,41 @@ class EvalConfig:
         if self.execution not in ("chunk", "stream"):
             raise ConfigError(f"execution '{self.execution}' is unknown; use chunk or stream")
         for v in self.variants:
-            for a in [v.alpha, *dict(v.group_alpha).values()]:
-                if a is not None and not 0.0 <= a <= 1.0:
+            for a in v.alpha_values():
+                if not 0.0 <= a <= 1.0:
                     raise ConfigError(f"variant '{v.name}': alpha {a} is outside [0, 1]")
+            if len(v.skills) > 1 and v.alpha is None:
+                raise ConfigError(f"variant '{v.name}' merges {len(v.skills)} skills in sequence and needs their "
+                                  "alphas")
+            if isinstance(v.alpha, tuple) and len(v.alpha) != len(v.skills):
+                raise ConfigError(f"variant '{v.name}': {len(v.alpha)} alphas for {len(v.skills)} finetuned "
+                                  "checkpoints; give one per skill")
+            for key in v.skills:
+                self.checkpoint(key, v.name)
+        if (self.task_ft2 or self.task_ft2_single) and self.target2 is None:
+            raise ConfigError("a second skill's checkpoint needs its task: give --target2 (e.g. "
+                              "place_red_and_blue_on_yellow)")
         self.env_config()
 
     def env_config(self) -> EnvConfig:
         """The simulator settings of every episode (validated)."""
         return EnvConfig(image_size=self.image_size, max_steps=self.max_steps)
 
-    def checkpoint(self, key: str) -> str:
-        """Checkpoint path of 'base', 'task_ft' or 'co_ft'."""
-        return getattr(self, key)
+    def checkpoint(self, key: str, row: str = "") -> str:
+        """Checkpoint path of 'base', 'task_ft', 'co_ft', 'task_ft2' or 'task_ft2_single'.
+
+        Raises:
+            ConfigError: an unknown key, or a row needing a checkpoint that was not given (names the option).
+        """
+        if key not in CHECKPOINT_KEYS:
+            raise ConfigError(f"row '{row}': unknown checkpoint '{key}'; known: {', '.join(CHECKPOINT_KEYS)}")
+        path = getattr(self, key)
+        if path is None:
+            raise ConfigError(f"row '{row}' needs the {key} checkpoint; give --{key.replace('_', '-')} DIR")
+        return path
+
+
+CHECKPOINT_KEYS = ("base", "task_ft", "co_ft", "task_ft2", "task_ft2_single")
 
 
 class VariantPolicies:
@@ -215,9 +276,9 @@ class VariantPolicies:
                     self.cfg.checkpoint(variant.finetuned)).state_dict()
             self.policy.load_merged(self._plain[variant.finetuned])
         else:
-            if variant.finetuned not in self._mergers:
+            if variant.finetuned not in self._mergers:  # several skills: the sequential merge (paper Eq. 4)
                 self._mergers[variant.finetuned] = ResidentMerger.from_checkpoints(
-                    self.cfg.base, [self.cfg.checkpoint(variant.finetuned)], groups="reference")
+                    self.cfg.base, [self.cfg.checkpoint(k) for k in variant.skills], groups="reference")
             self.policy.load_merged(self._mergers[variant.finetuned].merge(alphas).tensors)
         return self.policy
 
@@ -256,15 +317,15 @@ def _run_in_pool_worker(job: tuple[Variant, Cell, list[int]]) -> list[dict[str, 
 
 
 def checkpoints_used(variants: Sequence[Variant]) -> list[str]:
-    """The checkpoints ('base', 'task_ft', 'co_ft') the rows load: the base always, a finetuned one if a row uses it."""
-    return ["base"] + sorted({v.finetuned for v in variants if v.finetuned != "base"})
+    """The checkpoints ('base', 'task_ft', ...) the rows load: the base always, a finetuned one if a row uses it."""
+    return ["base"] + sorted({key for v in variants for key in v.skills})
 
 
 def jobs_of(cfg: EvalConfig) -> list[tuple[Variant, Cell, list[int]]]:
     """One job per (variant, cell): the cell's seeds, the same for every variant."""
     jobs = []
     for variant in cfg.variants:
-        for cell in conditions(cfg.target, cfg.ood, cfg.generalist):
+        for cell in conditions(cfg.target, cfg.ood, cfg.generalist, cfg.target2):
             n = cfg.generalist_episodes if cell.column == GENERALIST else cfg.episodes
             jobs.append((variant, cell, list(range(cfg.seed, cfg.seed + n))))
     return jobs

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from retain_ros.errors import ConfigError
-from retain_ros.evaluate.sim_eval import GENERALIST, ID, EvalConfig, Variant, checkpoints_used
+from retain_ros.evaluate.sim_eval import GENERALIST, ID, TARGET2, EvalConfig, Variant, checkpoints_used
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -36,7 +36,7 @@ def summarise(records: Sequence[dict[str, object]], variants: Sequence[Variant],
         mine = [r for r in records if r["variant"] == variant.name]
         for column in list(columns) + ["ood"]:
             if column == "ood":
-                chosen = [r for r in mine if r["column"] not in (ID, GENERALIST)]
+                chosen = [r for r in mine if r["column"] not in (ID, GENERALIST, TARGET2)]
             else:
                 chosen = [r for r in mine if r["column"] == column]
             k = sum(bool(r["success"]) for r in chosen)
@@ -74,19 +74,22 @@ def _row(cells: Sequence[str]) -> str:
 def markdown_report(cfg: EvalConfig, table: dict, records: Sequence[dict], wall_s: float) -> str:
     """The comparison in the paper's layout (ID, generalist, OOD) plus one column per OOD family."""
     families = list(cfg.ood)
+    second = [TARGET2] if cfg.target2 else []
+    heading = ["Method", ID.upper(), "Generalist", "OOD", *families] + [f"Target 2 `{cfg.target2}`"] * len(second)
     lines = [f"# RETAIN in simulation: target task `{cfg.target}`", "",
              f"Success rate [95% Wilson interval]; {cfg.episodes} episode(s) per target cell (seeds {cfg.seed}.."
              f"{cfg.seed + cfg.episodes - 1}), {cfg.generalist_episodes} per generalist task; {len(records)} "
              f"episodes in {wall_s / 60:.1f} min. "
-             + (f"OOD pools the families {', '.join(families)}." if families else "No OOD family was run."), "",
-             _row(["Method", ID.upper(), "Generalist", "OOD", *families]), _row(["---"] * (4 + len(families)))]
+             + (f"OOD pools the families {', '.join(families)}." if families else "No OOD family was run.")
+             + (f" Target 2: the second skill's task in `id`, {cfg.episodes} episode(s)." if second else ""), "",
+             _row(heading), _row(["---"] * len(heading))]
     for name, row in table.items():
-        cells = [_fmt(row[ID]), _fmt(row[GENERALIST]), _fmt(row["ood"])] + [_fmt(row[f]) for f in families]
+        cells = [_fmt(row[c]) for c in [ID, GENERALIST, "ood", *families, *second]]
         lines.append(_row([name, *cells]))
     lines += ["", "Mean final task reward (1 = success, else shaped progress in [0, 0.9]):", "",
-              _row(["Method", ID.upper(), "Generalist", "OOD", *families]), _row(["---"] * (4 + len(families)))]
+              _row(heading), _row(["---"] * len(heading))]
     for name, row in table.items():
-        cells = [f"{row[c]['reward']:.3f}" for c in [ID, GENERALIST, "ood", *families]]
+        cells = [f"{row[c]['reward']:.3f}" for c in [ID, GENERALIST, "ood", *families, *second]]
         lines.append(_row([name, *cells]))
     lines += ["", "Paper (DROID, pi0-FAST, real robot): ID / Generalist / OOD", "",
               "| Method | ID | Generalist | OOD |", "|---|---|---|---|"]
@@ -137,7 +140,7 @@ def write_report(cfg: EvalConfig, records: Sequence[dict], wall_s: float) -> dic
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = summarise(records, cfg.variants, [ID, GENERALIST, *cfg.ood])
+    table = summarise(records, cfg.variants, [ID, GENERALIST, *cfg.ood] + ([TARGET2] if cfg.target2 else []))
     paths = {"json": out / "report.json", "md": out / "report.md", "plot": out / "alpha_sweep.png"}
     paths["json"].write_text(json.dumps({"config": config_record(cfg), "table": table, "wall_s": wall_s,
                                          "episodes": list(records)}, indent=1) + "\n")
@@ -148,7 +151,7 @@ def write_report(cfg: EvalConfig, records: Sequence[dict], wall_s: float) -> dic
 
 # Settings that do not change what an episode does: runs that differ only in these can be combined. The finetuned
 # checkpoints must agree only between runs whose rows use them.
-_RUN_ONLY = ("variants", "out", "workers", "task_ft", "co_ft")
+_RUN_ONLY = ("variants", "out", "workers", "task_ft", "co_ft", "task_ft2", "task_ft2_single")
 
 
 def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[EvalConfig, list[dict], float]:
@@ -186,7 +189,8 @@ def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[Eva
                                   f"{value!r}; combine only runs of the same settings (they differ in rows only)")
         mine = []
         for data in run["config"]["variants"]:
-            variant = Variant(data["name"], data["finetuned"], data["alpha"],
+            alpha = tuple(data["alpha"]) if isinstance(data["alpha"], list) else data["alpha"]
+            variant = Variant(data["name"], data["finetuned"], alpha,
                               tuple(tuple(g) for g in data["group_alpha"]), tuple(data.get("routes", ())))
             if variant.name in owner:
                 raise ConfigError(f"row '{variant.name}' is in both {owner[variant.name]} and {path}; keep it in one "
@@ -194,9 +198,9 @@ def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[Eva
             owner[variant.name] = path
             mine.append(variant)
         for key in checkpoints_used(mine)[1:]:
-            used, where = finetuned.setdefault(key, (run["config"][key], path))
-            if used != run["config"][key]:
-                raise ConfigError(f"{path} ran its {key} rows with {run['config'][key]!r} but {where} with "
+            used, where = finetuned.setdefault(key, (run["config"].get(key), path))
+            if used != run["config"].get(key):
+                raise ConfigError(f"{path} ran its {key} rows with {run['config'].get(key)!r} but {where} with "
                                   f"{used!r}; combine only runs of the same checkpoints")
         variants += mine
         records += run["episodes"]

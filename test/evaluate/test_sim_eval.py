@@ -197,3 +197,91 @@ def test_runs_of_different_rows_combine_into_one_report_and_mismatches_are_refus
     capsys.readouterr()
     assert retain_eval(["combine", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def skill2_models(tiny_models, tmp_path_factory):
+    """A second skill's checkpoints: one finetuned from the first merge, one from the base (random stand-ins)."""
+    root = tmp_path_factory.mktemp("skill2")
+    config = ReferenceVLAConfig.tiny()
+    stats = NormalizationStats(np.zeros(8), np.ones(8), np.zeros(8), np.full(8, 0.5))
+    return dict(tiny_models, **{key: str(random_policy(config, seed=i, stats=stats).save_pretrained(root / key))
+                                for i, key in ((3, "task_ft2"), (4, "task_ft2_single"))})
+
+
+def test_the_two_skill_row_serves_the_sequential_merge(skill2_models):
+    from retain_ros.evaluate.sim_eval import skill2_variants
+    from retain_ros.policy.reference_policy import ReferencePolicy
+
+    rows = {v.name: v for v in skill2_variants((0.8, 0.6), single=True)}
+    assert list(rows) == ["task-FT 2", "RETAIN 2 skills a=0.80,0.60", "task-FT 2 (from base)",
+                          "RETAIN task-FT 2 a=0.60"]
+    cfg = EvalConfig(**skill2_models, target="pick_red", target2="pick_green", out="unused",
+                     variants=list(rows.values()))
+    policies = VariantPolicies(cfg)
+    obs = example_observation(policies.policy.spec)
+    theta = {k: ReferencePolicy.from_pretrained(skill2_models[k]).state_dict()
+             for k in ("base", "task_ft", "task_ft2", "task_ft2_single")}
+    # paper Eq. 4: theta_1 = 0.2 theta_pre + 0.8 theta_ft1, theta_2 = 0.4 theta_1 + 0.6 theta_ft2
+    expected = {name: (0.4 * (0.2 * theta["base"][name].double() + 0.8 * theta["task_ft"][name].double())
+                       + 0.6 * theta["task_ft2"][name].double()).float() for name in theta["base"]}
+    served = policies.activate(rows["RETAIN 2 skills a=0.80,0.60"]).predict(obs).actions
+    reference = ReferencePolicy.from_pretrained(skill2_models["base"])
+    reference.load_merged(expected)
+    np.testing.assert_allclose(served, reference.predict(obs).actions, atol=1e-5)
+    single = {name: (0.4 * theta["base"][name].double() + 0.6 * theta["task_ft2_single"][name].double()).float()
+              for name in theta["base"]}
+    reference.load_merged(single)
+    np.testing.assert_allclose(policies.activate(rows["RETAIN task-FT 2 a=0.60"]).predict(obs).actions,
+                               reference.predict(obs).actions, atol=1e-5)
+    assert [c.column for c in conditions("pick_red", (), ("pick_blue",), "pick_green")] == \
+        ["id", "target2", "generalist"]
+
+
+def test_second_skill_settings_that_cannot_run_are_refused(skill2_models, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="give --target2"):
+        EvalConfig(**skill2_models, target="pick_red", out="o")
+    models = {k: v for k, v in skill2_models.items() if k != "task_ft2_single"}
+    with pytest.raises(ConfigError, match="needs the task_ft2_single checkpoint; give --task-ft2-single DIR"):
+        EvalConfig(**models, target="pick_red", target2="pick_green", out="o",
+                   variants=[Variant("RETAIN task-FT 2 a=0.60", "task_ft2_single", 0.6)])
+    with pytest.raises(ConfigError, match="needs their alphas"):
+        EvalConfig(**models, target="pick_red", target2="pick_green", out="o",
+                   variants=[Variant("two", "task_ft+task_ft2")])
+    with pytest.raises(ConfigError, match="3 alphas for 2 finetuned"):
+        EvalConfig(**models, target="pick_red", target2="pick_green", out="o",
+                   variants=[Variant("two", "task_ft+task_ft2", (0.5, 0.5, 0.5))])
+    argv = ["sim", "--base", skill2_models["base"], "--task-ft2", skill2_models["task_ft2"], "--out",
+            str(tmp_path / "o"), "-q"]
+    assert retain_eval(argv) == 2
+    assert "give --target2" in capsys.readouterr().err
+    assert retain_eval(argv + ["--target2", "pick_green", "--skill-alphas", "0.9"]) == 2
+    assert "--skill-alphas '0.9' needs two values" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_skill_rows_run_end_to_end_and_combine_only_with_the_same_second_task(skill2_models, tmp_path, capsys):
+    common = ["sim", *[a for k in ("base", "task_ft", "co_ft", "task_ft2", "task_ft2_single")
+                       for a in (f"--{k.replace('_', '-')}", skill2_models[k])],
+              "--target", "pick_red", "--target2", "pick_green", "--alpha", "0.5", "--skill-alphas", "0.8,0.6",
+              "--episodes", "1", "--generalist-episodes", "1", "--ood", "position", "--generalist", "pick_blue",
+              "--image-size", "16", "--max-steps", "6", "-q"]
+    assert retain_eval(common + ["--rows", "^base$", "--out", str(tmp_path / "a")]) == 0
+    assert retain_eval(common + ["--rows", "2", "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    assert retain_eval(["combine", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "all")]) == 0
+    report = json.loads((tmp_path / "all" / "report.json").read_text())
+    assert list(report["table"]) == ["base", "task-FT 2", "RETAIN 2 skills a=0.80,0.60", "task-FT 2 (from base)",
+                                     "RETAIN task-FT 2 a=0.60"]
+    # every row on both targets and the generalist suite; the second target is not pooled into OOD
+    assert all(row["target2"]["n"] == 1 and row["ood"]["n"] == 1 and row["generalist"]["n"] == 1
+               for row in report["table"].values())
+    assert {e["task"] for e in report["episodes"] if e["column"] == "target2"} == {"pick_green"}
+    assert report["config"]["variants"][2]["alpha"] == [0.8, 0.6]
+    md = (tmp_path / "all" / "report.md").read_text()
+    assert "Target 2 `pick_green`" in md and "| RETAIN 2 skills a=0.80,0.60 |" in md
+    other = common[:common.index("--target2") + 1] + ["pick_blue"] + common[common.index("--target2") + 2:]
+    assert retain_eval(other + ["--rows", "^base$", "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert retain_eval(["combine", str(tmp_path / "c"), str(tmp_path / "b"), "--out", str(tmp_path / "x")]) == 2
+    assert "target2=" in capsys.readouterr().err
