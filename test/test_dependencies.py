@@ -33,7 +33,10 @@ ROSDEP_KEYS = {
 # import name -> pip requirement in requirements-robot.txt. No rosdep key for safetensors; python3-torch is the
 # distribution's CPU build; python3-rosbags-pip and python3-mujoco-pip exist, but rosdep's pip installer runs
 # `sudo pip install`, which Ubuntu 24.04 (PEP 668) refuses unless PIP_BREAK_SYSTEM_PACKAGES=1: one pip file instead.
-PIP_ONLY = {"torch": "torch", "safetensors": "safetensors", "rosbags": "rosbags", "mujoco": "mujoco"}
+# msgpack and websockets: openpi's policy-server protocol (retain-serve, policy_backend openpi_server); Ubuntu
+# 22.04's python3-websockets (10.x) predates the sync client and server it needs.
+PIP_ONLY = {"torch": "torch", "safetensors": "safetensors", "rosbags": "rosbags", "mujoco": "mujoco",
+            "msgpack": "msgpack", "websockets": "websockets"}
 # Imported only when a feature that needs them is configured, and then named in the error.
 OPTIONAL = {
     "lerobot": "the LeRobot backend (pi0 / pi0.5 / SmolVLA): Python >= 3.12, requirements-lerobot.txt",

@@ -420,6 +420,7 @@ class ControlLoop:
         try:
             with self.manager.weights_lock:  # never while an in-place merge writes the weights
                 chunk = model.policy.predict(obs)
+            model = self.manager.computed_by(model)  # a policy server may have swapped its weights meanwhile
         except ConfigError as exc:  # e.g. a NaN joint state: a refused observation, not a crash, at every tick
             reason = f"policy refused the observation: {exc}"
             if reason != self.state.reason:  # logged once per distinct problem, not at the control rate

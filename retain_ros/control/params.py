@@ -30,6 +30,7 @@ GRIPPER_BACKENDS = ("franka_gripper", "topic", "none")
 EXECUTION_MODES = ("auto", "chunk", "stream")
 MERGE_LAYOUTS = ("auto", "resident", "streamed")  # merge.live.LAYOUTS (that module imports torch)
 SWAP_MODES = ("auto", "standby", "in_place")  # serving.model_manager.SWAP_MODES (that module imports torch)
+POLICY_BACKENDS = ("local", "openpi_server")
 _T = Topics()
 _WS = Workspace()
 
@@ -56,6 +57,14 @@ class Param:
 
 
 PARAMS: tuple[Param, ...] = (
+    # --- where the model runs ---
+    Param("policy_backend", "local", "local (the node loads and merges the checkpoints) or openpi_server (the model "
+          "runs on a policy server, retain-serve or openpi's serve_policy, at policy_server_uri; alpha changes are "
+          "forwarded to retain-serve; the checkpoint parameters are the server's)", read_only=True),
+    Param("policy_server_uri", "ws://localhost:8000", "websocket address of the policy server (openpi_server)",
+          read_only=True),
+    Param("policy_server_timeout_s", 1.0, "deadline of one answer of the policy server (s); a later answer stops the "
+          "arm and the node reconnects", read_only=True, low=0.01, high=60.0),
     # --- model and merge (changing these at run time re-merges off the control thread) ---
     Param("base_checkpoint", "", "pretrained checkpoint (directory with config.json + model.safetensors); relative "
           "paths are taken inside checkpoint_root"),
@@ -298,6 +307,10 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
         return f"dtype='{value}' is unknown; use '' (the checkpoint's), bfloat16 or float32"
     elif name == "lerobot_stats" and value not in ("", *STATS_CHOICES):
         return f"lerobot_stats='{value}' is unknown; use '' (refuse differing statistics), base or finetuned"
+    elif name == "policy_backend" and value not in POLICY_BACKENDS:
+        return f"policy_backend='{value}' is unknown; use one of {', '.join(POLICY_BACKENDS)}"
+    elif name == "policy_server_uri" and not str(value).startswith(("ws://", "wss://")):
+        return f"policy_server_uri='{value}' must be a websocket address, e.g. ws://gpu-host:8000"
     elif name == "execution_mode" and value not in EXECUTION_MODES:
         return f"execution_mode='{value}' is unknown; use one of {', '.join(EXECUTION_MODES)}"
     return None

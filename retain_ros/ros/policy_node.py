@@ -47,6 +47,7 @@ from retain_ros.control.controller_state import UNKNOWN, ControllerStatus, statu
 from retain_ros.control.gripper_commands import GripperCommander, GripperSettings, fill
 from retain_ros.ros.lifecycle import ManagedNode, spin_managed
 from retain_ros.serving.model_manager import ModelManager
+from retain_ros.serving.remote import RemoteModelManager
 from retain_ros.serving.recipes import MergeRequest, RecipeBook, parse_rules
 from retain_ros.ros.policy_params import declare
 from retain_ros.ros.status import diagnostics_message, status_dict
@@ -69,7 +70,7 @@ class PolicyNode(ManagedNode):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(NODE_NAME, **kwargs)
         declare(self)
-        self.manager: ModelManager | None = None
+        self.manager: ModelManager | RemoteModelManager | None = None
         self.loop: ControlLoop | None = None
         self.inputs: NodeInputs | None = None
         self._entities: list = []
@@ -87,18 +88,29 @@ class PolicyNode(ManagedNode):
         return self.get_parameter(name).value
 
     # ------------------------------------------------------------------------------------------- lifecycle
+    @property
+    def remote(self) -> bool:
+        """Whether the model runs on a policy server (policy_backend openpi_server)."""
+        return self.p("policy_backend") == "openpi_server"
+
     def _setup(self) -> None:
         for param in pp.PARAMS:  # values from a params file never pass the on-set callback
+            if self.remote and param.name in pp.CHECKPOINT_PARAMS:
+                continue  # the server's checkpoints
             reason = pp.check_change(param.name, self.p(param.name), self.p("checkpoint_root"))
             if reason is not None:
                 raise ConfigError(reason)
         settings = InputSettings.from_params({p.name: self.p(p.name) for p in pp.PARAMS})  # checks camera_topics
         io_mapping = LeRobotIO.from_params(self.p("lerobot_images"), self.p("lerobot_state"), self.p("lerobot_action"),
                                            self.p("lerobot_gripper"), self.p("lerobot_rate_hz"))
-        self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping, self.p("content_hash"),
-                                    int(self.p("recipe_cache_gb") * 1e9), self.p("lerobot_stats"), self.p("dtype"),
-                                    self.p("swap_mode"))
-        self.get_logger().info(f"loading {self.p('base_checkpoint')} + {self._finetuned()} ...")
+        if self.remote:
+            self.manager = RemoteModelManager(self.p("policy_server_uri"), self.p("policy_server_timeout_s"))
+            self.get_logger().info(f"the model runs on the policy server at {self.p('policy_server_uri')}")
+        else:
+            self.manager = ModelManager(self.p("device"), self.p("seed"), io_mapping, self.p("content_hash"),
+                                        int(self.p("recipe_cache_gb") * 1e9), self.p("lerobot_stats"),
+                                        self.p("dtype"), self.p("swap_mode"))
+            self.get_logger().info(f"loading {self.p('base_checkpoint')} + {self._finetuned()} ...")
         recipes = self._recipe_book()
         model = self.manager.load_initial(recipes.route(self.p("instruction")) if self.p("instruction")
                                           else recipes.default)
@@ -371,6 +383,8 @@ class PolicyNode(ManagedNode):
         status["gripper_problem"] = self._gripper.problem
         status["execution_mode"] = self.loop.executor.config.mode
         status["speed_scale"] = self.loop.executor.config.speed_scale
+        if self.remote:
+            status["policy_server"] = self.manager.server_status()
         self.status_pub.publish(String(data=json.dumps(status)))
         self.diag_pub.publish(diagnostics_message(f"{self.get_name()}: policy", status, self.get_clock().now()))
 
@@ -436,8 +450,11 @@ class PolicyNode(ManagedNode):
         values = {p.name: self.p(p.name) for p in pp.PARAMS if p.name in pp.MERGE_PARAMS}
         values.update(overrides or {})
         root = self.p("checkpoint_root")
-        base = resolve_checkpoint(values["base_checkpoint"], root)
-        finetuned = tuple(resolve_checkpoint(f, root) for f in self._finetuned(values["finetuned_checkpoints"]))
+        if self.remote:  # the server holds the checkpoints; only alphas are asked for
+            base, finetuned = "", ()
+        else:
+            base = resolve_checkpoint(values["base_checkpoint"], root)
+            finetuned = tuple(resolve_checkpoint(f, root) for f in self._finetuned(values["finetuned_checkpoints"]))
         groups = {g: values[n] for n, g in pp.GROUP_ALPHAS.items() if values[n] >= 0.0}
         default = MergeRequest(base, finetuned, values["alpha"], groups, values["group_preset"],
                                layout=values["merge_layout"], epoch=self._reload_epoch)
@@ -450,6 +467,11 @@ class PolicyNode(ManagedNode):
         if any(p.name == "finetuned_checkpoints" for p in params):
             num_finetuned = 0  # the new list decides; the merge reports a mismatch
         for param in params:
+            if self.remote and param.name in pp.CHECKPOINT_PARAMS:
+                reason = (f"{param.name}: with policy_backend openpi_server the checkpoints are the server's "
+                          "(retain-serve --base / --finetuned); only alphas change from the node")
+                self.get_logger().warning(f"parameter change refused: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
             reason = pp.check_change(param.name, param.value, self.p("checkpoint_root"), groups, num_finetuned)
             if reason is not None:
                 self.get_logger().warning(f"parameter change refused: {reason}")

@@ -258,6 +258,26 @@ class ModelManager:
             self._cond.notify_all()
             return self._wanted_id
 
+    def wait_for(self, request_id: int, timeout_s: float) -> ServingModel:
+        """Block until request `request_id` is answered; returns the model that serves it (ready to swap, or serving).
+
+        Raises:
+            ConfigError: the request failed (the reason), a newer request replaced it, or `timeout_s` passed.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                if self._wanted_id != request_id:
+                    raise ConfigError(f"request {request_id} was replaced by request {self._wanted_id}")
+                if self._done_id >= request_id:
+                    if self.last_error:
+                        raise ConfigError(self.last_error)
+                    return self._ready if self._ready is not None else self._serving
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConfigError(f"request {request_id} was not ready within {timeout_s:g} s")
+                self._cond.wait(remaining)
+
     def set_content_hash(self, enabled: bool) -> None:
         """Turn hashing of the serving weights on or off (takes effect when the worker is next idle)."""
         with self._cond:
@@ -339,6 +359,10 @@ class ModelManager:
             self.counts["swaps"] += 1
             self._cond.notify_all()
             return ready
+
+    def computed_by(self, model: ServingModel) -> ServingModel:
+        """The model that computed the chunk `model.policy` just predicted: `model` (swaps happen between chunks)."""
+        return model
 
     def idle(self) -> bool:
         """True when no request is waiting, building or waiting to be swapped in."""
