@@ -25,6 +25,8 @@ help:
 	@echo "make models-report - held-out demos, offline fit, alpha path, replay and retain-eval sim (about 45 min)"
 	@echo "make lerobot-env  - create .venv-lerobot (Python 3.12, LeRobot 0.6.1) for pi0 / pi0.5 / SmolVLA checkpoints"
 	@echo "make test-lerobot - create .venv-lerobot and run test/lerobot_backend (tiny LeRobot models, offline)"
+	@echo "make openpi-env   - create .venv-openpi (JAX CPU, orbax, openpi-client): retain-merge on openpi checkpoints"
+	@echo "make test-openpi  - create .venv-openpi and run test/openpi_backend (orbax merges, openpi's own client)"
 
 venv: $(STAMP) $(SYSTEM_STAMP) $(MSGS_STAMP)
 
@@ -71,7 +73,7 @@ bench: venv
 	.venv-bench/bin/python bench/merge_bench.py
 
 clean:
-	rm -rf $(VENV) .venv-py3* .venv-bench .venv-lerobot $(COLCON_VENV) $(OUT)
+	rm -rf $(VENV) .venv-py3* .venv-bench .venv-lerobot .venv-openpi $(COLCON_VENV) $(OUT)
 
 # colcon in its own environment (requirements-colcon.txt says why), for the workspace check: the repository in
 # ws/src/retain_ros, a plain `colcon build` with .venv standing in for /opt/ros/<distro>, then the node, its executables
@@ -285,3 +287,29 @@ $(LR_MSGS_STAMP): msg/ActionChunk.msg msg/GroupAlpha.msg msg/CMakeLists.txt msg/
 
 test-lerobot: lerobot-env
 	$(LR_BIN)/python -m pytest test/lerobot_backend
+
+# ---- openpi (JAX) checkpoints and openpi's own client -------------------------------------------------------------------
+# retain-merge reads and writes openpi's orbax `params` directories with orbax-checkpoint on JAX's CPU build, and the
+# protocol tests run openpi-client's WebsocketClientPolicy against retain-serve: both live in .venv-openpi (JAX needs
+# Python >= 3.11 and numpy 2), never in .venv. openpi-client is installed without its numpy<2 pin (its code runs on
+# numpy 2; requirements-openpi.txt lists its other dependencies).
+OP_VENV := .venv-openpi
+OP_BIN := $(OP_VENV)/bin
+OP_STAMP := $(OP_VENV)/.installed
+OPENPI_PYTHON ?= $(PYTHON)
+.PHONY: openpi-env test-openpi
+openpi-env: $(OP_STAMP)
+$(OP_STAMP): requirements-openpi.txt setup.py setup.cfg
+	@"$(OPENPI_PYTHON)" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))' 2>/dev/null || { echo "make \
+		openpi-env: JAX 0.10 needs Python >= 3.11; give one: make openpi-env OPENPI_PYTHON=python3.12" >&2; exit 1; }
+	@test -x $(OP_BIN)/python || "$(OPENPI_PYTHON)" -m venv $(OP_VENV)
+	$(OP_BIN)/python -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX_URL),$(OP_BIN)/python -m pip install -q --index-url $(TORCH_INDEX_URL) \
+		$$(grep "^torch==" requirements-openpi.txt))
+	$(OP_BIN)/python -m pip install -q -r requirements-openpi.txt
+	$(OP_BIN)/python -m pip install -q --no-deps openpi-client==0.1.2
+	$(OP_BIN)/python -m pip install -q --no-deps -e .
+	@touch $@
+
+test-openpi: openpi-env
+	$(OP_BIN)/python -m pytest test/openpi_backend -W "ignore::pytest.PytestUnraisableExceptionWarning"

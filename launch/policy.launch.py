@@ -33,6 +33,8 @@ OPTIONAL = {
     "start_paused": "wait for ~/resume before commanding",
     "speed_scale": "fraction (0, 1] of the joint velocity and acceleration limits",
     "gripper_backend": "franka_gripper | topic (simulator) | none",
+    "policy_backend": "local | openpi_server (the model runs on retain-serve / serve_policy)",
+    "policy_server_uri": "the policy server's websocket address, e.g. ws://gpu-host:8000",
 }
 
 

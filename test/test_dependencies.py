@@ -41,6 +41,9 @@ PIP_ONLY = {"torch": "torch", "safetensors": "safetensors", "rosbags": "rosbags"
 OPTIONAL = {
     "lerobot": "the LeRobot backend (pi0 / pi0.5 / SmolVLA): Python >= 3.12, requirements-lerobot.txt",
     "transformers": "the LeRobot backend (comes with lerobot)",
+    "orbax": "openpi checkpoints in retain-merge: .venv-openpi (make openpi-env, requirements-openpi.txt)",
+    "jax": "openpi checkpoints in retain-merge (comes with orbax-checkpoint)",
+    "ml_dtypes": "openpi checkpoints in bfloat16 (comes with JAX)",
     "franka_msgs": "the franka gripper backend: franka_ros2 (a rosdep key on Humble only; built from source on Jazzy)",
 }
 BUILT_HERE = {"retain_ros", "retain_ros_msgs"}  # this package, and msg/ built by CMakeLists.txt

@@ -2,7 +2,8 @@
 
 Layouts: a directory with config.json + model.safetensors, or shards + model.safetensors.index.json (the LeRobot and
 Hugging Face layout); a bare .safetensors file; a PyTorch .pt/.bin/.pth state dict (read with weights_only=True only,
-so a pickle that needs code is refused rather than executed).
+so a pickle that needs code is refused rather than executed); an openpi checkpoint (an orbax `params` directory, or
+the step directory holding it: `orbax_io`, in .venv-openpi).
 """
 
 from __future__ import annotations
@@ -49,13 +50,15 @@ class Checkpoint:
 
     Attributes:
         path: what the user named (directory or file).
-        kind: 'directory', 'sharded', 'safetensors' (bare file) or 'torch'.
+        kind: 'directory', 'sharded', 'safetensors' (bare file), 'torch' or 'orbax' (openpi).
         files: the weight files, in shard order.
         specs: every tensor, ordered by file and then by position in the file.
         shard_of: tensor name -> weight file name (the output keeps the same sharding).
         carry_over: the other files of a checkpoint directory (config, tokenizer, normalisation stats).
         tied: groups of names that share storage in a torch state dict (always empty for safetensors).
         metadata: the safetensors `__metadata__` of the first weight file.
+        params_dir: the orbax `params` directory (openpi checkpoints; None otherwise).
+        nnx: an openpi checkpoint whose leaf key paths end in `value` (nnx.State, written back the same way).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -65,6 +68,8 @@ class Checkpoint:
         self.headers: dict[Path, SafetensorsHeader] = {}
         self._torch_state: dict[str, torch.Tensor] | None = None
         self._fds: dict[Path, int] = {}
+        self.params_dir: Path | None = None
+        self.nnx = False
         if not self.path.exists():
             raise ConfigError(f"checkpoint not found: {self.path} (give a checkpoint directory, a .safetensors file "
                               "or a .pt/.bin state dict)")
@@ -83,7 +88,13 @@ class Checkpoint:
 
     # -- opening ------------------------------------------------------------------------------------------------
     def _open_directory(self) -> None:
+        from retain_ros.merge.orbax_io import params_dir_of
+
         index = self.path / INDEX_NAME
+        params_dir = params_dir_of(self.path)
+        if params_dir is not None:
+            self._open_orbax(params_dir)
+            return
         if index.is_file():
             self.kind = "sharded"
             try:
@@ -128,6 +139,23 @@ class Checkpoint:
                 self.specs[name] = TensorSpec(name, DTYPES[entry.dtype], entry.shape, file)
         first = self.headers[files[0]] if files else None
         self.metadata = dict(first.metadata) if first else {}
+
+    def _open_orbax(self, params_dir: Path) -> None:
+        """An openpi checkpoint: every array read into memory (orbax restores whole arrays).
+
+        A step directory's other entries (assets/: normalisation statistics) are carried over, its optimizer state
+        (train_state/) is not.
+        """
+        from retain_ros.merge.orbax_io import read_params
+
+        self.kind, self.params_dir, self.metadata = "orbax", params_dir, {}
+        state, self.nnx = read_params(params_dir)
+        self._torch_state = state
+        self.files = sorted(p for p in params_dir.rglob("*") if p.is_file())
+        self.specs = {name: TensorSpec(name, t.dtype, tuple(t.shape), params_dir) for name, t in state.items()}
+        if params_dir != self.path:
+            self.carry_over = sorted(p for p in self.path.iterdir() if p != params_dir and p.name not in
+                                     ("train_state", PROVENANCE_NAME) and not p.name.startswith("."))
 
     def _open_torch(self, file: Path) -> None:
         self.files = [file]

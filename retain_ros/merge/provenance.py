@@ -32,7 +32,9 @@ def build_record(plan: MergePlan, digests: dict[Path, str] | None) -> dict:
         files = []
         for file in checkpoint.files:
             sha = digests[file] if digests is not None else placeholder(slot)
-            files.append({"name": file.name, "size": file.stat().st_size, "sha256": sha})
+            inside = checkpoint.path.is_dir() and file.is_relative_to(checkpoint.path)  # openpi: files in subfolders
+            name = str(file.relative_to(checkpoint.path)) if inside else file.name
+            files.append({"name": name, "size": file.stat().st_size, "sha256": sha})
             slot += 1
         role = "base" if role_index == 0 else f"finetuned[{role_index}]"
         inputs.append({"role": role, "path": str(checkpoint.path.resolve()), "kind": checkpoint.kind, "files": files})

@@ -130,6 +130,8 @@ def merge_to_disk(plan: MergePlan, out: str | os.PathLike, force: bool = False,
     """
     started = time.perf_counter()
     out = Path(out)
+    if plan.base.kind == "orbax":
+        return _merge_orbax(plan, out, force, progress, hash_cache, started)
     layout = output_layout(plan.base)
     total = _check_output(out, plan, layout, force)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -162,6 +164,59 @@ def merge_to_disk(plan: MergePlan, out: str | os.PathLike, force: bool = False,
         raise
     files = [out / name for name in layout]
     return MergeResult(out, files, total, time.perf_counter() - started, record)
+
+
+def _merge_orbax(plan: MergePlan, out: Path, force: bool, progress, hash_cache: bool,
+                 started: float) -> MergeResult:
+    """An openpi merge, written by orbax and laid out as the base.
+
+    The inputs are in memory already (orbax reads whole arrays), so each tensor is merged whole. The output is a
+    params directory, or a step directory with `params/` and the base's assets; provenance goes into
+    retain_merge.json beside the params.
+    """
+    from retain_ros.merge.orbax_io import ITEM, write_params
+
+    base = plan.base
+    layout = {ITEM: list(base.specs)}
+    total = _check_output(out, plan, layout, force)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    cache = DigestCache() if hash_cache else None
+    try:
+        with single_threaded_torch():
+            tied_coeffs = {n: plan.coeffs_of(names[0]) for names in plan.tied for n in names}
+            merged = {}
+            for name, spec in base.specs.items():
+                parts = [checkpoint.read_tensor(name) for checkpoint in plan.inputs]
+                coeffs = tied_coeffs.get(name) or plan.coeffs_of(name)
+                if not spec.is_float:
+                    merged[name] = parts[0]
+                else:
+                    merged[name] = combine([p.to(spec.dtype) for p in parts], coeffs)
+                if progress is not None:
+                    progress(merged[name].numel() * merged[name].element_size())
+        step_dir = base.params_dir != base.path
+        write_params(tmp / ITEM if step_dir else tmp / "tree", merged, base.nnx)
+        if not step_dir:  # the output is the params directory itself
+            for item in (tmp / "tree").iterdir():
+                item.rename(tmp / item.name)
+            (tmp / "tree").rmdir()
+        digests = {}
+        for checkpoint in plan.inputs:
+            for file in checkpoint.files:
+                digests[file] = (cache.get(file) if cache is not None else None) or sha256_file(file)
+        if cache is not None:
+            cache.put(digests)
+        record = provenance.build_record(plan, digests)
+        _copy_carry_over(tmp, base)
+        provenance.write_record(tmp, record)
+        _install(tmp, out, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return MergeResult(out, [out / ITEM if step_dir else out], total, time.perf_counter() - started, record)
 
 
 def _write_file(path: Path, names: list[str], plan: MergePlan, readers: list[_HashingReader], metadata: dict,
@@ -244,12 +299,17 @@ def _write_directory_files(tmp: Path, plan: MergePlan, layout: dict[str, list[st
         index = {"metadata": {"total_size": total, provenance.METADATA_KEY: "see retain_merge.json"},
                  "weight_map": weight_map}
         (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-    for item in plan.base.carry_over:
+    _copy_carry_over(tmp, plan.base)
+    provenance.write_record(tmp, record)
+
+
+def _copy_carry_over(tmp: Path, base: Checkpoint) -> None:
+    """The base's files besides its weights (config, tokenizer, statistics; an openpi step's assets/)."""
+    for item in base.carry_over:
         if item.is_dir():
             shutil.copytree(item, tmp / item.name)
         else:
             shutil.copy2(item, tmp / item.name)
-    provenance.write_record(tmp, record)
 
 
 def _install(tmp: Path, out: Path, force: bool) -> None:

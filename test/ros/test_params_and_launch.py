@@ -62,12 +62,14 @@ def test_launch_arguments_take_the_declared_parameter_types():
     assert {"base_checkpoint", "checkpoint_root"} <= set(arguments)  # optional: a params file may set them
     given = {"alpha": "1", "speed_scale": "1", "start_paused": "true", "use_sim_time": "false", "device": "cuda",
              "finetuned_checkpoints": "['pi0_cube']", "base_checkpoint": "123", "checkpoint_root": "/data/ckpt",
-             "gripper_backend": "none"}
+             "gripper_backend": "none", "policy_backend": "openpi_server",
+             "policy_server_uri": "ws://gpu-host:8000"}
     assert set(given) == set(arguments)
     values = {name: launch_value(name, text) for name, text in given.items()}
     assert values == {"alpha": 1.0, "speed_scale": 1.0, "start_paused": True, "use_sim_time": False, "device": "cuda",
                       "finetuned_checkpoints": ["pi0_cube"], "base_checkpoint": "123",
-                      "checkpoint_root": "/data/ckpt", "gripper_backend": "none"}
+                      "checkpoint_root": "/data/ckpt", "gripper_backend": "none", "policy_backend": "openpi_server",
+                      "policy_server_uri": "ws://gpu-host:8000"}
     assert type(values["alpha"]) is float and type(values["speed_scale"]) is float
     assert launch_value("instruction", "yes") == "yes"  # YAML would make it True
     for name, value in values.items():
