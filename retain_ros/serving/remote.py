@@ -376,7 +376,9 @@ class RemoteModelManager:
             old = self.policy.link
             self.policy.link, self._metadata = link, link.metadata
             self._connection_problem = ""
-            self._sent_id = 0 if self._retain_serve() else self._wanted_id
+            # retain-serve: ask for the node's alphas again; an openpi server: its own model serves what the node
+            # started with (request 1), and every later request is refused with the reason
+            self._sent_id = 0 if self._retain_serve() else max(self._sent_id, 1)
             info = link.metadata.get(wire.SERVER_KEY)
             if isinstance(info, dict):  # what serves until the node's alphas are acknowledged
                 generation = self._serving.generation + 1 if self._serving is not None else 1

@@ -199,3 +199,51 @@ def test_an_unreachable_server_is_named_and_a_bad_uri_refused():
     remote.load_initial(MergeRequest("", alpha=0.5))
     assert "connection refused" in remote.holding
     remote.close()
+
+
+@pytest.fixture
+def misbehaving():
+    """An openpi-style server that answers late (prompt 'slow') or with a malformed chunk (prompt 'nan')."""
+    from websockets.sync.server import serve
+
+    def handle(conn):
+        conn.send(wire.pack({}))  # a plain openpi server's metadata
+        for frame in conn:
+            req = wire.unpack(frame)
+            if req[wire.PROMPT] == "slow":
+                time.sleep(1.0)
+            actions = np.full((4, 8), np.nan) if req[wire.PROMPT] == "nan" else np.zeros((4, 8))
+            conn.send(wire.pack({"actions": actions}))
+
+    srv = serve(handle, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"ws://127.0.0.1:{srv.socket.getsockname()[1]}"
+    srv.shutdown()
+
+
+def test_a_late_or_malformed_answer_is_refused_and_a_late_one_drops_the_link(misbehaving):
+    remote = RemoteModelManager(misbehaving, timeout_s=0.3)
+    model = remote.load_initial(MergeRequest("", alpha=0.5))
+    assert remote.holding == "" and model.weights_id == ""  # an openpi server: its own model, nothing to ask
+    assert remote.server_status()["retain_serve"] is False
+    obs = wire.observation_from_request(request(), ("exterior", "wrist"))
+    assert remote.policy.predict(obs).actions.shape == (4, 8)
+    obs.instruction = "nan"
+    with pytest.raises(ConfigError, match="NaN"):
+        remote.policy.predict(obs)
+    assert remote.holding == ""  # the connection is fine; only that answer was refused
+    obs.instruction = "slow"
+    with pytest.raises(ConfigError, match="did not answer within 0.3 s"):
+        remote.policy.predict(obs)
+    assert "did not answer within 0.3 s" in remote.holding  # closed: its late answer is never read as the next one
+    remote.request(MergeRequest("", alpha=0.9))  # alphas cannot change on a plain openpi server
+    remote.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (remote.last_error and remote.holding == "") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "not retain-serve" in remote.last_error and remote.counts["reconnects"] == 1
+        obs.instruction = PROMPT
+        assert remote.policy.predict(obs).actions.shape == (4, 8)  # reconnected by the worker
+    finally:
+        remote.close()
