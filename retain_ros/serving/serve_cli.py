@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="", choices=("", "bfloat16", "float32"),
                    help="LeRobot pi0 / pi0.5 weight precision ('' = the checkpoint's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed of the policy")
+    p.add_argument("--lerobot-images", nargs="+", metavar="CAMERA=FEATURE",
+                   help="LeRobot checkpoints: which image feature each DROID camera (exterior, wrist) feeds (default: "
+                        "pi0 / pi0.5 DROID's base_0_rgb and left_wrist_0_rgb); as the node's lerobot_images")
+    p.add_argument("--lerobot-state", nargs="+",
+                   help="LeRobot: observation.state components in order (default: joint_positions gripper_position)")
+    p.add_argument("--lerobot-action", help="LeRobot: what the first 7 outputs are (default: droid_joint_velocity)")
+    p.add_argument("--lerobot-gripper", help="LeRobot: gripper output convention (default: closed_is_1)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every connection and alpha change")
     return p
 
@@ -77,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from retain_ros.paths import resolve_checkpoint
-    from retain_ros.policy.lerobot_io import DROID_FR3_IO
+    from retain_ros.policy.lerobot_io import DROID_FR3_IO, LeRobotIO
     from retain_ros.serving.model_manager import ModelManager
     from retain_ros.serving.policy_server import PolicyServer
     from retain_ros.serving.recipes import MergeRequest
@@ -89,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
     finetuned = tuple(resolve_checkpoint(f, args.checkpoint_root) for f in args.finetuned)
     recipe = MergeRequest(base, finetuned, alpha[0] if len(alpha) == 1 else alpha, group_alphas(args.group_alpha),
                           args.groups)
-    manager = ModelManager(args.device, args.seed, DROID_FR3_IO, dtype=args.dtype, swap_mode=args.swap_mode)
+    defaults = DROID_FR3_IO.to_params()
+    io_mapping = LeRobotIO.from_params(args.lerobot_images or defaults["images"], args.lerobot_state or
+                                       defaults["state"], args.lerobot_action or defaults["action"],
+                                       args.lerobot_gripper or defaults["gripper"])
+    manager = ModelManager(args.device, args.seed, io_mapping, dtype=args.dtype, swap_mode=args.swap_mode)
     model = manager.load_initial(recipe)
     server = PolicyServer(manager, recipe, args.host, args.port)
     spec = model.policy.spec
