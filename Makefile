@@ -94,11 +94,16 @@ check-workspace: venv colcon-env
 
 # Regenerate the embedded reference-VLA checkpoints (retain_ros/models/) from nothing, deterministically:
 # `models-data` collects expert demos in the simulator (generalist suite in `id`, with and without DART noise, and in
-# every OOD family; 50 clean `id` demos of the target task), then `models` pretrains the generalist and task-finetunes
-# and co-finetunes it (the two finetunes run side by side, one core each). Times on 2 cores: docs/policy.md.
+# every OOD family; 50 clean `id` demos of each target task), then `models` runs three stages, each resumable (a stamp
+# in MODELS_WORK marks it done; `rm -rf build/models_work` starts over): pretrain the generalist; task-finetune and
+# co-finetune it on the first target; the second skill: finetune the first skill's merge (task-FT at
+# MODELS_SKILL1_ALPHA) on the second target (task_ft2, paper Eq. 4), and the base on it too (task_ft2_single, for the
+# single-skill comparison). Each stage's two finetunes run side by side, one core each. Times: docs/policy.md.
 MODELS_WORK ?= build/models_work
 MODELS_OUT ?= retain_ros/models
 MODELS_TARGET ?= push_red_to_purple
+MODELS_TARGET2 ?= place_red_and_blue_on_yellow
+MODELS_SKILL1_ALPHA ?= 0.9
 MODELS_PRETRAIN_STEPS ?= 30000
 MODELS_FINETUNE_STEPS ?= 10000
 MODELS_SIM = $(BIN)/retain-sim collect --image-size 64 --overwrite
@@ -107,9 +112,10 @@ MODELS_OOD = position appearance viewpoint distractors
 MODELS_PRE = $(MODELS_DATA)/pre_id $(MODELS_DATA)/pre_id_noise $(foreach v,$(MODELS_OOD),$(MODELS_DATA)/pre_$(v))
 MODELS_TRAIN = $(BIN)/retain-train
 
-MODELS_SETS = pre_id pre_id_noise $(foreach v,$(MODELS_OOD),pre_$(v)) target_id
+MODELS_SETS = pre_id pre_id_noise $(foreach v,$(MODELS_OOD),pre_$(v)) target_id target2_id
+MODELS_DATA_FILES = $(foreach d,$(MODELS_SETS),$(MODELS_DATA)/$(d)/index.json)
 .PHONY: models-data
-models-data: $(foreach d,$(MODELS_SETS),$(MODELS_DATA)/$(d)/index.json)
+models-data: $(MODELS_DATA_FILES)
 
 $(MODELS_DATA)/pre_id/index.json: | venv
 	$(MODELS_SIM) --tasks generalist --variation id --episodes 20 --seed 0 --out $(@D)
@@ -119,15 +125,35 @@ $(MODELS_DATA)/pre_%/index.json: | venv
 	$(MODELS_SIM) --tasks generalist --variation $* --episodes 8 --seed 100 --out $(@D)
 $(MODELS_DATA)/target_id/index.json: | venv
 	$(MODELS_SIM) --tasks $(MODELS_TARGET) --variation id --episodes 50 --seed 0 --out $(@D)
+$(MODELS_DATA)/target2_id/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 0 --out $(@D)
 
-models: models-data
+.PHONY: models
+models: $(MODELS_WORK)/skill2.done
+
+$(MODELS_WORK)/pretrain.done: $(MODELS_DATA_FILES)
 	$(MODELS_TRAIN) pretrain --data $(MODELS_PRE) --steps $(MODELS_PRETRAIN_STEPS) --lr 1e-3 --seed 0 \
 		--out $(MODELS_OUT)/base --overwrite --quiet
+	touch $@
+
+$(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done
 	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --steps $(MODELS_FINETUNE_STEPS) \
 		--lr 5e-4 --seed 1 --out $(MODELS_OUT)/task_ft --overwrite --quiet & task_ft=$$!; \
 	$(MODELS_TRAIN) cofinetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
 		--target-fraction 0.2 --steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 2 --out $(MODELS_OUT)/co_ft \
 		--overwrite --quiet; co_ft=$$?; wait $$task_ft && test $$co_ft = 0
+	touch $@
+
+$(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done
+	$(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/task_ft --alpha $(MODELS_SKILL1_ALPHA) --groups reference \
+		--out $(MODELS_WORK)/skill1_merge --force -q
+	$(MODELS_TRAIN) finetune --init $(MODELS_WORK)/skill1_merge --data $(MODELS_DATA)/target2_id \
+		--steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 3 --out $(MODELS_OUT)/task_ft2 --overwrite --quiet \
+		& task_ft2=$$!; \
+	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target2_id --steps $(MODELS_FINETUNE_STEPS) \
+		--lr 5e-4 --seed 4 --out $(MODELS_OUT)/task_ft2_single --overwrite --quiet; single=$$?; \
+		wait $$task_ft2 && test $$single = 0
+	touch $@
 
 # What docs/policy.md reports about the embedded checkpoints: held-out demos (seeds no model trained on), offline
 # imitation error on training and held-out episodes, the loss along the alpha path, the replay error of every alpha on
@@ -244,6 +270,21 @@ study-eval-frozen: $(STUDY)/eval_frozen/report.json
 $(STUDY)/eval_frozen/report.json: $(STUDY)/task_ft_frozen_action/model.safetensors
 	$(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --alpha 0.75,0.9 --generalist-episodes 10 \
 		--task-ft $(STUDY)/task_ft_frozen_action --rows '^(task-FT|RETAIN task-FT a=.*)$$' --out $(@D)
+
+# Two skills in sequence (paper Eq. 4): the embedded task_ft2 (finetuned from the first skill's merge) merged onto it,
+# next to each single-skill merge and the base, on both targets and the generalist suite (seeds 7000+). Split into two
+# runs of under an hour that `retain-eval combine` joins.
+SKILL2_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --alpha 0.9 --target2 $(MODELS_TARGET2) \
+	--task-ft2 $(MODELS_OUT)/task_ft2 --task-ft2-single $(MODELS_OUT)/task_ft2_single \
+	--skill-alphas $(MODELS_SKILL1_ALPHA),0.9 --episodes 20 --generalist-episodes 10
+.PHONY: study-skill2
+study-skill2: $(STUDY)/eval_skill2/report.json
+$(STUDY)/eval_skill2_a/report.json:
+	$(SKILL2_EVAL) --rows '^(base|task-FT|RETAIN task-FT a=0.90)$$' --out $(@D)
+$(STUDY)/eval_skill2_b/report.json:
+	$(SKILL2_EVAL) --rows '^(task-FT 2.*|RETAIN 2 skills.*|RETAIN task-FT 2.*)$$' --out $(@D)
+$(STUDY)/eval_skill2/report.json: $(STUDY)/eval_skill2_a/report.json $(STUDY)/eval_skill2_b/report.json
+	$(BIN)/retain-eval combine $^ --out $(@D)
 
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
 # LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.

@@ -69,7 +69,8 @@ class PolicyServer:
         spec = model.policy.spec
         return {wire.SERVER_KEY: {
             "version": wire.PROTOCOL_VERSION, "camera_names": list(spec.camera_names), "horizon": spec.horizon,
-            "dt_s": spec.dt_s, "action_space": spec.action_space.to_dict(), "base": self.recipe.base,
+            "dt_s": spec.dt_s, "action_space": spec.action_space.to_dict(),
+            "execution_mode": getattr(model.policy, "execution_mode", "chunk"), "base": self.recipe.base,
             "finetuned": list(self.recipe.finetuned), "groups": list(self.manager.groups), **identity(model)}}
 
     # ------------------------------------------------------------------------------------------------ requests

@@ -136,7 +136,8 @@ class RemotePolicy:
 
     Attributes:
         spec: the served policy's layout (`spec_from_metadata`), fixed at the first connection.
-        execution_mode: 'stream' for DROID actions (as openpi's DROID client executes them), else 'chunk'.
+        execution_mode: what the node's `execution_mode: auto` picks: retain-serve says its policy's own choice (as
+            the node would run it locally); an openpi server's DROID actions stream, as openpi's DROID client runs them.
         last_identity: what retain-serve said about the merge that computed the last chunk (None: it did not say).
     """
 
@@ -216,10 +217,13 @@ class RemoteModelManager:
         self._worker.start()
 
     def stop(self, timeout_s: float = 30.0) -> bool:
-        """Stop the worker; returns whether it ended within `timeout_s`."""
+        """Stop the worker (an alpha change waiting for the server is abandoned); returns whether it ended in time."""
         self._stop.set()
         with self._cond:
+            control = self._control
             self._cond.notify_all()
+        if control is not None:
+            control.close()  # wakes a worker waiting for an acknowledgement
         return self._worker.stop(timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> bool:
@@ -372,7 +376,9 @@ class RemoteModelManager:
         with self._cond:
             if not self._spec_fixed:
                 self.policy.spec, self._spec_fixed = spec, True
-                self.policy.execution_mode = RemotePolicy(self.uri, 0.0, spec).execution_mode
+                info = link.metadata.get(wire.SERVER_KEY)
+                self.policy.execution_mode = info.get("execution_mode", "chunk") if isinstance(info, dict) else \
+                    RemotePolicy(self.uri, 0.0, spec).execution_mode  # the served policy's own choice, or DROID's
             old = self.policy.link
             self.policy.link, self._metadata = link, link.metadata
             self._connection_problem = ""

@@ -130,11 +130,11 @@ def test_the_node_drives_the_arm_from_retain_serve_changes_alphas_there_and_stop
     fp_75 = expected.add(0.75)
     node = start_policy(ros, tiny_checkpoints, policy_backend="openpi_server",
                         policy_server_uri=f"ws://127.0.0.1:{link.port}",
-                        policy_server_timeout_s=10.0, alpha=0.75)
+                        policy_server_timeout_s=10.0, alpha=0.75, execution_mode="stream")
     FakeRobot(observer.node)
     # the node's alpha (0.75), not the server's start-up one (0.5), is what commands the arm
     status = wait_until(serving(observer, fp_75), 60, "serving the node's alpha 0.75 from the server", node)
-    assert status["execution_mode"] == "stream"  # DROID actions: as openpi's DROID client executes them
+    assert status["execution_mode"] == "stream"  # as openpi's DROID client executes DROID actions
     assert status["policy_server"]["connected"] and status["policy_server"]["retain_serve"]
     assert status["policy_server"]["finetuned"] == [str(finetuned[0])]
     wait_until(lambda: count(observer) >= 5, 30, "5 commands", node)
