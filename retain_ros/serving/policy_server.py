@@ -31,6 +31,7 @@ from retain_ros.serving.recipes import MergeRequest
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = 1011  # websocket close code openpi's server sends after an error frame
+GOING_AWAY = 1001
 
 
 class PolicyServer:
@@ -47,6 +48,8 @@ class PolicyServer:
         self.manager = manager
         self.recipe = recipe
         self._infer_lock = threading.Lock()
+        self._connections: set[ServerConnection] = set()  # closed by `shutdown` (websockets < 17 leaves them open)
+        self._connections_lock = threading.Lock()
         self._server: Server = serve(self._handle, host, port, compression=None, max_size=None)
         self.host, self.port = self._server.socket.getsockname()[:2]
         self.requests = 0
@@ -59,8 +62,12 @@ class PolicyServer:
         self._server.serve_forever()
 
     def shutdown(self) -> None:
-        """Stop accepting, close the connections and stop the merge worker."""
+        """Stop accepting, close the connections (clients see the server go away) and stop the merge worker."""
         self._server.shutdown()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.close(GOING_AWAY, "retain-serve is shutting down")
         self.manager.close()
 
     def metadata(self) -> dict:
@@ -77,6 +84,8 @@ class PolicyServer:
     def _handle(self, conn: ServerConnection) -> None:
         peer = conn.remote_address
         log.info("connection from %s", peer)
+        with self._connections_lock:
+            self._connections.add(conn)
         try:
             conn.send(wire.pack(self.metadata()))
             for frame in conn:
@@ -97,6 +106,9 @@ class PolicyServer:
                 conn.close(INTERNAL_ERROR, "request failed; the error is in the previous frame")
             except ConnectionClosed:
                 pass
+        finally:
+            with self._connections_lock:
+                self._connections.discard(conn)
 
     def infer(self, request: object) -> dict:
         """Answer one DROID request with the serving model (a ready merge is swapped in first).
