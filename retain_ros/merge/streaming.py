@@ -134,10 +134,7 @@ def merge_to_disk(plan: MergePlan, out: str | os.PathLike, force: bool = False,
         return _merge_orbax(plan, out, force, progress, hash_cache, started)
     layout = output_layout(plan.base)
     total = _check_output(out, plan, layout, force)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_partial(out)
     cache = DigestCache() if hash_cache else None
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool, \
@@ -179,10 +176,7 @@ def _merge_orbax(plan: MergePlan, out: Path, force: bool, progress, hash_cache: 
     base = plan.base
     layout = {ITEM: list(base.specs)}
     total = _check_output(out, plan, layout, force)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_partial(out)
     cache = DigestCache() if hash_cache else None
     try:
         with single_threaded_torch():
@@ -266,6 +260,15 @@ def _chunks(names: list[str], specs, chunk_elements: int):
         numel = specs[name].numel
         for start in range(0, numel, chunk_elements):
             yield name, start, min(chunk_elements, numel - start)
+
+
+def _fresh_partial(out: Path) -> Path:
+    """An empty hidden directory beside `out` to write into; `_install` renames it to `out` when complete."""
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
 
 
 def _check_output(out: Path, plan: MergePlan, layout: dict[str, list[str]], force: bool) -> int:

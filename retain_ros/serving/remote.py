@@ -131,6 +131,11 @@ def spec_from_metadata(metadata: dict) -> PolicySpec:
                    dt_s=float(info.get("dt_s", DROID_DT_S)))
 
 
+def openpi_execution_mode(spec: PolicySpec) -> str:
+    """How openpi's DROID client executes a policy's chunks: DROID actions stream, others run as chunks."""
+    return "stream" if spec.action_space.kind == DROID_JOINT_VELOCITY else "chunk"
+
+
 class RemotePolicy:
     """A Policy whose model runs on a policy server (see the module docstring); the manager gives it its link.
 
@@ -143,7 +148,7 @@ class RemotePolicy:
 
     def __init__(self, uri: str, timeout_s: float, spec: PolicySpec = DROID_SPEC) -> None:
         self.uri, self.timeout_s, self.spec = uri, timeout_s, spec
-        self.execution_mode = "stream" if spec.action_space.kind == DROID_JOINT_VELOCITY else "chunk"
+        self.execution_mode = openpi_execution_mode(spec)
         self.link: Link | None = None
         self.last_identity: dict | None = None
 
@@ -378,7 +383,7 @@ class RemoteModelManager:
                 self.policy.spec, self._spec_fixed = spec, True
                 info = link.metadata.get(wire.SERVER_KEY)
                 self.policy.execution_mode = info.get("execution_mode", "chunk") if isinstance(info, dict) else \
-                    RemotePolicy(self.uri, 0.0, spec).execution_mode  # the served policy's own choice, or DROID's
+                    openpi_execution_mode(spec)  # the served policy's own choice, or DROID's
             old = self.policy.link
             self.policy.link, self._metadata = link, link.metadata
             self._connection_problem = ""

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fake_robot import FakeRobot
 from ros_helpers import latest_status, wait_until
-from test_live_merge_node import Expected
+from test_live_merge_node import Expected, serving
 from test_policy_node import STATUS, T, check_trajectory, count, start_policy
 
 from retain_ros.control import messages
@@ -108,13 +108,6 @@ def check_command(msg) -> None:
         return
     assert len(times) == 1 and times[0] > 0 and np.all(np.isfinite(positions))
     assert np.all(positions >= np.array(FR3_Q_MIN)) and np.all(positions <= np.array(FR3_Q_MAX))
-
-
-def serving(observer, weights_id):
-    def check():
-        s = latest_status(observer)
-        return s if s and s["weights_id"] == weights_id and s["state"] == "commanding" else None
-    return check
 
 
 @pytest.mark.slow
