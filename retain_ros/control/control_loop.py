@@ -45,9 +45,11 @@ from retain_ros.control.inputs import JOINTS, NodeInputs
 from retain_ros.control.streams import Sample
 from retain_ros.worker_thread import WorkerThread
 
-if TYPE_CHECKING:  # the loop only calls the manager: control/ loads without torch
+if TYPE_CHECKING:  # the loop only calls the managers: control/ loads without torch
     from retain_ros.serving.model_manager import ModelManager, ServingModel
     from retain_ros.serving.recipes import MergeRequest, RecipeBook
+    from retain_ros.steering.manager import SteeringManager
+    from retain_ros.steering.selection import Steered
 
 
 CONTROLLER_DELAY_S = 0.002  # from planning to the controller's first sample of a command: publish, DDS, a 1 kHz tick
@@ -79,6 +81,7 @@ class Executed:
         sequence: chunk counter.
         new_chunk: the command is the first from this chunk (stream mode sends several per chunk).
         instruction: the instruction the model saw.
+        steered: how steering chose the chunk among samples (None: no steering manager).
     """
 
     chunk: ActionChunk
@@ -89,6 +92,7 @@ class Executed:
     sequence: int
     new_chunk: bool = True
     instruction: str = ""
+    steered: Steered | None = None
 
 
 @dataclass
@@ -130,14 +134,16 @@ class ControlLoop:
             the ~/home move (`go_home`).
         blocked: returns why commands would not be executed now (the controller is inactive), or None.
         recipes: the recipe of each instruction (default: the serving model's request for every instruction).
+        steering: chooses each chunk among samples of the policy (value-guided steering); None: `predict`.
     """
 
     def __init__(self, inputs: NodeInputs, manager: ModelManager, executor: ChunkExecutor,
                  clock_ns: Callable[[], int], publish: Callable[[Executed], None], period_s: float,
                  instruction: Callable[[], str], on_event: Callable[[str, str], None],
                  send_stop: Callable[[PlannedCommand], None] | None = None,
-                 blocked: Callable[[], str | None] = lambda: None, recipes: RecipeBook | None = None) -> None:
-        self.inputs, self.manager, self.executor = inputs, manager, executor
+                 blocked: Callable[[], str | None] = lambda: None, recipes: RecipeBook | None = None,
+                 steering: SteeringManager | None = None) -> None:
+        self.inputs, self.manager, self.executor, self.steering = inputs, manager, executor, steering
         self._recipes = recipes
         self._route_lock = threading.Lock()
         self.clock_ns, self.publish, self.period_s = clock_ns, publish, period_s
@@ -417,9 +423,14 @@ class ControlLoop:
         if model is None:
             return None
         started = time.perf_counter()
+        steered = None
         try:
             with self.manager.weights_lock:  # never while an in-place merge writes the weights
-                chunk = model.policy.predict(obs)
+                if self.steering is None:
+                    chunk = model.policy.predict(obs)
+                else:  # between chunks: a new steering setting takes over here
+                    steered = self.steering.choose(model.policy, obs)
+                    chunk = steered.chunk
             model = self.manager.computed_by(model)  # a policy server may have swapped its weights meanwhile
         except ConfigError as exc:  # e.g. a NaN joint state: a refused observation, not a crash, at every tick
             reason = f"policy refused the observation: {exc}"
@@ -429,10 +440,10 @@ class ControlLoop:
             return None
         inference_s = time.perf_counter() - started
         with self._gate:  # from here to the publish, a pause waits (and then stops what was sent)
-            return self._plan_and_publish(model, chunk, obs, image_stamp, inference_s, observed_ns)
+            return self._plan_and_publish(model, chunk, obs, image_stamp, inference_s, observed_ns, steered)
 
     def _plan_and_publish(self, model, chunk, obs, image_stamp: int, inference_s: float,
-                          observed_ns: int) -> Executed | None:
+                          observed_ns: int, steered: Steered | None = None) -> Executed | None:
         now = self.clock_ns()
         latest, late = self.streams.fresh(now)
         if late:  # a stream went stale while the model ran: its output must not move the arm
@@ -459,7 +470,8 @@ class ControlLoop:
         except ConfigError as exc:
             return self._reject(exc)
         self._sequence += 1
-        done = Executed(chunk, plan, model, inference_s, image_stamp, self._sequence, instruction=obs.instruction)
+        done = Executed(chunk, plan, model, inference_s, image_stamp, self._sequence, instruction=obs.instruction,
+                        steered=steered)
         self._send(done)
         if self.executor.config.mode == "stream":
             self._streaming, self._stream_next = done, 1

@@ -31,6 +31,8 @@ EXECUTION_MODES = ("auto", "chunk", "stream")
 MERGE_LAYOUTS = ("auto", "resident", "streamed")  # merge.live.LAYOUTS (that module imports torch)
 SWAP_MODES = ("auto", "standby", "in_place")  # serving.model_manager.SWAP_MODES (that module imports torch)
 POLICY_BACKENDS = ("local", "openpi_server")
+STEERING_MODES = ("none", "value")  # steering.selection.STEERING_MODES without 'random' (evaluation only)
+STEERING_PARAMS = ("steering", "steering_samples", "steering_checkpoint")
 _T = Topics()
 _WS = Workspace()
 
@@ -97,6 +99,13 @@ PARAMS: tuple[Param, ...] = (
           "(half the memory of each model copy: two copies of a 3.3B model fit a 24 GB GPU) or float32",
           read_only=True),
     Param("device", "cpu", "torch device of the model and the merge (cpu, cuda, cuda:1)", read_only=True),
+    # --- value-guided steering (V-GPS): a value function chooses among sampled chunks ---
+    Param("steering", "none", "none (execute the policy's chunk) or value (draw steering_samples chunks in one "
+          "batched forward and execute the one the value function at steering_checkpoint scores highest)"),
+    Param("steering_samples", 10, "chunks drawn per query when steering (K); the first is the policy's own",
+          low=1, high=64),
+    Param("steering_checkpoint", "", "value function directory (retain-train value); relative paths are taken inside "
+          "checkpoint_root; loads off the control thread and takes over between chunks"),
     Param("seed", 0, "seed of the policy's sampling noise (deterministic output per observation)", read_only=True,
           low=0, high=2**31 - 1),
     # --- LeRobot checkpoints (config.json type pi0 / pi05 / smolvla): the node's streams <-> the policy's features ---
@@ -311,6 +320,15 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
         return f"policy_backend='{value}' is unknown; use one of {', '.join(POLICY_BACKENDS)}"
     elif name == "policy_server_uri" and not str(value).startswith(("ws://", "wss://")):
         return f"policy_server_uri='{value}' must be a websocket address, e.g. ws://gpu-host:8000"
+    elif name == "steering" and value not in STEERING_MODES:
+        return f"steering='{value}' is unknown; use one of {', '.join(STEERING_MODES)}"
+    elif name == "steering_samples" and not (isinstance(value, int) and 1 <= value <= 64):
+        return f"steering_samples={value!r} must be an integer in [1, 64]"
+    elif name == "steering_checkpoint" and value:
+        try:
+            resolve_checkpoint(value, checkpoint_root)
+        except ValueError as exc:
+            return f"{name}: {exc}"
     elif name == "execution_mode" and value not in EXECUTION_MODES:
         return f"execution_mode='{value}' is unknown; use one of {', '.join(EXECUTION_MODES)}"
     return None

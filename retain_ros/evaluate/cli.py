@@ -67,6 +67,17 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=64, help="rendered camera image side")
     p.add_argument("--workers", type=int, default=1, help="worker processes (one torch thread each)")
     p.add_argument("--max-steps", type=int, help="cap on episode length (default: each task's own limit)")
+    p.add_argument("--steering", choices=("value", "random"),
+                   help="add a steered row for the base and every RETAIN row: '<row> + V-GPS' (argmax of the value "
+                        "function over K samples) or '<row> + random' (one of the K samples: data collection and "
+                        "the control for V-GPS)")
+    p.add_argument("--steering-checkpoint", help="value function of the V-GPS rows (written by retain-train value; "
+                                                 "default with --steering value: the embedded one)")
+    p.add_argument("--steering-samples", type=int, default=10, help="chunks sampled per query in steered rows (K)")
+    p.add_argument("--steering-noise", type=float,
+                   help="sampling noise scale of steered rows (default: the value function's; random rows: 1)")
+    p.add_argument("--record", metavar="DIR", help="record every episode (images, state, the K samples, the "
+                                                   "executed one, success) into DIR for retain-train value")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sim)
@@ -97,7 +108,7 @@ def cmd_combine(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     """Run the simulated comparison and print the table."""
     from retain_ros.evaluate.sim_eval import (EvalConfig, default_variants, routed_variant, run_comparison,
-                                              select_rows, skill2_variants)
+                                              select_rows, skill2_variants, steered_variants)
     from retain_ros.evaluate.sim_report import write_report
 
     alphas = parse_alpha(args.alpha, "--alpha")
@@ -110,6 +121,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
         variants += skill2_variants((skill_alphas[0], skill_alphas[1]), single=bool(args.task_ft2_single))
     if args.instruction_alphas:
         variants.append(routed_variant(args.instruction_alphas, args.routed_finetuned))
+    if args.steering:
+        variants += steered_variants(variants, args.steering)
+        if args.steering == "value" and not args.steering_checkpoint:
+            args.steering_checkpoint = str(embedded_models_dir() / "value")
     if args.rows:
         variants = select_rows(variants, args.rows)
     cfg = EvalConfig(base=args.base, task_ft=args.task_ft, co_ft=args.co_ft, target=args.target, out=args.out,
@@ -118,7 +133,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      execute_steps=args.execute_steps, execution=args.execution, image_size=args.image_size,
                      variants=variants, ood=tuple(v for v in args.ood.split(",") if v),
                      generalist=tuple(t for t in args.generalist.split(",") if t) if args.generalist else None,
-                     workers=args.workers, max_steps=args.max_steps)
+                     workers=args.workers, max_steps=args.max_steps,
+                     steering_checkpoint=args.steering_checkpoint, steering_samples=args.steering_samples,
+                     steering_noise=args.steering_noise, record=args.record)
     torch.set_num_threads(1)
     started = time.perf_counter()
     records = run_comparison(cfg, progress=not args.quiet, on_record=None if args.quiet else progress_lines(cfg))

@@ -19,7 +19,7 @@ import logging
 import multiprocessing
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm import tqdm
@@ -33,6 +33,9 @@ from retain_ros.serving.recipes import check_rules, parse_rules
 from retain_ros.sim.env import EnvConfig, TabletopEnv
 from retain_ros.sim.tasks import SUITE
 from retain_ros.sim.variations import OOD_VARIATIONS, get_variation
+from retain_ros.steering.rollouts import RolloutRecorder
+from retain_ros.steering.selection import Steerer
+from retain_ros.steering.value_function import ValueFunction
 
 log = logging.getLogger(__name__)
 ID, GENERALIST, TARGET2 = "id", "generalist", "target2"
@@ -52,6 +55,7 @@ class Variant:
         group_alpha: per-group alphas (modality-specific merge), overriding `alpha` for those groups.
         routes: `instruction_alphas` items (PATTERN=SPEC) of a routed row: each episode is served at the recipe of
             its task's instruction, as the node serves it; an instruction no item matches gets the base (alpha 0).
+        steering: how each chunk is chosen among samples: 'none', 'value' (V-GPS) or 'random' (`steering/`).
     """
 
     name: str
@@ -59,6 +63,7 @@ class Variant:
     alpha: float | tuple[float, ...] | None = None
     group_alpha: tuple[tuple[str, float], ...] = ()
     routes: tuple[str, ...] = ()
+    steering: str = "none"
 
     @property
     def skills(self) -> tuple[str, ...]:
@@ -122,6 +127,16 @@ def skill2_variants(alphas: tuple[float, float], single: bool = False) -> list[V
         rows += [Variant("task-FT 2 (from base)", "task_ft2_single"),
                  Variant(f"RETAIN task-FT 2 a={alphas[1]:.2f}", "task_ft2_single", alphas[1])]
     return rows
+
+
+STEERING_LABELS = {"value": "V-GPS", "random": "random"}
+
+
+def steered_variants(variants: Sequence[Variant], mode: str) -> list[Variant]:
+    """`<row> + V-GPS` (or `+ random`) for the base and every RETAIN merge among `variants`."""
+    label = STEERING_LABELS[mode]
+    return [replace(v, name=f"{v.name} + {label}", steering=mode) for v in variants
+            if v.steering == "none" and (v.finetuned == "base" or v.name.startswith("RETAIN"))]
 
 
 def select_rows(variants: Sequence[Variant], pattern: str) -> list[Variant]:
@@ -190,6 +205,10 @@ class EvalConfig:
         generalist: generalist tasks (None = the whole suite).
         workers: worker processes.
         max_steps: cap on episode length in control steps (None: each task's own limit).
+        steering_checkpoint: the value function of the `+ V-GPS` rows.
+        steering_samples: chunks drawn per query in steered rows (K).
+        steering_noise: the sampler's noise scale of steered rows (None: the value function's; random rows: 1).
+        record: a directory to record every episode into, for value learning (`steering/rollouts.py`).
     """
 
     base: str
@@ -211,9 +230,13 @@ class EvalConfig:
     generalist: tuple[str, ...] | None = None
     workers: int = 1
     max_steps: int | None = None
+    steering_checkpoint: str | None = None
+    steering_samples: int = 10
+    steering_noise: float | None = None
+    record: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("episodes", "generalist_episodes", "execute_steps", "workers"):
+        for name in ("episodes", "generalist_episodes", "execute_steps", "workers", "steering_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if self.seed < 0:
@@ -232,6 +255,8 @@ class EvalConfig:
                                   "checkpoints; give one per skill")
             for key in v.skills:
                 self.checkpoint(key, v.name)
+            if v.steering == "value" and not self.steering_checkpoint:
+                raise ConfigError(f"row '{v.name}' steers with a value function; give --steering-checkpoint DIR")
         if (self.task_ft2 or self.task_ft2_single) and self.target2 is None:
             raise ConfigError("a second skill's checkpoint needs its task: give --target2 (e.g. "
                               "place_red_and_blue_on_yellow)")
@@ -283,6 +308,14 @@ class VariantPolicies:
         return self.policy
 
 
+def steerer_for(cfg: EvalConfig, mode: str, value: ValueFunction | None = None) -> Steerer:
+    """The chunk chooser of a row's episodes (the value function loaded once per worker and passed in)."""
+    if mode == "none":
+        return Steerer()
+    noise = cfg.steering_noise if cfg.steering_noise is not None or mode == "value" else 1.0
+    return Steerer(mode, cfg.steering_samples, value if mode == "value" else None, noise)
+
+
 class EvalWorker:
     """One process's evaluator: the serving policy and its resident mergers, built once and reused for every job."""
 
@@ -290,15 +323,18 @@ class EvalWorker:
         torch.set_num_threads(1)  # one process per core; threads would only contend
         self.cfg = cfg
         self.policies = VariantPolicies(cfg)
+        self.value = ValueFunction.from_pretrained(cfg.steering_checkpoint) if cfg.steering_checkpoint else None
 
     def run(self, variant: Variant, cell: Cell, seeds: list[int]) -> list[dict[str, object]]:
         """The episodes of one (variant, cell) job."""
         cfg = self.cfg
         policy = self.policies.activate(variant, SUITE.get(cell.task).instruction)
+        steerer = steerer_for(cfg, variant.steering, self.value)
+        recorder = RolloutRecorder(cfg.record, variant.name) if cfg.record else None
         records = []
         with TabletopEnv(cell.task, cell.variation, cfg.env_config()) as env:
             for seed in seeds:
-                record = rollout(policy, env, seed, cfg.execute_steps, cfg.execution)
+                record = rollout(policy, env, seed, cfg.execute_steps, cfg.execution, steerer, recorder)
                 records.append({"variant": variant.name, "column": cell.column, "task": cell.task,
                                 "variation": cell.variation, **record})
         return records
@@ -336,6 +372,9 @@ def run_comparison(cfg: EvalConfig, progress: bool = True,
     """Evaluate every variant on every cell; returns one record per episode."""
     for key in checkpoints_used(cfg.variants):
         ReferencePolicy.from_pretrained(cfg.checkpoint(key))  # fail early on a bad checkpoint
+    if cfg.steering_checkpoint:
+        value = ValueFunction.from_pretrained(cfg.steering_checkpoint)
+        value.check_fits(ReferencePolicy.from_pretrained(cfg.base).spec)
     jobs = jobs_of(cfg)
     total = sum(len(j[2]) for j in jobs)
     records: list[dict[str, object]] = []

@@ -151,7 +151,9 @@ def write_report(cfg: EvalConfig, records: Sequence[dict], wall_s: float) -> dic
 
 # Settings that do not change what an episode does: runs that differ only in these can be combined. The finetuned
 # checkpoints must agree only between runs whose rows use them.
-_RUN_ONLY = ("variants", "out", "workers", "task_ft", "co_ft", "task_ft2", "task_ft2_single")
+_RUN_ONLY = ("variants", "out", "workers", "task_ft", "co_ft", "task_ft2", "task_ft2_single", "record",
+             "steering_checkpoint", "steering_samples", "steering_noise")
+_STEERING = ("steering_checkpoint", "steering_samples", "steering_noise")
 
 
 def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[EvalConfig, list[dict], float]:
@@ -182,6 +184,7 @@ def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[Eva
     owner: dict[str, Path] = {}
     records: list[dict] = []
     finetuned: dict[str, tuple[str, Path]] = {}  # checkpoint key -> (path, the first run whose rows use it)
+    steering: tuple[dict, Path] | None = None  # the steering settings and the first run with steered rows
     for path, run in runs:
         for key, value in settings.items():
             if run["config"].get(key) != value:
@@ -191,7 +194,8 @@ def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[Eva
         for data in run["config"]["variants"]:
             alpha = tuple(data["alpha"]) if isinstance(data["alpha"], list) else data["alpha"]
             variant = Variant(data["name"], data["finetuned"], alpha,
-                              tuple(tuple(g) for g in data["group_alpha"]), tuple(data.get("routes", ())))
+                              tuple(tuple(g) for g in data["group_alpha"]), tuple(data.get("routes", ())),
+                              data.get("steering", "none"))
             if variant.name in owner:
                 raise ConfigError(f"row '{variant.name}' is in both {owner[variant.name]} and {path}; keep it in one "
                                   "run (--rows)")
@@ -202,9 +206,17 @@ def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[Eva
             if used != run["config"].get(key):
                 raise ConfigError(f"{path} ran its {key} rows with {run['config'].get(key)!r} but {where} with "
                                   f"{used!r}; combine only runs of the same checkpoints")
+        if any(v.steering != "none" for v in mine):
+            used = {k: run["config"].get(k) for k in _STEERING}
+            if steering is None:
+                steering = (used, path)
+            elif used != steering[0]:
+                raise ConfigError(f"{path} ran its steered rows with {used} but {steering[1]} with {steering[0]}; "
+                                  "combine only runs of the same steering settings")
         variants += mine
         records += run["episodes"]
-    config = dict(first["config"], variants=variants, out=str(out), **{k: p for k, (p, _) in finetuned.items()})
+    config = dict(first["config"], variants=variants, out=str(out), **{k: p for k, (p, _) in finetuned.items()},
+                  **(steering[0] if steering else {}))
     for key in ("ood", "generalist"):
         if config[key] is not None:
             config[key] = tuple(config[key])

@@ -21,6 +21,8 @@ from retain_ros.policy.interface import Observation, Policy
 from retain_ros.sim.controller import JointTrajectory, TrajectoryPoint
 from retain_ros.sim.droid import gripper_position_to_width
 from retain_ros.sim.env import TabletopEnv
+from retain_ros.steering.rollouts import RolloutRecorder
+from retain_ros.steering.selection import Steerer
 
 
 def observation_from_sim(obs: dict[str, np.ndarray], instruction: str, stamp_ns: int) -> Observation:
@@ -36,35 +38,51 @@ def plan_to_trajectory(plan: PlannedCommand, joint_names: Sequence[str]) -> Join
     return JointTrajectory(tuple(joint_names), points)
 
 
-def rollout(policy: Policy, env: TabletopEnv, seed: int, execute_steps: int = 8,
-            execution: str = "chunk") -> dict[str, object]:
+def rollout(policy: Policy, env: TabletopEnv, seed: int, execute_steps: int = 8, execution: str = "chunk",
+            steerer: Steerer | None = None, recorder: RolloutRecorder | None = None) -> dict[str, object]:
     """Run one closed-loop episode, executing every chunk through the node's ChunkExecutor.
 
     Chunk mode: one trajectory per chunk, followed to its end, then the next query. Stream mode: one step per control
-    period, each re-anchored on the measured joint positions, `execute_steps` of them per chunk.
+    period, each re-anchored on the measured joint positions, `execute_steps` of them per chunk. A `steerer` chooses
+    each chunk among samples (reseeded with the episode's seed); a `recorder` keeps every query for value learning.
 
     Returns:
         A record: seed, success, steps, final reward, mean inference time (ms), chunks queried, chunks rejected by
-        the executor.
+        the executor, and with a value steerer the mean Q of the executed chunks and the mean spread over samples.
     """
     obs = env.reset(seed)
     executor = ChunkExecutor(ExecutorConfig(execute_steps=execute_steps, mode=execution))
     period_ns = round(env.config.physics.control_dt_s * 1e9)
-    infer_s, queries, rejected, result = 0.0, 0, 0, None
+    steerer = steerer or Steerer()
+    steerer.reseed(seed)
+    if recorder is not None:
+        recorder.begin()
+    infer_s, queries, rejected, result, values = 0.0, 0, 0, None, []
     while True:
         now_ns = env.num_steps * period_ns
+        observation = observation_from_sim(obs, env.instruction, now_ns)
         started = time.perf_counter()
-        chunk = policy.predict(observation_from_sim(obs, env.instruction, now_ns))
+        steered = steerer.choose(policy, observation)
         infer_s += time.perf_counter() - started
+        chunk = steered.chunk
         queries += 1
+        if steered.values is not None:
+            values.append((steered.value, steered.spread))
+        if recorder is not None:
+            recorder.add(observation, steered, env.num_steps)
         steps = [chunk.actions] if execution == "chunk" else list(chunk.actions[:execute_steps])
         for action in steps:
             result, refused = _execute(executor, chunk, action, obs["joint_positions"], env, period_ns)
             rejected += refused
             if result.done:
-                return {"seed": int(seed), "success": bool(result.success), "steps": env.num_steps,
-                        "reward": float(result.reward), "infer_ms": 1e3 * infer_s / queries, "queries": queries,
-                        "rejected": rejected}
+                record = {"seed": int(seed), "success": bool(result.success), "steps": env.num_steps,
+                          "reward": float(result.reward), "infer_ms": 1e3 * infer_s / queries, "queries": queries,
+                          "rejected": rejected}
+                if values:
+                    record["value"], record["value_spread"] = (float(np.mean(v)) for v in zip(*values))
+                if recorder is not None:
+                    recorder.end(env.task.name, env.task.variation.name, record, steerer.noise_scale)
+                return record
             obs = result.observation
 
 

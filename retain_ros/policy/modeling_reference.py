@@ -189,8 +189,14 @@ class ReferenceVLA(nn.Module):
     @torch.no_grad()
     def sample(self, images: torch.Tensor, token_ids: torch.Tensor, token_mask: torch.Tensor, state: torch.Tensor,
                noise: torch.Tensor) -> torch.Tensor:
-        """Integrate the flow from `noise` (B, H, D) at t = 1 to normalised actions at t = 0."""
+        """Integrate the flow from `noise` (B, H, D) at t = 1 to normalised actions at t = 0.
+
+        Inputs of batch 1 with K noise draws (B = K) encode the prefix once and share it among the draws.
+        """
         prefix, prefix_mask = self.encode_prefix(images, token_ids, token_mask)
+        if prefix.shape[0] == 1 and noise.shape[0] > 1:
+            prefix, prefix_mask = (x.expand(noise.shape[0], *x.shape[1:]) for x in (prefix, prefix_mask))
+            state = state.expand(noise.shape[0], *state.shape[1:])
         steps = self.config.num_flow_steps
         x = noise
         for i in range(steps):

@@ -207,22 +207,42 @@ class ReferencePolicy:
         Raises:
             ConfigError: the observation does not fit `spec`.
         """
+        return self.sample_chunks(obs, 1)[0]
+
+    def sample_chunks(self, obs: Observation, k: int, noise_scale: float | None = None,
+                      seed: int | None = None) -> list[ActionChunk]:
+        """K action chunks for one observation from ONE batched forward (value-guided steering's candidates).
+
+        The prefix (cameras + instruction) is encoded once and the flow is integrated for K noise draws side by side.
+        Draw 0 is the policy's own (the chunk `predict` returns); draws 1..K-1 are fresh standard-normal noise times
+        `noise_scale` (None: the config's), from `seed` (None: the policy's seed), so a call is repeatable.
+
+        Raises:
+            ConfigError: the observation does not fit `spec`, or k < 1.
+        """
+        if k < 1:
+            raise ConfigError(f"sample_chunks needs k >= 1 samples, got {k}")
         validate_observation(obs, self.spec)
-        inputs = {k: v.to(self.device) for k, v in self.processor.observation_inputs(obs).items()}
-        noise = self.sampling_noise().to(self.device)
+        inputs = {key: v.to(self.device) for key, v in self.processor.observation_inputs(obs).items()}
+        noise = self.sampling_noise()
+        if k > 1:
+            scale = self.config.noise_scale if noise_scale is None else float(noise_scale)
+            generator = torch.Generator().manual_seed(self.seed + 1 if seed is None else int(seed))
+            extra = torch.randn((k - 1, self.config.horizon, self.config.action_dim), generator=generator) * scale
+            noise = torch.cat([noise, extra])
         with self._state:
             model = self._model  # load_merged leaves this module alone until we are done with it
             self._users[id(model)] = self._users.get(id(model), 0) + 1
         try:
             with torch.no_grad():
                 actions = model.sample(inputs["images"], inputs["token_ids"], inputs["token_mask"], inputs["state"],
-                                       noise)
+                                       noise.to(self.device))
         finally:
             with self._state:
                 self._users[id(model)] -= 1
                 self._state.notify_all()
-        return ActionChunk(self.processor.unnormalize_actions(actions[0]), self.config.dt_s, self.config.action_space,
-                           int(obs.stamp_ns))
+        chunks = self.processor.unnormalize_actions(actions)
+        return [ActionChunk(chunk, self.config.dt_s, self.config.action_space, int(obs.stamp_ns)) for chunk in chunks]
 
 
 def _module_from(config: ReferenceVLAConfig, tensors: Mapping[str, torch.Tensor], source: str,

@@ -123,4 +123,10 @@ def action_chunk_message(done: Executed, stamp_ns: int) -> ActionChunkMsg:
     msg.image_stamp = ns_to_stamp(done.image_stamp_ns)
     msg.alphas = [GroupAlpha(group=g, alphas=[float(a) for a in values]) for g, values in model.alphas.items()]
     msg.actions = np.ascontiguousarray(chunk.actions, dtype=np.float32).reshape(-1)
+    steered = done.steered
+    msg.steering = steered.mode if steered is not None else "none"
+    msg.steering_samples = int(steered.candidates.shape[0]) if steered is not None else 1
+    msg.steering_index = int(steered.index) if steered is not None else 0
+    msg.steering_value = float("nan") if steered is None or steered.value is None else steered.value
+    msg.steering_spread = float("nan") if steered is None or steered.spread is None else steered.spread
     return msg

@@ -49,6 +49,7 @@ from retain_ros.ros.lifecycle import ManagedNode, spin_managed
 from retain_ros.serving.model_manager import ModelManager
 from retain_ros.serving.remote import RemoteModelManager
 from retain_ros.serving.recipes import MergeRequest, RecipeBook, parse_rules
+from retain_ros.steering.manager import SteeringManager, SteeringSetting
 from retain_ros.ros.policy_params import declare
 from retain_ros.ros.status import diagnostics_message, status_dict
 
@@ -71,6 +72,7 @@ class PolicyNode(ManagedNode):
         super().__init__(NODE_NAME, **kwargs)
         declare(self)
         self.manager: ModelManager | RemoteModelManager | None = None
+        self.steering: SteeringManager | None = None
         self.loop: ControlLoop | None = None
         self.inputs: NodeInputs | None = None
         self._entities: list = []
@@ -129,11 +131,17 @@ class PolicyNode(ManagedNode):
         self._gripper = GripperCommander(GripperSettings(open_width_m=self.p("gripper_max_width_m"),
                                                          speed_m_s=self.p("gripper_speed_m_s"),
                                                          force_n=self.p("gripper_force_n")))
+        self.steering = SteeringManager(spec, callable(getattr(model.policy, "sample_chunks", None)), self.p("seed"),
+                                        self._event)
+        self.steering.load_initial(self._steering_setting())
+        if self.steering.status()["mode"] != "none":
+            self.get_logger().info(f"steering {SteeringManager.describe(self._steering_setting())}")
         self._create_interfaces()
         self.loop = ControlLoop(self.inputs, self.manager,
                                 ChunkExecutor(self._executor_config), self._now_ns, self._publish,
                                 1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event,
-                                send_stop=self._send_command, blocked=self._controller_blocks, recipes=recipes)
+                                send_stop=self._send_command, blocked=self._controller_blocks, recipes=recipes,
+                                steering=self.steering)
         self.loop.episode_timeout_s = self.p("episode_timeout_s")
         self.manager.on_hold = self.loop.hold_for_merge
         if self.p("start_paused"):
@@ -383,6 +391,8 @@ class PolicyNode(ManagedNode):
         status["gripper_problem"] = self._gripper.problem
         status["execution_mode"] = self.loop.executor.config.mode
         status["speed_scale"] = self.loop.executor.config.speed_scale
+        if self.steering is not None:
+            status["steering"] = self.steering.status()
         if self.remote:
             status["policy_server"] = self.manager.server_status()
         self.status_pub.publish(String(data=json.dumps(status)))
@@ -460,6 +470,14 @@ class PolicyNode(ManagedNode):
                                layout=values["merge_layout"], epoch=self._reload_epoch)
         return RecipeBook(default, parse_rules(values["instruction_alphas"]))
 
+    def _steering_setting(self, overrides: dict | None = None) -> SteeringSetting:
+        """The steering the parameters (and `overrides`) ask for, with the checkpoint path resolved."""
+        values = {name: self.p(name) for name in pp.STEERING_PARAMS}
+        values.update(overrides or {})
+        checkpoint = values["steering_checkpoint"]
+        return SteeringSetting(values["steering"], values["steering_samples"],
+                               resolve_checkpoint(checkpoint, self.p("checkpoint_root")) if checkpoint else "")
+
     def _on_set_parameters(self, params) -> SetParametersResult:
         groups = self.manager.groups if self.manager is not None else ()
         serving = self.manager.serving if self.manager is not None else None
@@ -476,11 +494,18 @@ class PolicyNode(ManagedNode):
             if reason is not None:
                 self.get_logger().warning(f"parameter change refused: {reason}")
                 return SetParametersResult(successful=False, reason=reason)
+        steering_changes = {p.name: p.value for p in params if p.name in pp.STEERING_PARAMS}
         try:
+            if steering_changes and self.steering is not None:
+                setting = self._steering_setting(steering_changes)
+                self.steering.check(setting)  # config only: the weights load off this thread
             self._apply_runtime_changes({p.name: p.value for p in params})
         except ConfigError as exc:  # e.g. an execution setting the executor refuses: nothing changed
             self.get_logger().warning(f"parameter change refused: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
+        if steering_changes and self.steering is not None:
+            self.steering.request(setting)
+            self.get_logger().info(f"steering requested: {SteeringManager.describe(setting)}")
         if "content_hash" in {p.name for p in params} and self.manager is not None:
             self.manager.set_content_hash(next(p.value for p in params if p.name == "content_hash"))
         merge_changes = {p.name: p.value for p in params if p.name in pp.MERGE_PARAMS}

@@ -1,4 +1,4 @@
-"""`retain-train`: pretrain the reference VLA, finetune it on a target task, or co-finetune it.
+"""`retain-train`: pretrain the reference VLA, finetune it on a target task, co-finetune it, or learn a value function.
 
 Exit codes: 0 ok, 2 a user error (message on stderr), 130 interrupted.
 """
@@ -20,7 +20,7 @@ from retain_ros.merge.cli import parse_alpha
 from retain_ros.train.fit import alpha_path_loss, fit_error, plot_alpha_path
 from retain_ros.train.loop import COFINETUNE, FINETUNE, PRETRAIN, TrainConfig, TrainResult, train
 
-ERROR, PATH = "error", "path"
+ERROR, PATH, VALUE = "error", "path", "value"
 EPILOG = """\
 examples:
   retain-sim collect --tasks generalist --episodes 5 --image-size 64 --out data/pre
@@ -30,6 +30,8 @@ examples:
   retain-train cofinetune --init ckpt/base --data data/target --pretrain-data data/pre --out ckpt/co_ft
   retain-train error --init ckpt/task_ft --data data/target_heldout
   retain-train path --base ckpt/base --finetuned ckpt/task_ft --data data/target
+  retain-eval sim --rows 'random$' --steering random --steering-noise 0.5 --record data/rollouts --out ev
+  retain-train value --data data/rollouts --out ckpt/value
 """
 
 # Finetuning runs at half the pretraining rate, so the finetuned weights stay in the base's basin and merges between
@@ -107,7 +109,66 @@ def build_parser() -> argparse.ArgumentParser:
                    "'vision:0,language:0' (only the action expert merges): a modality-specific path")
     p.add_argument("--plot", help="also draw every path (loss vs alpha) into this PNG file")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_value_parser(sub)
     return parser
+
+
+def add_value_parser(sub: argparse._SubParsersAction) -> None:
+    """Add `retain-train value` (retain_ros/steering/training.py)."""
+    from retain_ros.steering.training import ValueTrainConfig as V
+
+    p = sub.add_parser(VALUE, help="V-GPS: a language-conditioned Q(observation, chunk) from recorded rollouts "
+                                   "(Cal-QL), for steering the node and retain-eval sim --steering value",
+                       description="Learn Q(cameras, state, instruction, executed chunk) offline with Cal-QL from "
+                                   "rollouts recorded by `retain-eval sim --record DIR --steering random` (sparse "
+                                   "success reward, mismatched instructions as negatives); writes a value checkpoint "
+                                   "with its held-out calibration in training.json.")
+    p.add_argument("--data", nargs="+", required=True, help="rollout directories (retain-eval sim --record)")
+    p.add_argument("--out", required=True, help="output value checkpoint directory")
+    p.add_argument("--steps", type=int, default=V.steps, help=f"optimiser steps (default {V.steps})")
+    p.add_argument("--batch-size", type=int, default=V.batch_size, help=f"decisions per step ({V.batch_size})")
+    p.add_argument("--lr", type=float, default=V.lr, help=f"peak learning rate (default {V.lr}, as V-GPS)")
+    p.add_argument("--discount", type=float, default=V.discount, help=f"per decision (default {V.discount})")
+    p.add_argument("--cql-alpha", type=float, default=V.cql_alpha,
+                   help=f"weight of the Cal-QL penalty (default {V.cql_alpha}, as V-GPS; 0 = plain TD)")
+    p.add_argument("--negatives", type=float, default=V.negatives,
+                   help=f"share of rows paired with a mismatched instruction, target 0 (default {V.negatives})")
+    p.add_argument("--held-out", type=float, default=V.held_out,
+                   help=f"share of episodes kept out of training for the calibration report ({V.held_out})")
+    p.add_argument("--executed-steps", type=int, default=V.executed_steps,
+                   help=f"actions of a chunk that Q scores: the node's execute_steps (default {V.executed_steps})")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and batches")
+    p.add_argument("--model", help="JSON object of value-network sizes (ValueConfig), e.g. '{\"hidden\": [128, 128]}'")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing checkpoint directory")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def run_value(args: argparse.Namespace) -> int:
+    """`retain-train value`: train, then print the losses and the held-out calibration."""
+    from retain_ros.steering.training import ValueTrainConfig, train_value
+
+    cfg = ValueTrainConfig(data=tuple(args.data), out=args.out, steps=args.steps, batch_size=args.batch_size,
+                           lr=args.lr, discount=args.discount, cql_alpha=args.cql_alpha, negatives=args.negatives,
+                           held_out=args.held_out, executed_steps=args.executed_steps, seed=args.seed,
+                           model=_model_overrides(args.model), overwrite=args.overwrite)
+
+    def report(step: int, loss: float, parts: dict) -> None:
+        if step % 250 == 0 or step == cfg.steps:
+            detail = "  ".join(f"{k} {v:.4f}" for k, v in parts.items())
+            print(f"step {step:6d}/{cfg.steps}  loss {loss:.4f}  ({detail})", flush=True)
+
+    result = train_value(cfg, progress=not args.quiet, on_log=report)
+    cal = result.calibration
+    print(f"trained on {result.rows} decisions of {result.episodes} episodes in {result.wall_s:.0f} s; loss "
+          f"{result.first_loss:.4f} -> {result.final_loss:.4f}")
+    if cal.get("rows"):
+        print(f"held out: {cal['episodes']} episodes ({cal['successful_episodes']} successful), {cal['rows']} "
+              f"decisions: Q vs return MSE {cal['mse_vs_return']:.4f}, Pearson {cal['pearson_vs_return']:.3f}; "
+              f"success AUC {cal['auc_success']:.3f} (mean Q {cal['mean_q_success']:.3f} successful vs "
+              f"{cal['mean_q_failure']:.3f} failed); spread over samples {cal['mean_spread_over_samples']:.4f}")
+    print(f"checkpoint: {result.out}")
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -189,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.mode == PATH:
         return run_path(args)
+    if args.mode == VALUE:
+        return run_value(args)
     cfg = config_from_args(args)
 
     def report(step: int, loss: float) -> None:
