@@ -4,7 +4,8 @@
                                          [--device cuda] [--lerobot-pi0 full]
 
 Runs the node's plain-logic parts (no ROS graph, so DDS transport is not included): the reference VLA at its default
-size with random base / finetuned weights written to a temp dir; optionally a large synthetic checkpoint pair and a
+size with random base / finetuned weights written to a temp dir, and its command interval while alpha, or the steering
+setting (value-guided steering on / off, another value function), changes live; optionally a large synthetic checkpoint pair and a
 LeRobot pi0 with random weights, each measured in a child process of its own (`bench/live_swap_bench.py`) so that its
 peak memory is its own. Prints numbers; asserts nothing.
 """
@@ -30,6 +31,8 @@ from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig, Joi
 from retain_ros.control.inputs import GRIPPER, INSTRUCTION, JOINTS, InputSettings, NodeInputs
 from retain_ros.control.control_loop import ControlLoop, Executed
 from retain_ros.serving.model_manager import MergeRequest, ModelManager
+from retain_ros.steering.manager import SteeringManager, SteeringSetting
+from retain_ros.steering.synthetic import first_joint_value
 from retain_ros.topics import FR3_ARM_JOINTS
 
 
@@ -111,10 +114,13 @@ def bench_live_changes(manager: ModelManager, base: str, ft: tuple[str, ...]) ->
           f"{live_swap_bench.peak_rss_bytes() / 1e9:.2f} GB (memory: {manager.memory()})")
 
 
-def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds: float, change_s: float) -> None:
-    """The control thread at 15 Hz with streams refreshed at 30 Hz, alpha changing every `change_s` (0 = never):
-    intervals between published commands, against the chunk period."""
+def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds: float, change_s: float,
+                 steering: list[SteeringSetting] | None = None) -> None:
+    """The control thread at 15 Hz with streams refreshed at 30 Hz, alpha (or, given `steering`, the steering
+    setting, cycling through the list) changing every `change_s` (0 = never): intervals between published commands,
+    against the chunk period."""
     spec = manager.serving.policy.spec
+    chooser = SteeringManager(spec, True) if steering else None
     obs = example_observation(spec, size=(128, 128))
     inputs = NodeInputs(InputSettings(), tuple(spec.camera_names))
     streams = inputs.streams
@@ -123,14 +129,18 @@ def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds:
 
     def published(done) -> None:
         stamps.append(time.monotonic())
-        generations.append(done.model.generation)
+        # what serves: the model's generation, and the steering (mode and value function) that chose the chunk
+        steered = done.steered
+        generations.append(hash((done.model.generation, steered.mode if steered else "",
+                                 id(chooser._steerer) if chooser else 0)))
 
     period = 1 / 15
     # limits far above what the random-weight model asks for: no segment is stretched to fit them, so the command
     # interval measures the loop's timing, not the chunk's length (the FR3's limits would stretch some chunks)
     loose = JointLimits(dq_max=(100.0,) * 7, ddq_max=(1e4,) * 7)
     loop = ControlLoop(inputs, manager, ChunkExecutor(ExecutorConfig(limits=loose, execute_steps=1)),
-                       time.monotonic_ns, published, period, lambda: "pick", lambda level, msg: None)
+                       time.monotonic_ns, published, period, lambda: "pick", lambda level, msg: None,
+                       steering=chooser)
     stop = threading.Event()
 
     def feed():
@@ -146,7 +156,10 @@ def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds:
         for i in range(1, 10_000):
             if change_s <= 0 or stop.wait(change_s):
                 return
-            manager.request(MergeRequest(base, ft, 0.1 + 0.8 * (i % 9) / 9, preset="reference"))
+            if steering:
+                chooser.request(steering[i % len(steering)])
+            else:
+                manager.request(MergeRequest(base, ft, 0.1 + 0.8 * (i % 9) / 9, preset="reference"))
 
     threads = [threading.Thread(target=f, daemon=True) for f in (feed, change_alpha)]
     for t in threads:
@@ -159,15 +172,19 @@ def bench_jitter(manager: ModelManager, base: str, ft: tuple[str, ...], seconds:
     if len(gaps) < 2:
         print("command-rate jitter: too few commands")
         return
-    swaps = int(np.count_nonzero(np.diff(generations)))
-    around_swaps = gaps[np.diff(generations) > 0]
-    print(f"command interval (execute_steps=1, 15 Hz, {len(stamps)} commands, {swaps} live swaps): "
+    changed = np.array(generations[1:]) != np.array(generations[:-1])
+    swaps = int(np.count_nonzero(changed))
+    around_swaps = gaps[changed]
+    what = "steering changes" if steering else "live swaps"
+    print(f"command interval (execute_steps=1, 15 Hz, {len(stamps)} commands, {swaps} {what}): "
           f"mean {gaps.mean() * 1e3:.1f} ms, std {gaps.std() * 1e3:.1f} ms, "
           f"p99 {np.percentile(gaps, 99) * 1e3:.1f} ms, max {gaps.max() * 1e3:.1f} ms "
           f"= {gaps.max() / period:.2f} chunk periods")
     if len(around_swaps):
-        print(f"interval across a swap: max {around_swaps.max() * 1e3:.1f} ms = {around_swaps.max() / period:.2f} "
-              "chunk periods (goal <= 1 + jitter)")
+        steady = gaps[~changed]
+        print(f"interval across a change: max {around_swaps.max() * 1e3:.1f} ms = {around_swaps.max() / period:.2f} "
+              f"chunk periods, mean {around_swaps.mean() * 1e3:.1f} ms vs {steady.mean() * 1e3:.1f} ms between "
+              "changes (goal: the same)")
 
 
 def main() -> None:
@@ -177,6 +194,7 @@ def main() -> None:
     parser.add_argument("--jitter-seconds", type=float, default=5.0)
     parser.add_argument("--alpha-change-s", type=float, default=0.25, help="alpha changes this often in the "
                         "second command-interval run")
+    parser.add_argument("--steering-samples", type=int, default=10, help="K of the steering-change run")
     parser.add_argument("--synthetic-params", type=float, default=0.0,
                         help="also measure live changes of a synthetic fp32 pair of this size, e.g. 1e9 (8 GB of "
                              "files; ~16 GB RAM for the resident layout); see bench/live_swap_bench.py")
@@ -195,6 +213,12 @@ def main() -> None:
             bench_live_changes(manager, base, ft)
             bench_jitter(manager, base, ft, args.jitter_seconds, 0.0)
             bench_jitter(manager, base, ft, args.jitter_seconds, args.alpha_change_s)
+            spec = manager.serving.policy.spec
+            values = [str(first_joint_value(spec, image_size=(64, 64)).save_pretrained(Path(tmp) / f"value{i}"))
+                      for i in range(2)]
+            cycle = [SteeringSetting("value", args.steering_samples, values[0]), SteeringSetting(),
+                     SteeringSetting("value", args.steering_samples, values[1]), SteeringSetting()]
+            bench_jitter(manager, base, ft, args.jitter_seconds, args.alpha_change_s, cycle)
         finally:
             manager.stop()
     if args.synthetic_params > 0:

@@ -5,8 +5,10 @@
 
 Measures `Policy.predict` end to end (validation, resize with pad from 128x128 camera images, tokenisation, vision +
 language prefix, `num_flow_steps` expert passes, unnormalisation) and, separately, the live-merge path: a resident
-re-merge (`ResidentMerger.merge`) plus `load_merged`. Prints p50 / p99 in ms and each as a fraction of the 15 Hz
-period. Prints numbers only; asserts nothing. Numbers depend on the machine and on what else runs on it.
+re-merge (`ResidentMerger.merge`) plus `load_merged`, and value-guided steering: K samples from one batched
+forward scored by a value function (`Steerer` 'value'; the embedded value checkpoint, or one of its size built by
+hand), as a ratio to the unsteered chunk. Prints p50 / p99 in ms and each as a fraction of the 15 Hz period. Prints
+numbers only; asserts nothing. Numbers depend on the machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,30 @@ def bench_predict(checkpoint: Path, device: str, iters: int, camera_size: int) -
     return times
 
 
+def bench_steered(checkpoint: Path, value_dir: Path, samples: int, iters: int, camera_size: int) -> list[float]:
+    """Seconds per steered chunk (K samples in one forward + the value function's scores) after 5 warm-up calls."""
+    from retain_ros.steering.selection import Steerer
+    from retain_ros.steering.synthetic import first_joint_value
+    from retain_ros.steering.value_function import ValueFunction
+
+    policy = load_policy(checkpoint)
+    if (value_dir / "config.json").is_file():
+        value = ValueFunction.from_pretrained(value_dir)
+    else:  # the embedded value function's size, weights built by hand
+        value = first_joint_value(policy.spec, executed_steps=8, image_size=(64, 64), channels=(16, 32, 32, 32),
+                                  feature_width=128, text_width=32, hidden=(256, 256))
+    steerer = Steerer("value", samples, value)
+    obs = example_observation(policy.spec, size=(camera_size, camera_size))
+    for _ in range(5):
+        steerer.choose(policy, obs)
+    times = []
+    for _ in range(iters):
+        started = time.perf_counter()
+        steerer.choose(policy, obs)
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def bench_swap(base: Path, finetuned: Path, iters: int) -> tuple[list[float], list[float]]:
     """Seconds per resident re-merge and per `load_merged`, alternating alphas."""
     policy = load_policy(base)
@@ -81,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=100, help="timed calls per setting")
     parser.add_argument("--threads", default="1,2", help="torch CPU thread counts to try (comma-separated)")
     parser.add_argument("--camera-size", type=int, default=128, help="side of the input camera images (resized)")
+    parser.add_argument("--value", type=Path, default=MODELS / "value", help="value checkpoint of the steering bench")
+    parser.add_argument("--samples", type=int, default=10, help="K of the steering bench (default 10)")
     args = parser.parse_args(argv)
     if not (args.checkpoint / "config.json").is_file():
         print(f"no checkpoint at {args.checkpoint}; run `make models` or pass --checkpoint", file=sys.stderr)
@@ -97,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
         samples = bench_predict(args.checkpoint, "cpu", args.iters, args.camera_size)
         print(line(f"cpu, {threads} thread(s)", samples))
+    torch.set_num_threads(1)
+    plain = bench_predict(args.checkpoint, "cpu", args.iters, args.camera_size)
+    steered = bench_steered(args.checkpoint, args.value, args.samples, args.iters, args.camera_size)
+    print(f"value-guided steering (cpu, 1 thread, K = {args.samples} in one batch + value scores):")
+    print(line("unsteered predict", plain))
+    print(line(f"steered, K = {args.samples}", steered))
+    print(f"  steered / unsteered: p50 {percentiles(steered)[0] / percentiles(plain)[0]:.2f}x, "
+          f"p99 {percentiles(steered)[1] / percentiles(plain)[1]:.2f}x (goal: p99 <= 2x)")
     if torch.cuda.is_available():
         samples = bench_predict(args.checkpoint, "cuda", args.iters, args.camera_size)
         print(line(f"cuda ({torch.cuda.get_device_name()})", samples))

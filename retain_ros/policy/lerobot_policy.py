@@ -333,19 +333,49 @@ class LeRobotPolicy:
         Raises:
             ConfigError: the observation does not fit `spec`.
         """
+        return self.sample_chunks(obs, 1)[0]
+
+    def sample_chunks(self, obs: Observation, k: int, noise_scale: float | None = None,
+                      seed: int | None = None) -> list[ActionChunk]:
+        """K action chunks for one observation from ONE batched forward (value-guided steering's candidates).
+
+        The observation is repeated K times along the batch and the flow sampler gets K noise draws: draw 0 is the
+        policy's own (what `predict` returns); draws 1..K-1 are standard-normal noise times `noise_scale` (None: 1,
+        LeRobot's sampler), from `seed` (None: the policy's seed + 1).
+
+        Raises:
+            ConfigError: the observation does not fit `spec`, or k < 1.
+        """
+        if k < 1:
+            raise ConfigError(f"sample_chunks needs k >= 1 samples, got {k}")
         validate_observation(obs, self.spec)
         # torch.from_numpy (inside LeRobot's helper) needs positive strides and a writable array; copy only if not
         frame = {key: np.require(obs.images[camera], requirements=["C", "W"]) for camera, key in self.io.images.items()}
         frame[STATE_KEY] = self.io.state_vector(obs)
         batch = self._prepare(frame, self.device, task=obs.instruction)
-        noise = torch.randn(self._noise_shape, generator=torch.Generator().manual_seed(self.seed)).to(self.device)
+        noise = torch.randn(self._noise_shape, generator=torch.Generator().manual_seed(self.seed))
+        if k > 1:
+            generator = torch.Generator().manual_seed(self.seed + 1 if seed is None else int(seed))
+            extra = torch.randn((k - 1, *self._noise_shape[1:]), generator=generator)
+            noise = torch.cat([noise, extra * (1.0 if noise_scale is None else float(noise_scale))])
         with self._lock:
             batch = self.preprocessor(batch)
-            actions = self.policy.predict_action_chunk(batch, noise=noise)
+            if k > 1:
+                batch = {key: _repeat(value, k) for key, value in batch.items()}
+            actions = self.policy.predict_action_chunk(batch, noise=noise.to(self.device))
             actions = self.postprocessor(actions)
-        raw = actions[0].detach().to("cpu", torch.float32).numpy()
-        droid = self.spec.action_space.clip(self.io.droid_actions(raw))
-        return ActionChunk(np.ascontiguousarray(droid), self.spec.dt_s, self.spec.action_space, int(obs.stamp_ns))
+        raw = actions.detach().to("cpu", torch.float32).numpy()
+        return [ActionChunk(np.ascontiguousarray(self.spec.action_space.clip(self.io.droid_actions(chunk))),
+                            self.spec.dt_s, self.spec.action_space, int(obs.stamp_ns)) for chunk in raw]
+
+
+def _repeat(value: object, k: int) -> object:
+    """A batch-of-one entry repeated k times along the batch (tensors and lists; anything else as it is)."""
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == 1:
+        return value.expand(k, *value.shape[1:])
+    if isinstance(value, list) and len(value) == 1:
+        return value * k
+    return value
 
 
 def _read_config(lerobot: dict, path: Path, device: str) -> object:

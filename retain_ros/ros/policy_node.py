@@ -131,8 +131,8 @@ class PolicyNode(ManagedNode):
         self._gripper = GripperCommander(GripperSettings(open_width_m=self.p("gripper_max_width_m"),
                                                          speed_m_s=self.p("gripper_speed_m_s"),
                                                          force_n=self.p("gripper_force_n")))
-        self.steering = SteeringManager(spec, callable(getattr(model.policy, "sample_chunks", None)), self.p("seed"),
-                                        self._event)
+        can_sample = callable(getattr(model.policy, "sample_chunks", None)) and getattr(model.policy, "can_sample", True)
+        self.steering = SteeringManager(spec, can_sample, self.p("seed"), self._event)
         self.steering.load_initial(self._steering_setting())
         if self.steering.status()["mode"] != "none":
             self.get_logger().info(f"steering {SteeringManager.describe(self._steering_setting())}")

@@ -44,6 +44,8 @@ ANSWER_KEY = "retain"  # in an answer: which merge computed it
 SET_ALPHAS = "retain/alphas"
 ACK = "retain/ack"
 ERROR = "retain/error"
+SAMPLES = "retain/samples"  # in a request: {"k", "noise_scale", "seed"}: draw K chunks (value-guided steering)
+CANDIDATES = "retain/candidates"  # in the answer to such a request: (K, H, D), the first is `actions`
 
 
 def _pack_default(obj: object) -> object:

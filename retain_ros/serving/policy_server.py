@@ -78,6 +78,7 @@ class PolicyServer:
             "version": wire.PROTOCOL_VERSION, "camera_names": list(spec.camera_names), "horizon": spec.horizon,
             "dt_s": spec.dt_s, "action_space": spec.action_space.to_dict(),
             "execution_mode": getattr(model.policy, "execution_mode", "chunk"), "base": self.recipe.base,
+            "can_sample": callable(getattr(model.policy, "sample_chunks", None)),
             "finetuned": list(self.recipe.finetuned), "groups": list(self.manager.groups), **identity(model)}}
 
     # ------------------------------------------------------------------------------------------------ requests
@@ -120,18 +121,23 @@ class PolicyServer:
         with self._infer_lock:
             model = self.manager.serving
             obs = wire.observation_from_request(request, model.policy.spec.camera_names)
+            samples = sample_request(request.get(wire.SAMPLES), model.policy)
             while True:
                 self.manager.take_swap()
                 model = self.manager.serving
                 with self.manager.weights_lock:
                     if not self.manager.holding:  # an in-place merge is not half-written, nor waiting to be taken
-                        chunk = model.policy.predict(obs)
+                        chunks = (model.policy.sample_chunks(obs, **samples) if samples else
+                                  [model.policy.predict(obs)])
                         break
                 time.sleep(0.001)
             self.requests += 1
         infer_ms = 1e3 * (time.perf_counter() - started)
-        return {wire.ACTIONS: np.asarray(chunk.actions), wire.ANSWER_KEY: identity(model),
-                "server_timing": {"infer_ms": infer_ms}}
+        answer = {wire.ACTIONS: np.asarray(chunks[0].actions), wire.ANSWER_KEY: identity(model),
+                  "server_timing": {"infer_ms": infer_ms}}
+        if samples:
+            answer[wire.CANDIDATES] = np.stack([c.actions for c in chunks])
+        return answer
 
     def set_alphas(self, spec: object) -> dict:
         """A control frame: merge the serving checkpoints at new alphas; answered once the merge is ready.
@@ -174,6 +180,28 @@ class PolicyServer:
         request = replace(self.recipe, alpha=alpha, group_alpha=group_alpha)
         AlphaSpec.uniform(alpha, **group_alpha).resolve(self.manager.groups, len(self.recipe.finetuned))
         return request
+
+
+def sample_request(value: object, policy: object) -> dict | None:
+    """The `sample_chunks` arguments of a request's `retain/samples` entry (None: a plain request).
+
+    Raises:
+        ConfigError: a malformed entry, or a served policy that cannot sample (the client gets the message).
+    """
+    if value is None:
+        return None
+    if not callable(getattr(policy, "sample_chunks", None)):
+        raise ConfigError(f"{wire.SAMPLES}: the served policy ({type(policy).__name__}) cannot draw several chunks")
+    try:
+        k, scale, seed = int(value["k"]), value.get("noise_scale"), value.get("seed")
+        scale = None if scale is None else float(scale)
+        seed = None if seed is None else int(seed)
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise ConfigError(f"{wire.SAMPLES} must be {{'k': K, 'noise_scale': S or None, 'seed': N or None}}, got "
+                          f"{value!r}") from None
+    if not 1 <= k <= 64:
+        raise ConfigError(f"{wire.SAMPLES}: k={k} must be in [1, 64]")
+    return {"k": k, "noise_scale": scale, "seed": seed}
 
 
 def identity(model: ServingModel) -> dict:

@@ -19,6 +19,7 @@ import logging
 import threading
 from dataclasses import replace
 
+import numpy as np
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
@@ -144,6 +145,7 @@ class RemotePolicy:
         execution_mode: what the node's `execution_mode: auto` picks: retain-serve says its policy's own choice (as
             the node would run it locally); an openpi server's DROID actions stream, as openpi's DROID client runs them.
         last_identity: what retain-serve said about the merge that computed the last chunk (None: it did not say).
+        can_sample: whether the server draws several chunks per request (retain-serve says so; openpi does not).
     """
 
     def __init__(self, uri: str, timeout_s: float, spec: PolicySpec = DROID_SPEC) -> None:
@@ -151,6 +153,7 @@ class RemotePolicy:
         self.execution_mode = openpi_execution_mode(spec)
         self.link: Link | None = None
         self.last_identity: dict | None = None
+        self.can_sample = False
 
     def predict(self, obs: Observation) -> ActionChunk:
         """One round trip: the DROID request out, the checked chunk back.
@@ -158,15 +161,42 @@ class RemotePolicy:
         Raises:
             ConfigError: a bad observation, no connection, a missed deadline, a server error or a malformed answer.
         """
+        return self._ask(obs)[0]
+
+    def sample_chunks(self, obs: Observation, k: int, noise_scale: float | None = None,
+                      seed: int | None = None) -> list[ActionChunk]:
+        """K chunks from the server's one batched forward (retain-serve's `retain/samples`); the first is predict's.
+
+        Raises:
+            ConfigError: as `predict`, or a server that does not draw samples (a plain openpi server).
+        """
+        if k < 1:
+            raise ConfigError(f"sample_chunks needs k >= 1 samples, got {k}")
+        if not self.can_sample:
+            raise ConfigError(f"the policy server at {self.uri} does not draw several chunks per request (steering "
+                              "needs retain-serve)")
+        return self._ask(obs, {"k": int(k), "noise_scale": noise_scale, "seed": seed})
+
+    def _ask(self, obs: Observation, samples: dict | None = None) -> list[ActionChunk]:
         validate_observation(obs, self.spec)
         link = self.link
         if link is None or not link.alive:
             raise ConfigError(f"no connection to the policy server at {self.uri}")
-        answer = link.call(wire.droid_request(obs), self.timeout_s)
-        chunk = wire.chunk_from_answer(answer, self.spec.action_space, self.spec.dt_s, obs.stamp_ns)
+        request = wire.droid_request(obs)
+        if samples is not None:
+            request[wire.SAMPLES] = samples
+        answer = link.call(request, self.timeout_s)
+        chunks = [wire.chunk_from_answer(answer, self.spec.action_space, self.spec.dt_s, obs.stamp_ns)]
+        if samples is not None:
+            candidates = answer.get(wire.CANDIDATES)
+            if not isinstance(candidates, np.ndarray) or candidates.ndim != 3 or len(candidates) != samples["k"]:
+                raise ConfigError(f"the policy server's answer holds no {samples['k']} candidates "
+                                  f"({wire.CANDIDATES}); is it retain-serve?")
+            chunks = [wire.chunk_from_answer({wire.ACTIONS: c}, self.spec.action_space, self.spec.dt_s, obs.stamp_ns)
+                      for c in candidates]
         identity = answer.get(wire.ANSWER_KEY)
         self.last_identity = identity if isinstance(identity, dict) else None
-        return chunk
+        return chunks
 
 
 class RemoteModelManager:
@@ -384,6 +414,7 @@ class RemoteModelManager:
                 info = link.metadata.get(wire.SERVER_KEY)
                 self.policy.execution_mode = info.get("execution_mode", "chunk") if isinstance(info, dict) else \
                     openpi_execution_mode(spec)  # the served policy's own choice, or DROID's
+                self.policy.can_sample = isinstance(info, dict) and bool(info.get("can_sample", False))
             old = self.policy.link
             self.policy.link, self._metadata = link, link.metadata
             self._connection_problem = ""

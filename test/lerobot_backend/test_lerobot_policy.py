@@ -61,6 +61,20 @@ def test_same_seed_same_chunk_other_seed_other_chunk(kind, lerobot_checkpoints, 
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_k_samples_come_from_one_batched_forward_and_the_first_is_predict(kind, lerobot_checkpoints, observations):
+    policy = load(lerobot_checkpoints(kind)[0], kind)
+    obs = observations[0]
+    own = policy.predict(obs).actions
+    np.testing.assert_array_equal(policy.sample_chunks(obs, 1)[0].actions, own)
+    chunks = policy.sample_chunks(obs, 5, noise_scale=1.0, seed=3)
+    assert len(chunks) == 5 and all(c.actions.shape == own.shape for c in chunks)
+    np.testing.assert_allclose(chunks[0].actions[:, :7], own[:, :7], atol=1e-4)  # batched: float rounding only
+    assert np.unique(np.stack([c.actions[:, :7] for c in chunks]).round(4), axis=0).shape[0] == 5
+    again = policy.sample_chunks(obs, 5, noise_scale=1.0, seed=3)
+    assert all(np.array_equal(a.actions, b.actions) for a, b in zip(chunks, again))
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_load_merged_serves_the_resident_merge_and_alpha_0_is_the_base(kind, lerobot_checkpoints, observations):
     base, ft = lerobot_checkpoints(kind)
     serving = load(base, kind)

@@ -190,6 +190,27 @@ def test_the_remote_manager_forwards_alphas_and_holds_while_the_server_is_gone(s
         remote.close()
 
 
+def test_retain_serve_draws_k_samples_in_one_request_as_the_local_policy_does(server, pair):
+    remote = RemoteModelManager(uri(server), timeout_s=30)
+    remote.load_initial(MergeRequest("", alpha=0.5))
+    try:
+        assert remote.policy.can_sample
+        obs = wire.observation_from_request(request(), ("exterior", "wrist"))
+        chunks = remote.policy.sample_chunks(obs, 5, noise_scale=1.0, seed=7)
+        local = load_policy(pair[0])
+        local.load_merged(ResidentMerger.from_checkpoints(pair[0], [pair[1]]).merge(0.5).tensors)
+        expected = local.sample_chunks(obs, 5, noise_scale=1.0, seed=7)
+        assert len(chunks) == 5
+        for got, want in zip(chunks, expected):
+            np.testing.assert_allclose(got.actions, want.actions, atol=1e-5)
+        with connect(uri(server)) as raw:  # a malformed sample request: openpi's error frame, with the reason
+            raw.recv()
+            raw.send(wire.pack({**request(), wire.SAMPLES: {"k": 0}}))
+            assert "k=0 must be in [1, 64]" in raw.recv()
+    finally:
+        remote.close()
+
+
 def test_an_unreachable_server_is_named_and_a_bad_uri_refused():
     with pytest.raises(ConfigError, match="connection refused"):
         Link("ws://127.0.0.1:9", open_timeout_s=2)
@@ -228,6 +249,9 @@ def test_a_late_or_malformed_answer_is_refused_and_a_late_one_drops_the_link(mis
     assert remote.server_status()["retain_serve"] is False
     obs = wire.observation_from_request(request(), ("exterior", "wrist"))
     assert remote.policy.predict(obs).actions.shape == (4, 8)
+    assert not remote.policy.can_sample  # a plain openpi server draws one chunk per request
+    with pytest.raises(ConfigError, match="steering needs retain-serve"):
+        remote.policy.sample_chunks(obs, 4)
     obs.instruction = "nan"
     with pytest.raises(ConfigError, match="NaN"):
         remote.policy.predict(obs)
