@@ -5,9 +5,9 @@
 
 Runs the node's plain-logic parts (no ROS graph, so DDS transport is not included): the reference VLA at its default
 size with random base / finetuned weights written to a temp dir, and its command interval while alpha, or the steering
-setting (value-guided steering on / off, another value function), changes live; optionally a large synthetic checkpoint pair and a
-LeRobot pi0 with random weights, each measured in a child process of its own (`bench/live_swap_bench.py`) so that its
-peak memory is its own. Prints numbers; asserts nothing.
+setting (value-guided steering on / off, another value function), changes live; optionally a large synthetic
+checkpoint pair and a LeRobot pi0 with random weights, each measured in a child process of its own
+(`bench/live_swap_bench.py`) so that its peak memory is its own. Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations

@@ -131,7 +131,8 @@ class PolicyNode(ManagedNode):
         self._gripper = GripperCommander(GripperSettings(open_width_m=self.p("gripper_max_width_m"),
                                                          speed_m_s=self.p("gripper_speed_m_s"),
                                                          force_n=self.p("gripper_force_n")))
-        can_sample = callable(getattr(model.policy, "sample_chunks", None)) and getattr(model.policy, "can_sample", True)
+        policy = model.policy
+        can_sample = callable(getattr(policy, "sample_chunks", None)) and getattr(policy, "can_sample", True)
         self.steering = SteeringManager(spec, can_sample, self.p("seed"), self._event)
         self.steering.load_initial(self._steering_setting())
         if self.steering.status()["mode"] != "none":
