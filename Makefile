@@ -94,11 +94,12 @@ check-workspace: venv colcon-env
 
 # Regenerate the embedded reference-VLA checkpoints (retain_ros/models/) from nothing, deterministically:
 # `models-data` collects expert demos in the simulator (generalist suite in `id`, with and without DART noise, and in
-# every OOD family; 50 clean `id` demos of each target task), then `models` runs three stages, each resumable (a stamp
+# every OOD family; 50 clean `id` demos of each target task), then `models` runs four stages, each resumable (a stamp
 # in MODELS_WORK marks it done; `rm -rf build/models_work` starts over): pretrain the generalist; task-finetune and
-# co-finetune it on the first target; the second skill: finetune the first skill's merge (task-FT at
-# MODELS_SKILL1_ALPHA) on the second target (task_ft2, paper Eq. 4), and the base on it too (task_ft2_single, for the
-# single-skill comparison). Each stage's two finetunes run side by side, one core each. Times: docs/policy.md.
+# co-finetune it on the first target; the value function of value-guided steering (below); the second skill: finetune
+# the first skill's merge (task-FT at MODELS_SKILL1_ALPHA) on the second target (task_ft2, paper Eq. 4), and the base on
+# it too (task_ft2_single, for the single-skill comparison). Each stage's two jobs run side by side, one core each.
+# Times: docs/policy.md and docs/steering.md.
 MODELS_WORK ?= build/models_work
 MODELS_OUT ?= retain_ros/models
 MODELS_TARGET ?= push_red_to_purple
@@ -129,7 +130,7 @@ $(MODELS_DATA)/target2_id/index.json: | venv
 	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 0 --out $(@D)
 
 .PHONY: models
-models: $(MODELS_WORK)/skill2.done
+models: $(MODELS_WORK)/skill2.done $(MODELS_WORK)/value.done
 
 $(MODELS_WORK)/pretrain.done: $(MODELS_DATA_FILES)
 	$(MODELS_TRAIN) pretrain --data $(MODELS_PRE) --steps $(MODELS_PRETRAIN_STEPS) --lr 1e-3 --seed 0 \
@@ -153,6 +154,28 @@ $(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done
 	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target2_id --steps $(MODELS_FINETUNE_STEPS) \
 		--lr 5e-4 --seed 4 --out $(MODELS_OUT)/task_ft2_single --overwrite --quiet; single=$$?; \
 		wait $$task_ft2 && test $$single = 0
+	touch $@
+
+# The value function of value-guided steering (V-GPS, docs/steering.md): rollouts with outcomes, each chunk one of
+# MODELS_VALUE_SAMPLES samples at noise MODELS_VALUE_NOISE chosen at random (the base on the generalist suite and the
+# target; task-FT's merge at 0.9 on the target in id and every OOD family, and a few generalist episodes), seeds 20000+
+# that no training or evaluation uses; then Cal-QL on them (`retain-train value`). Both collections run side by side.
+MODELS_VALUE_SAMPLES ?= 10
+MODELS_VALUE_NOISE ?= 0.5
+MODELS_VALUE_STEPS ?= 3000
+MODELS_ROLLOUTS = $(MODELS_WORK)/rollouts
+MODELS_COLLECT = $(BIN)/retain-eval sim --steering random --steering-samples $(MODELS_VALUE_SAMPLES) \
+	--steering-noise $(MODELS_VALUE_NOISE) --base $(MODELS_OUT)/base --task-ft $(MODELS_OUT)/task_ft \
+	--co-ft $(MODELS_OUT)/co_ft --target $(MODELS_TARGET) -q
+$(MODELS_WORK)/value.done: $(MODELS_WORK)/finetune.done
+	rm -rf $(MODELS_ROLLOUTS)
+	$(MODELS_COLLECT) --rows '^base \+ random$$' --episodes 10 --generalist-episodes 30 --ood '' --seed 20000 \
+		--record $(MODELS_ROLLOUTS)/base --out $(MODELS_ROLLOUTS)/base_report & base=$$!; \
+	$(MODELS_COLLECT) --rows '^RETAIN task-FT a=0.90 \+ random$$' --alpha 0.9 --episodes 8 --generalist-episodes 3 \
+		--seed 21000 --record $(MODELS_ROLLOUTS)/merge --out $(MODELS_ROLLOUTS)/merge_report; merge=$$?; \
+		wait $$base && test $$merge = 0
+	$(MODELS_TRAIN) value --data $(MODELS_ROLLOUTS)/base $(MODELS_ROLLOUTS)/merge --steps $(MODELS_VALUE_STEPS) \
+		--seed 0 --out $(MODELS_OUT)/value --overwrite --quiet
 	touch $@
 
 # What docs/policy.md reports about the embedded checkpoints: held-out demos (seeds no model trained on), offline

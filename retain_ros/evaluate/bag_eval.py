@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -30,6 +31,7 @@ from retain_ros.control.inputs import InputSettings, NodeInputs
 from retain_ros.evaluate.targets import ACTION, COMMAND, JOINT_STATES, TARGETS, TargetBuilder, Targets
 from retain_ros.merge.resident import ResidentMerger
 from retain_ros.policy.interface import Observation, Policy, load_policy
+from retain_ros.steering.value_function import ValueFunction
 from retain_ros.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class BagEvalConfig:
         resamples: bootstrap resamples.
         trace_episodes: episodes drawn in the trace plot.
         progress: show a progress bar.
+        value: a value function (retain-train value): each alpha's mean Q of its own chunks on the bag's states,
+            an offline ranking of the alphas beside the replay error.
     """
 
     bags: Sequence[str | Path]
@@ -79,6 +83,7 @@ class BagEvalConfig:
     resamples: int = 1000
     trace_episodes: int = 3
     progress: bool = True
+    value: str | Path | None = None
 
     def __post_init__(self) -> None:
         if not self.bags:
@@ -233,11 +238,16 @@ class BagEvaluation:
         self.assembler = NodeInputs(self.settings, tuple(self.policy.spec.camera_names))
         self.timing = Timing()
         self.target_kind = ""
+        self.value = ValueFunction.from_pretrained(cfg.value) if cfg.value else None
+        if self.value is not None:
+            self.value.check_fits(self.policy.spec)
+        self.q: dict[str, list[float]] = {label: [] for label in self.labels}  # each alpha's Q of its own chunks
 
     def run(self) -> dict:
         """Evaluate every bag; returns {'episodes': [...], 'stacks': {label: {episode: ErrorStack}}, ...}."""
         started = time.perf_counter()
         stacks: dict[str, dict[str, ErrorStack]] = {label: {} for label in self.labels}
+        self.q = {label: [] for label in self.labels}
         episodes: list[dict] = []
         # disable=None: no bar when stderr is not a terminal (logs, CI), instead of one line per update
         bar = tqdm(total=self._frames_estimate(), unit="pred", desc="retain-eval bag",
@@ -262,7 +272,7 @@ class BagEvaluation:
                         log.warning("episode %s: no observation could be assembled (streams never all fresh)",
                                     episode.name)
                     for label, spec in zip(self.labels, self.specs):
-                        stacks[label][episode.name] = self._evaluate(data, spec, bar)
+                        stacks[label][episode.name] = self._evaluate(data, spec, bar, self.q[label])
         bar.close()
         self.timing.total = time.perf_counter() - started
         if not any(e["observations"] for e in episodes):
@@ -272,7 +282,9 @@ class BagEvaluation:
                 "aggregate": {label: aggregate(list(per.values()), self.cfg.resamples) for label, per in
                               stacks.items()},
                 "per_episode": {label: {name: s.summary() for name, s in per.items()} for label, per in
-                                stacks.items()}}
+                                stacks.items()},
+                "value": {label: {"mean_q": float(np.mean(q)), "observations": len(q)} for label, q in self.q.items()
+                          if q} if self.value is not None else None}
 
     def _builder(self, kind: str) -> TargetBuilder:
         s = self.settings
@@ -294,7 +306,7 @@ class BagEvaluation:
             return {"default": 0.0}
         return {"default": rule.alpha if rule.alpha is not None else 0.0, **rule.group_alpha}
 
-    def _evaluate(self, data: EpisodeData, spec: dict | None, bar: tqdm) -> ErrorStack:
+    def _evaluate(self, data: EpisodeData, spec: dict | None, bar: tqdm, q: list[float]) -> ErrorStack:
         if spec is None:
             spec = self.routed_spec(data.observations[0].instruction if data.observations else "")
         t0 = time.perf_counter()
@@ -307,6 +319,8 @@ class BagEvaluation:
             t1 = time.perf_counter()
             chunk = self.policy.predict(obs)
             self.timing.forward += time.perf_counter() - t1
+            if self.value is not None:
+                q.append(float(self.value.score(obs, chunk.actions[None])[0]))
             preds.append(data.targets.prediction(chunk, obs.joint_positions))
             targets.append(data.targets.target(obs.stamp_ns, horizon))
             bar.update(1)
@@ -370,6 +384,8 @@ def add_bag_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=max(1, min(4, (os.cpu_count() or 2) // 2)),
                    help="torch CPU threads (default: half the cores, at most 4)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--value", metavar="DIR", help="value function (retain-train value): also report each alpha's "
+                                                  "mean Q of its own chunks on the bag's states")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bag)
@@ -383,7 +399,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
                         instruction_alphas=args.instruction_alphas,
                         instruction=args.instruction, target=args.target, action_topic=args.action_topic,
                         episode_topic=args.episode_topic, every=args.every, groups=args.groups, device=args.device,
-                        resamples=args.resamples, progress=not args.quiet)
+                        resamples=args.resamples, progress=not args.quiet, value=args.value)
     torch.set_num_threads(max(1, args.threads))
     results, paths = evaluate_bags(cfg)
     print(summary_text(results, paths))

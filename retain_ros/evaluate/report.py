@@ -35,6 +35,7 @@ def report_dict(cfg, evaluation, results: dict) -> dict:
         "joint_names": list(evaluation.settings.joint_names), "horizon": evaluation.policy.spec.horizon,
         "dt_s": evaluation.policy.spec.dt_s, "episodes": results["episodes"],
         "aggregate": results["aggregate"], "per_episode": results["per_episode"],
+        "value": results.get("value"), "value_checkpoint": str(cfg.value) if cfg.value else None,
         "timing": {"total_s": t.total, "read_s": t.read, "forward_s": t.forward, "merge_s": t.merge,
                    "predictions": t.predictions, "bag_seconds": t.bag_seconds,
                    "real_time_multiple_per_alpha": (t.bag_seconds * len(cfg.alphas) / t.total) if t.total else None,
@@ -57,6 +58,11 @@ def markdown(report: dict) -> str:
         a = report["aggregate"][label]
         lines.append(f"| {label} | {_fmt(a['mse'])}{_ci(a['mse_ci'])} | {_fmt(a['mae'])}{_ci(a['mae_ci'])} | "
                      f"{_fmt(a['gripper_accuracy'], 3)}{_ci(a['gripper_accuracy_ci'], 3)} | {a['observations']} |")
+    if report.get("value"):
+        lines += ["", f"## Value function `{report['value_checkpoint']}`", "",
+                  "Mean Q of each alpha's own chunks on the bag's states (higher: the value function expects more "
+                  "success):", "", "| alpha | mean Q | observations |", "|---|---|---|"]
+        lines += [f"| {label} | {v['mean_q']:.4f} | {v['observations']} |" for label, v in report["value"].items()]
     horizon = report["horizon"]
     lines += ["", "## MSE per horizon step", "", "| alpha | " + " | ".join(f"h{h}" for h in range(horizon)) + " |",
               "|---" * (horizon + 1) + "|"]
@@ -116,6 +122,10 @@ def summary_text(results: dict, paths: dict[str, Path]) -> str:
             best = (label, a["mse"])
     t = report["timing"]
     rows.append(f"lowest MSE at alpha {best[0]}" if best else "no comparable actions")
+    if report.get("value"):
+        q = report["value"]
+        rows.append("mean Q: " + ", ".join(f"{label} {v['mean_q']:.4f}" for label, v in q.items())
+                    + f"; highest at alpha {max(q, key=lambda label: q[label]['mean_q'])}")
     rows.append(f"{t['predictions']} predictions in {t['total_s']:.1f} s, {_fmt(t['real_time_multiple_per_alpha'], 1)}"
                 f" x real time per alpha, {100 * t['outside_forward_share']:.0f}% outside the forward pass")
     rows.append("wrote " + ", ".join(str(p) for p in paths.values()))

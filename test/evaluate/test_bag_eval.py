@@ -81,6 +81,29 @@ def test_the_routed_entry_scores_each_episode_at_its_instructions_recipe(eval_ch
     assert rc == 2 and "2 alphas for 1 finetuned" in err
 
 
+def test_a_value_function_ranks_each_alpha_by_its_mean_q_beside_the_replay_error(eval_checkpoints, tmp_path, capsys):
+    from retain_ros.policy.interface import PolicySpec
+    from retain_ros.steering.synthetic import first_joint_value
+
+    bag = write_std_bag(tmp_path / "bag", "mcap")
+    spec = load_policy(eval_checkpoints[0]).spec
+    value = first_joint_value(spec).save_pretrained(tmp_path / "value")  # Q = the first action's joint-1 number
+    rc, out, err = run_bag(capsys, [bag], eval_checkpoints, tmp_path / "out", "--alpha", "0,1", "--value",
+                           str(value))
+    assert rc == 0, err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    arrays = np.load(tmp_path / "out" / "predictions.npz")
+    for label in ("0.00", "1.00"):
+        entry = report["value"][label]
+        assert entry["observations"] == 8
+        assert entry["mean_q"] == pytest.approx(float(arrays[f"{label}|bag|predictions"][:, 0, 0].mean()), abs=1e-5)
+    assert "mean Q: 0.00" in out and "highest at alpha" in out
+    assert "## Value function" in (tmp_path / "out" / "report.md").read_text()
+    other = first_joint_value(PolicySpec(("front",), (16, 16))).save_pretrained(tmp_path / "other")
+    rc, _, err = run_bag(capsys, [bag], eval_checkpoints, tmp_path / "bad", "--value", str(other))
+    assert rc == 2 and "missing ['front']" in err
+
+
 def test_single_storage_file_and_several_bags(eval_checkpoints, tmp_path, capsys):
     first = write_std_bag(tmp_path / "a", "sqlite3", seed=1)
     second = write_std_bag(tmp_path / "b", "mcap", seed=2)
