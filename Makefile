@@ -377,3 +377,30 @@ $(OP_STAMP): requirements-openpi.txt setup.py setup.cfg
 
 test-openpi: openpi-env
 	$(OP_BIN)/python -m pytest test/openpi_backend -W "ignore::pytest.PytestUnraisableExceptionWarning"
+
+# Value-guided steering in closed loop (docs/steering.md), seeds 7000+ (no training or rollout used them), with the
+# embedded value function: the generalist suite (10 episodes per task) for the base, the base + V-GPS and the base +
+# random (one of the K samples at random: the control), and the target in id and every OOD family (10 per family) for
+# task-FT's merge at 0.9 with and without V-GPS. Four runs of under an hour each on one core, then one combined report
+# per table. About 60 core-minutes in all.
+VGPS ?= build/vgps
+VGPS_EVAL = $(BIN)/retain-eval sim --steering value --seed 7000 -q
+VGPS_GEN = --episodes 10 --generalist-episodes 10 --ood ''
+VGPS_TGT = --alpha 0.9 --episodes 10 --generalist pick_red --generalist-episodes 1
+.PHONY: study-vgps
+study-vgps: $(VGPS)/generalist/report.json $(VGPS)/target/report.json
+$(VGPS)/gen_plain/report.json: | venv
+	$(VGPS_EVAL) $(VGPS_GEN) --rows '^base$$' --out $(@D)
+$(VGPS)/gen_steered/report.json: | venv
+	$(VGPS_EVAL) $(VGPS_GEN) --rows '^base \+ V-GPS$$' --out $(@D)
+$(VGPS)/gen_random/report.json: | venv
+	$(BIN)/retain-eval sim --steering random --steering-noise $(MODELS_VALUE_NOISE) --seed 7000 -q $(VGPS_GEN) \
+		--rows '^base \+ random$$' --out $(@D)
+$(VGPS)/tgt_plain/report.json: | venv
+	$(VGPS_EVAL) $(VGPS_TGT) --rows '^RETAIN task-FT a=0.90$$' --out $(@D)
+$(VGPS)/tgt_steered/report.json: | venv
+	$(VGPS_EVAL) $(VGPS_TGT) --rows '^RETAIN task-FT a=0.90 \+ V-GPS$$' --out $(@D)
+$(VGPS)/generalist/report.json: $(VGPS)/gen_plain/report.json $(VGPS)/gen_steered/report.json $(VGPS)/gen_random/report.json
+	$(BIN)/retain-eval combine $^ --out $(@D)
+$(VGPS)/target/report.json: $(VGPS)/tgt_plain/report.json $(VGPS)/tgt_steered/report.json
+	$(BIN)/retain-eval combine $^ --out $(@D)

@@ -46,7 +46,7 @@ def test_quick_demo_end_to_end(tmp_path):
                   "/fr3_arm_controller/joint_trajectory", "/franka_gripper/width_command",
                   "/retain_policy/action_chunk", "/retain_policy/status", "/sim_robot/episode"):
         assert counts.get(topic, 0) > 0, (topic, counts)
-    assert counts["/retain_demo/episode_start"] == 9
+    assert counts["/retain_demo/episode_start"] == 10
     # one node, each instruction at its recipe: the target at 0.9, the generalist task at the base, and the target
     # again, from the recipe cache (a reference swap)
     routed = [(e["task"], e["serving"]["route"], e["serving"]["recipe"]) for e in summary["routed"]]
@@ -54,6 +54,9 @@ def test_quick_demo_end_to_end(tmp_path):
     assert routed == [("push_red_to_purple", target_rule, "0.9"), ("pick_red", ".*", "0"),
                       ("push_red_to_purple", target_rule, "0.9")], routed
     assert summary["routed"][2]["serving"]["cached"]
+    # the generalist task once more, steered by the embedded value function: its chunks say so in the bag
+    assert summary["steered"]["task"] == "pick_red" and summary["steered"]["samples"] == 10
+    assert summary["steered"]["last_value"] is not None
     # the replay scored every alpha against held-out expert demos of the OOD setting, not the node's own commands
     heldout = json.loads((out / "heldout" / "index.json").read_text())["episodes"]
     assert [(e["task"], e["variation"], e["seed"]) for e in heldout] == [("push_red_to_purple", "viewpoint", 3000)]
@@ -67,6 +70,7 @@ def test_quick_demo_end_to_end(tmp_path):
     printed = (out / "summary.txt").read_text()
     assert "push_red_to_purple / viewpoint" in printed and "replay alpha" in printed and printed in run.stdout
     assert "per-instruction recipes" in printed and "cached: reference swap" in printed
+    assert "value-guided steering (K = 10)" in printed
 
 
 def test_demo_refuses_to_replace_a_folder_it_did_not_make(tmp_path):

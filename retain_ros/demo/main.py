@@ -8,6 +8,7 @@
    new weights' identity, and runs the same episodes again; then sets `instruction_alphas` (the target's instruction
    at 0.9, every other at the base) and runs the target task, a generalist task and the target again back to back
    with the same node, each at its own recipe, printing how each recipe came to serve (merged or from the cache);
+   then the generalist task once more with value-guided steering on (`steering value`, the embedded value function);
 4. records held-out expert demonstrations of the OOD setting as bags (`retain-sim collect --bag`, seeds no model
    trained on) and scores every alpha on them with `retain-eval bag` (the expert's DROID actions as targets), so the
    offline ranking of alphas stands next to the closed-loop successes of steps 2-3;
@@ -60,7 +61,22 @@ def run_live(session: LiveSession, plan: Plan, outcome: Outcome) -> None:
         say(f"  routed {task}/{variation}: alphas {served['recipe']} ({how}; swap {served['swap_s'] * 1e3:.2f} ms "
             f"on the control thread): {'success' if episode['success'] else 'no success'} "
             f"(reward {episode['reward']:.2f})")
+    run_steered(session, plan, outcome)
     outcome.steps["3"] = "ok"
+
+
+def run_steered(session: LiveSession, plan: Plan, outcome: Outcome) -> None:
+    """The generalist episode again with value-guided steering on (the embedded value function), then off again."""
+    task, variation = plan.settings[-1]
+    status = session.set_steering("value", MODELS / "value")["steering"]
+    say(f"value-guided steering on: {task}/{variation} at its recipe, K = {status['samples']} samples per chunk, "
+        f"the value function's best executed")
+    episode = session.run_episode(task, variation, plan.seed, "routed + V-GPS")
+    steering = session.status().get("steering", {})
+    outcome.steered = {**episode, "samples": steering.get("samples"), "last_value": steering.get("value")}
+    session.set_steering("none")
+    say(f"  {task}/{variation} + V-GPS: {'success' if episode['success'] else 'no success'} "
+        f"(reward {episode['reward']:.2f}); steering off again")
 
 
 def run_episodes(session: LiveSession, plan: Plan, alpha: float, outcome: Outcome) -> None:

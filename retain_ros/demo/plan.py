@@ -77,6 +77,7 @@ class Outcome:
     reload_s: float | None = None
     status_after_s: float | None = None
     routed: list[dict] = field(default_factory=list)
+    steered: dict = field(default_factory=dict)
     replay: dict[str, dict] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 

@@ -82,6 +82,12 @@ def summary_text(outcome: Outcome, plan: Plan) -> str:
             lines.append(f"  {e['task'] + ' / ' + e['variation']:<40} alphas {served['recipe']:<6} "
                          f"{'success' if e['success'] else 'no success':<11} {how}, swap "
                          f"{served['swap_s'] * 1e3:.2f} ms")
+    if outcome.steered:
+        e = outcome.steered
+        plain = next((r for r in outcome.routed if (r["task"], r["variation"]) == (e["task"], e["variation"])), None)
+        off = ("success" if plain["success"] else "no success") if plain else "-"
+        lines.append(f"  {e['task'] + ' / ' + e['variation']:<40} value-guided steering (K = {e['samples']}): off "
+                     f"{off}, on {'success' if e['success'] else 'no success'} (reward {e['reward']:.2f})")
     if outcome.replay:
         lines += ["", f"  offline: error against held-out expert demos of {TARGET} / {plan.ood_variation} "
                       "(DROID actions)",

@@ -133,6 +133,13 @@ class LiveSession:
                                    f"~/status to report the alpha {alpha} model")
         return status, time.monotonic() - started
 
+    def set_steering(self, mode: str, checkpoint: Path | None = None) -> dict:
+        """`ros2 param set /retain_policy steering value` (with its checkpoint), then wait for ~/status to show it."""
+        params = {"steering_checkpoint": str(checkpoint)} if checkpoint else {}
+        self._set("retain_policy", {**params, "steering": mode})
+        return self._wait_status(lambda s: s.get("steering", {}).get("mode") == mode, 60,
+                                 f"~/status to report steering {mode}")
+
     def set_instruction_alphas(self, items: list[str]) -> None:
         """`ros2 param set /retain_policy instruction_alphas "[...]"`: each instruction at its own recipe."""
         self._set("retain_policy", {"instruction_alphas": list(items)})

@@ -323,13 +323,19 @@ class EvalWorker:
         torch.set_num_threads(1)  # one process per core; threads would only contend
         self.cfg = cfg
         self.policies = VariantPolicies(cfg)
-        self.value = ValueFunction.from_pretrained(cfg.steering_checkpoint) if cfg.steering_checkpoint else None
+        self._value: ValueFunction | None = None
+
+    def value(self) -> ValueFunction:
+        """The value function of the V-GPS rows (loaded on first use)."""
+        if self._value is None:
+            self._value = ValueFunction.from_pretrained(self.cfg.steering_checkpoint)
+        return self._value
 
     def run(self, variant: Variant, cell: Cell, seeds: list[int]) -> list[dict[str, object]]:
         """The episodes of one (variant, cell) job."""
         cfg = self.cfg
         policy = self.policies.activate(variant, SUITE.get(cell.task).instruction)
-        steerer = steerer_for(cfg, variant.steering, self.value)
+        steerer = steerer_for(cfg, variant.steering, self.value() if variant.steering == "value" else None)
         recorder = RolloutRecorder(cfg.record, variant.name) if cfg.record else None
         records = []
         with TabletopEnv(cell.task, cell.variation, cfg.env_config()) as env:
@@ -372,7 +378,7 @@ def run_comparison(cfg: EvalConfig, progress: bool = True,
     """Evaluate every variant on every cell; returns one record per episode."""
     for key in checkpoints_used(cfg.variants):
         ReferencePolicy.from_pretrained(cfg.checkpoint(key))  # fail early on a bad checkpoint
-    if cfg.steering_checkpoint:
+    if any(v.steering == "value" for v in cfg.variants):
         value = ValueFunction.from_pretrained(cfg.steering_checkpoint)
         value.check_fits(ReferencePolicy.from_pretrained(cfg.base).spec)
     jobs = jobs_of(cfg)

@@ -285,3 +285,42 @@ def test_two_skill_rows_run_end_to_end_and_combine_only_with_the_same_second_tas
     capsys.readouterr()
     assert retain_eval(["combine", str(tmp_path / "c"), str(tmp_path / "b"), "--out", str(tmp_path / "x")]) == 2
     assert "target2=" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_steered_rows_choose_the_best_sample_record_rollouts_and_combine_by_steering(tiny_models, tmp_path, capsys):
+    from retain_ros.policy.interface import PolicySpec, load_policy
+    from retain_ros.steering.rollouts import load_rollout
+    from retain_ros.steering.synthetic import first_joint_value
+
+    spec = load_policy(tiny_models["base"]).spec
+    value = first_joint_value(spec).save_pretrained(tmp_path / "value")  # Q = the first action's joint-1 number
+    other = first_joint_value(spec).save_pretrained(tmp_path / "value2")
+    common = ["sim", "--base", tiny_models["base"], "--task-ft", tiny_models["task_ft"], "--co-ft",
+              tiny_models["co_ft"], "--target", "pick_red", "--alpha", "0.5", "--episodes", "1",
+              "--generalist-episodes", "1", "--ood", "position", "--generalist", "pick_blue", "--image-size", "16",
+              "--max-steps", "6", "-q", "--steering", "value", "--steering-samples", "3", "--steering-noise", "1"]
+    assert retain_eval(common + ["--rows", "^base$", "--out", str(tmp_path / "a"), "--steering-checkpoint",
+                                 str(tmp_path / "not_trained_yet")]) == 0  # an unsteered run needs no value function
+    assert retain_eval(common + ["--rows", r"^base \+ V-GPS$", "--steering-checkpoint", str(value),
+                                 "--record", str(tmp_path / "rollouts"), "--out", str(tmp_path / "b")]) == 0
+    assert retain_eval(common + ["--rows", r"^RETAIN task-FT a=0.50 \+ V-GPS$", "--steering-checkpoint", str(other),
+                                 "--out", str(tmp_path / "c")]) == 0
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert list(report["table"]) == ["base + V-GPS"] and len(report["episodes"]) == 3
+    assert all("value" in e and "value_spread" in e for e in report["episodes"])
+    files = sorted((tmp_path / "rollouts").glob("*.npz"))
+    assert len(files) == 3
+    for path in files:  # every executed chunk was the sample of highest Q
+        episode = load_rollout(path)
+        assert episode.candidates.shape[1:] == (3, spec.horizon, 8) and episode.row == "base + V-GPS"
+        np.testing.assert_array_equal(episode.chosen, episode.candidates[:, :, 0, 0].argmax(axis=1))
+    capsys.readouterr()
+    assert retain_eval(["combine", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")]) == 0
+    assert list(json.loads((tmp_path / "ab" / "report.json").read_text())["table"]) == ["base", "base + V-GPS"]
+    assert retain_eval(["combine", str(tmp_path / "b"), str(tmp_path / "c"), "--out", str(tmp_path / "x")]) == 2
+    assert "same steering settings" in capsys.readouterr().err
+    wrong = first_joint_value(PolicySpec(("front",), (16, 16))).save_pretrained(tmp_path / "wrong")
+    assert retain_eval(common + ["--rows", r"^base \+ V-GPS$", "--steering-checkpoint", str(wrong), "--out",
+                                 str(tmp_path / "w")]) == 2
+    assert "missing ['front']" in capsys.readouterr().err
