@@ -3,6 +3,8 @@
 Loss per batch (V-GPS's `lc_cql` with `use_calql`, at chunk level: one decision = one executed chunk):
 - TD: Q(s, a) against r + discount * max_k Q_target(s', a'_k) over the K samples recorded at the next decision
   (the choice steering makes), 0 after the episode's last decision; the target network follows by Polyak averaging.
+  `target` 'executed' bootstraps from the chunk that ran next instead (SARSA), 'mc' regresses to the Monte-Carlo
+  return.
 - Cal-QL: cql_alpha * (logsumexp_k Q'(s, a_k) - Q(s, a)) over the K samples (the executed one included, so the
   penalty is >= 0), where Q' floors the samples that did not run at the Monte-Carlo return of the decision (Cal-QL's
   lower bound: the data's return), so untried chunks are pushed down only while they score above that return.
@@ -30,6 +32,9 @@ from retain_ros.steering.value_function import ValueFunction
 from retain_ros.steering.value_model import ValueConfig, ValueNetwork
 
 
+TARGETS = ("max", "executed", "mc")
+
+
 @dataclass
 class ValueTrainConfig:
     """A value-learning run.
@@ -44,6 +49,9 @@ class ValueTrainConfig:
         target_tau: Polyak rate of the target network (V-GPS: 5e-3).
         held_out: share of episodes kept for the calibration report.
         executed_steps: actions of a chunk that Q scores.
+        target: what Q(s, a) regresses to: 'max' (r + discount * max_k Q_target(s', a'_k), V-GPS), 'executed'
+            (r + discount * Q_target(s', a') of the chunk that ran next: SARSA, no max bias) or 'mc' (the decision's
+            Monte-Carlo return: no bootstrap, no target network drift).
         seed: weights and batches.
         model: ValueConfig overrides (sizes).
         overwrite: write into an existing directory.
@@ -61,6 +69,7 @@ class ValueTrainConfig:
     target_tau: float = 5e-3
     held_out: float = 0.1
     executed_steps: int = 8
+    target: str = "max"
     seed: int = 0
     model: dict | None = None
     overwrite: bool = False
@@ -72,6 +81,8 @@ class ValueTrainConfig:
         for name in ("negatives", "held_out"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be in [0, 1)")
+        if self.target not in TARGETS:
+            raise ConfigError(f"--target '{self.target}' is unknown; use one of {', '.join(TARGETS)}")
         if self.cql_alpha < 0 or not 0.0 < self.target_tau <= 1.0:
             raise ConfigError(f"--cql-alpha {self.cql_alpha} must be >= 0 and --target-tau {self.target_tau} in (0, 1]")
         out = Path(self.out)
@@ -127,16 +138,24 @@ def td_cql_loss(net: ValueNetwork, target: ValueNetwork, batches: _Batches, rows
     q_all = net.q(net.encode(**batches.observation(rows)), batches.candidates(rows))
     q_data = q_all.gather(1, chosen[:, None]).squeeze(1)
     with torch.no_grad():
-        nxt = d.next_row[rows]
-        q_next = target.q(target.encode(**batches.observation(nxt)), batches.candidates(nxt)).max(1).values
-        y = torch.from_numpy(d.rewards[rows]) + cfg.discount * (1 - torch.from_numpy(d.dones[rows])) * q_next
-        floor = torch.from_numpy(d.returns[rows])[:, None].expand_as(q_all)
+        returns = torch.from_numpy(d.returns[rows])
+        if cfg.target == "mc":
+            y = returns
+        else:
+            nxt = d.next_row[rows]
+            q_next = target.q(target.encode(**batches.observation(nxt)), batches.candidates(nxt))
+            q_next = (q_next.max(1).values if cfg.target == "max" else
+                      q_next.gather(1, torch.from_numpy(d.chosen[nxt])[:, None]).squeeze(1))
+            y = torch.from_numpy(d.rewards[rows]) + cfg.discount * (1 - torch.from_numpy(d.dones[rows])) * q_next
+        floor = returns[:, None].expand_as(q_all)
     td = F.mse_loss(q_data, y)
-    untried = torch.ones_like(q_all, dtype=torch.bool).scatter_(1, chosen[:, None], False)
-    bounded = torch.where(untried, torch.maximum(q_all, floor), q_all)
-    cql = (torch.logsumexp(bounded, dim=1) - q_data).mean()
-    loss = td + cfg.cql_alpha * cql
-    parts = {"td": float(td.detach()), "cql": float(cql.detach())}
+    loss, parts = td, {"td": float(td.detach())}
+    if cfg.cql_alpha > 0:
+        untried = torch.ones_like(q_all, dtype=torch.bool).scatter_(1, chosen[:, None], False)
+        bounded = torch.where(untried, torch.maximum(q_all, floor), q_all)
+        cql = (torch.logsumexp(bounded, dim=1) - q_data).mean()
+        loss = loss + cfg.cql_alpha * cql
+        parts["cql"] = float(cql.detach())
     n_neg = int(round(cfg.negatives * len(rows)))
     if n_neg and len(d.instructions) > 1:
         neg = rows[:n_neg]

@@ -131,6 +131,9 @@ def add_value_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--discount", type=float, default=V.discount, help=f"per decision (default {V.discount})")
     p.add_argument("--cql-alpha", type=float, default=V.cql_alpha,
                    help=f"weight of the Cal-QL penalty (default {V.cql_alpha}, as V-GPS; 0 = plain TD)")
+    p.add_argument("--target", choices=("max", "executed", "mc"), default=V.target,
+                   help="what Q regresses to: max (r + discount max_k Q'(s', a'_k) over the next decision's samples, "
+                        "V-GPS), executed (SARSA: the chunk that ran next), mc (the Monte-Carlo return)")
     p.add_argument("--negatives", type=float, default=V.negatives,
                    help=f"share of rows paired with a mismatched instruction, target 0 (default {V.negatives})")
     p.add_argument("--held-out", type=float, default=V.held_out,
@@ -150,7 +153,8 @@ def run_value(args: argparse.Namespace) -> int:
 
     cfg = ValueTrainConfig(data=tuple(args.data), out=args.out, steps=args.steps, batch_size=args.batch_size,
                            lr=args.lr, discount=args.discount, cql_alpha=args.cql_alpha, negatives=args.negatives,
-                           held_out=args.held_out, executed_steps=args.executed_steps, seed=args.seed,
+                           held_out=args.held_out, executed_steps=args.executed_steps, target=args.target,
+                           seed=args.seed,
                            model=_model_overrides(args.model), overwrite=args.overwrite)
 
     def report(step: int, loss: float, parts: dict) -> None:
