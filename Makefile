@@ -159,7 +159,8 @@ $(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done
 # The value function of value-guided steering (V-GPS, docs/steering.md): rollouts with outcomes, each chunk one of
 # MODELS_VALUE_SAMPLES samples at noise MODELS_VALUE_NOISE chosen at random (the base on the generalist suite and the
 # target; task-FT's merge at 0.9 on the target in id and every OOD family, and a few generalist episodes), seeds 20000+
-# that no training or evaluation uses; then Cal-QL on them (`retain-train value`). Both collections run side by side.
+# that no training or evaluation uses; then value learning on them (`retain-train value`: Monte-Carlo returns,
+# docs/steering.md). Both collections run side by side; about 30 min in all on 2 cores.
 MODELS_VALUE_SAMPLES ?= 10
 MODELS_VALUE_NOISE ?= 0.5
 MODELS_VALUE_STEPS ?= 3000

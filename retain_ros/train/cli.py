@@ -117,12 +117,13 @@ def add_value_parser(sub: argparse._SubParsersAction) -> None:
     """Add `retain-train value` (retain_ros/steering/training.py)."""
     from retain_ros.steering.training import ValueTrainConfig as V
 
-    p = sub.add_parser(VALUE, help="V-GPS: a language-conditioned Q(observation, chunk) from recorded rollouts "
-                                   "(Cal-QL), for steering the node and retain-eval sim --steering value",
-                       description="Learn Q(cameras, state, instruction, executed chunk) offline with Cal-QL from "
-                                   "rollouts recorded by `retain-eval sim --record DIR --steering random` (sparse "
-                                   "success reward, mismatched instructions as negatives); writes a value checkpoint "
-                                   "with its held-out calibration in training.json.")
+    p = sub.add_parser(VALUE, help="V-GPS: a language-conditioned Q(observation, chunk) from recorded rollouts, for "
+                                   "steering the node and retain-eval sim --steering value",
+                       description="Learn Q(cameras, state, instruction, executed chunk) offline from rollouts "
+                                   "recorded by `retain-eval sim --record DIR --steering random` (sparse success "
+                                   "reward, mismatched instructions as negatives): Monte-Carlo returns by default, "
+                                   "V-GPS's Cal-QL with --target max --cql-alpha 5; writes a value checkpoint with its "
+                                   "held-out calibration in training.json.")
     p.add_argument("--data", nargs="+", required=True, help="rollout directories (retain-eval sim --record)")
     p.add_argument("--out", required=True, help="output value checkpoint directory")
     p.add_argument("--steps", type=int, default=V.steps, help=f"optimiser steps (default {V.steps})")
@@ -130,10 +131,10 @@ def add_value_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=V.lr, help=f"peak learning rate (default {V.lr}, as V-GPS)")
     p.add_argument("--discount", type=float, default=V.discount, help=f"per decision (default {V.discount})")
     p.add_argument("--cql-alpha", type=float, default=V.cql_alpha,
-                   help=f"weight of the Cal-QL penalty (default {V.cql_alpha}, as V-GPS; 0 = plain TD)")
+                   help=f"weight of the Cal-QL penalty (default {V.cql_alpha}; V-GPS: 5)")
     p.add_argument("--target", choices=("max", "executed", "mc"), default=V.target,
-                   help="what Q regresses to: max (r + discount max_k Q'(s', a'_k) over the next decision's samples, "
-                        "V-GPS), executed (SARSA: the chunk that ran next), mc (the Monte-Carlo return)")
+                   help="what Q regresses to: mc (the Monte-Carlo return; default), max (r + discount max_k Q'(s', "
+                        "a'_k) over the next decision's samples, V-GPS), executed (SARSA: the chunk that ran next)")
     p.add_argument("--negatives", type=float, default=V.negatives,
                    help=f"share of rows paired with a mismatched instruction, target 0 (default {V.negatives})")
     p.add_argument("--held-out", type=float, default=V.held_out,

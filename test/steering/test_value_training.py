@@ -35,7 +35,7 @@ def test_value_training_lowers_its_loss_and_learns_what_decides_success(tmp_path
     write_rollouts(tmp_path / "r", episodes=40, decisions=4)
     out = tmp_path / "value"
     code = train_main(["value", "--data", str(tmp_path / "r"), "--out", str(out), "--steps", "300", "--batch-size",
-                       "32", "--held-out", "0.3", "--executed-steps", "4", "--cql-alpha", "1", "-q", "--model", SMALL])
+                       "32", "--held-out", "0.3", "--executed-steps", "4", "-q", "--model", SMALL])
     assert code == 0
     training = json.loads((out / "training.json").read_text())
     assert training["final_loss"] < training["first_loss"]
@@ -53,6 +53,12 @@ def test_value_training_lowers_its_loss_and_learns_what_decides_success(tmp_path
     chunks[0, :, 0], chunks[1, :, 0] = 0.5, -0.5
     q = value.score(obs, chunks)
     assert q[0] > q[1]
+    # V-GPS's own recipe (bootstrapped targets over the next decision's samples, the Cal-QL penalty) runs too
+    for target in ("max", "executed"):
+        assert train_main(["value", "--data", str(tmp_path / "r"), "--out", str(tmp_path / target), "--steps", "20",
+                           "--batch-size", "8", "--executed-steps", "4", "--target", target, "--cql-alpha", "5",
+                           "-q", "--model", SMALL]) == 0
+        assert json.loads((tmp_path / target / "training.json").read_text())["config"]["target"] == target
 
 
 def test_value_data_refuses_what_cannot_train(tmp_path):
