@@ -21,7 +21,8 @@ help:
 	@echo "make bench  - create .venv-bench (adds mergekit) and run bench/merge_bench.py"
 	@echo "make clean  - remove .venv, .venv-py* (.ci/run's), .venv-bench, .venv-lerobot, .venv-colcon and demo output"
 	@echo "make check-workspace - a plain colcon build of a workspace holding this repository (.venv as the ROS install)"
-	@echo "make models - regenerate the embedded checkpoints from nothing (about 1 h on 2 cores; data in build/)"
+	@echo "make models - regenerate the embedded checkpoints from nothing (about 2 h on 2 cores; data in build/)"
+	@echo "make study-vgps - value-guided steering in closed loop: base and merge with and without V-GPS (about 1 h)"
 	@echo "make models-report - held-out demos, offline fit, alpha path, replay and retain-eval sim (about 45 min)"
 	@echo "make lerobot-env  - create .venv-lerobot (Python 3.12, LeRobot 0.6.1) for pi0 / pi0.5 / SmolVLA checkpoints"
 	@echo "make test-lerobot - create .venv-lerobot and run test/lerobot_backend (tiny LeRobot models, offline)"
@@ -380,13 +381,13 @@ test-openpi: openpi-env
 	$(OP_BIN)/python -m pytest test/openpi_backend -W "ignore::pytest.PytestUnraisableExceptionWarning"
 
 # Value-guided steering in closed loop (docs/steering.md), seeds 7000+ (no training or rollout used them), with the
-# embedded value function: the generalist suite (10 episodes per task) for the base, the base + V-GPS and the base +
+# embedded value function: the generalist suite (20 episodes per task) for the base, the base + V-GPS and the base +
 # random (one of the K samples at random: the control), and the target in id and every OOD family (10 per family) for
 # task-FT's merge at 0.9 with and without V-GPS. Four runs of under an hour each on one core, then one combined report
-# per table. About 60 core-minutes in all.
+# per table. About 90 core-minutes in all.
 VGPS ?= build/vgps
 VGPS_EVAL = $(BIN)/retain-eval sim --steering value --seed 7000 -q
-VGPS_GEN = --episodes 10 --generalist-episodes 10 --ood ''
+VGPS_GEN = --episodes 10 --generalist-episodes 20 --ood ''
 VGPS_TGT = --alpha 0.9 --episodes 10 --generalist pick_red --generalist-episodes 1
 .PHONY: study-vgps
 study-vgps: $(VGPS)/generalist/report.json $(VGPS)/target/report.json

@@ -8,6 +8,10 @@ Two skills in sequence (paper Eq. 4): with `task_ft2` (finetuned on `target2` fr
 comparison adds the second skill's rows and a column for its task; `task_ft2_single` (finetuned on `target2` from the
 base) adds the second skill's single-skill merge to compare with.
 
+Value-guided steering (`--steering value | random`) adds `<row> + V-GPS` (or `+ random`) rows for the base and the
+RETAIN merges: each chunk is chosen among K samples as the node's steering chooses it (`steering/selection.py`), and
+`record` keeps every episode with its samples and outcome for `retain-train value`.
+
 Episodes (`sim_rollout.rollout`) execute every chunk as the policy node does; every episode is identified by (task,
 variation, seed), the same for every variant. Jobs, one per (variant, cell), run in worker processes that each build
 their policy and mergers once (`EvalWorker`). The report: `sim_report`.

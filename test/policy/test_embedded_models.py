@@ -42,3 +42,17 @@ def test_embedded_finetuned_checkpoints_merge_with_the_base(name):
         plan.close()
     base, ft = load_policy(MODELS / "base"), load_policy(MODELS / name)
     np.testing.assert_array_equal(base.processor.stats.action_mean, ft.processor.stats.action_mean)
+
+
+def test_the_embedded_value_function_fits_the_embedded_policies_and_scores_their_samples():
+    from retain_ros.steering.selection import Steerer
+    from retain_ros.steering.value_function import ValueFunction
+
+    value = ValueFunction.from_pretrained(MODELS / "value")
+    assert (MODELS / "value" / "model.safetensors").stat().st_size < 8e6
+    assert value.training_summary()["held_out"]["auc_success"] > 0.5  # its calibration travels with it
+    policy = load_policy(MODELS / "base")
+    value.check_fits(policy.spec)
+    steered = Steerer("value", 4, value).choose(policy, example_observation(policy.spec, size=(128, 128)))
+    assert steered.values.shape == (4,) and np.all(np.isfinite(steered.values))
+    assert steered.index == int(np.argmax(steered.values))

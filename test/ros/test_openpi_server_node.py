@@ -171,3 +171,32 @@ def test_the_node_drives_the_arm_from_retain_serve_changes_alphas_there_and_stop
         expected.check(chunk)
     for msg in observer.received(T.arm_command):
         check_command(msg)
+
+
+@pytest.mark.slow
+def test_steering_draws_its_samples_from_retain_serve_in_one_request(ros, tiny_checkpoints):
+    from retain_ros.policy.interface import load_policy
+    from retain_ros.steering.synthetic import first_joint_value
+
+    _, _, observer, _ = ros
+    root, base, finetuned = tiny_checkpoints
+    expected = Expected(base, finetuned)
+    expected.obs = wire.observation_from_request(wire.droid_request(expected.obs), ("exterior", "wrist"))
+    own = expected.by_id[expected.add(0.5)]  # the served policy's own chunk, sample 0 of every request
+    value = first_joint_value(load_policy(base).spec).save_pretrained(root / "value_remote")  # Q = a[0, 0]
+    port = free_port()
+    start_server(ros, tiny_checkpoints, port, 0.5, "server")
+    node = start_policy(ros, tiny_checkpoints, policy_backend="openpi_server",
+                        policy_server_uri=f"ws://127.0.0.1:{port}", policy_server_timeout_s=10.0, alpha=0.5, execution_mode="chunk", execute_steps=2,
+                        steering="value", steering_samples=6, steering_checkpoint=str(value))
+    FakeRobot(observer.node)
+    wait_until(lambda: sum(c.steering == "value" for c in observer.received(CHUNKS)) >= 8, 60, "steered chunks", node)
+    status = latest_status(observer)
+    assert status["steering"]["mode"] == "value" and status["steering"]["samples"] == 6
+    for chunk in observer.received(CHUNKS):
+        actions, _ = messages.action_chunk_arrays(chunk)
+        assert chunk.steering == "value" and chunk.steering_samples == 6
+        assert chunk.steering_value == pytest.approx(float(actions[0, 0]), abs=1e-5)
+        assert chunk.steering_value >= own[0, 0] - 1e-5
+    for msg in observer.received(T.arm_command):
+        check_command(msg)
