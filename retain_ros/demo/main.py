@@ -68,9 +68,9 @@ def run_live(session: LiveSession, plan: Plan, outcome: Outcome) -> None:
 def run_steered(session: LiveSession, plan: Plan, outcome: Outcome) -> None:
     """The generalist episode again with value-guided steering on (the embedded value function), then off again."""
     task, variation = plan.settings[-1]
-    status = session.set_steering("value", MODELS / "value")["steering"]
-    say(f"value-guided steering on: {task}/{variation} at its recipe, K = {status['samples']} samples per chunk, "
-        f"the value function's best executed")
+    session.set_steering("value", MODELS / "value")
+    say(f"value-guided steering on: {task}/{variation} at its recipe, K = 10 samples per chunk, the value "
+        "function's best executed")
     episode = session.run_episode(task, variation, plan.seed, "routed + V-GPS")
     steering = session.status().get("steering", {})
     outcome.steered = {**episode, "samples": steering.get("samples"), "last_value": steering.get("value")}

@@ -134,11 +134,20 @@ class LiveSession:
         return status, time.monotonic() - started
 
     def set_steering(self, mode: str, checkpoint: Path | None = None) -> dict:
-        """`ros2 param set /retain_policy steering value` (with its checkpoint), then wait for ~/status to show it."""
+        """`ros2 param set /retain_policy steering value` (with its checkpoint), then wait until it is loaded.
+
+        The node takes the new setting at its next chunk (the policy is paused between episodes), so what ~/status
+        reports here is the wanted setting, loaded and ready.
+        """
         params = {"steering_checkpoint": str(checkpoint)} if checkpoint else {}
         self._set("retain_policy", {**params, "steering": mode})
-        return self._wait_status(lambda s: s.get("steering", {}).get("mode") == mode, 60,
-                                 f"~/status to report steering {mode}")
+
+        def ready(status: dict) -> bool:
+            steering = status.get("steering", {})
+            if steering.get("last_error"):
+                raise StepFailed(f"steering {mode}: {steering['last_error']}")
+            return steering.get("wanted", "").split(" ")[0] == mode and not steering.get("loading", True)
+        return self._wait_status(ready, 60, f"the node to load steering {mode}")
 
     def set_instruction_alphas(self, items: list[str]) -> None:
         """`ros2 param set /retain_policy instruction_alphas "[...]"`: each instruction at its own recipe."""
