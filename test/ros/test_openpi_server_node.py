@@ -188,7 +188,8 @@ def test_steering_draws_its_samples_from_retain_serve_in_one_request(ros, tiny_c
     start_server(ros, tiny_checkpoints, port, 0.5, "server")
     node = start_policy(ros, tiny_checkpoints, policy_backend="openpi_server",
                         policy_server_uri=f"ws://127.0.0.1:{port}", policy_server_timeout_s=10.0, alpha=0.5,
-                        execution_mode="chunk", execute_steps=2, steering="value", steering_samples=6, steering_checkpoint=str(value))
+                        execution_mode="chunk", execute_steps=2, steering="value", steering_samples=6,
+                        steering_checkpoint=str(value))
     FakeRobot(observer.node)
     wait_until(lambda: sum(c.steering == "value" for c in observer.received(CHUNKS)) >= 8, 60, "steered chunks", node)
     status = latest_status(observer)
