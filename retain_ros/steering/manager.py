@@ -4,7 +4,8 @@ A parameter change (`steering`, `steering_samples`, `steering_checkpoint`) is ch
 backend's sampling, the checkpoint's config against the policy, no weights read) so that `ros2 param set` answers
 with the reason; the weights then load on a thread of their own and the control thread takes the new setting at its
 next chunk (`choose`). A checkpoint that fails to load leaves the serving setting as it was and names the problem in
-`last_error` (~/status).
+`last_error` (~/status). The last few value functions stay loaded (and run once at load, so that their first call's
+set-up is not the control thread's): switching back to one is a reference swap.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import Observation, Policy, PolicySpec
+from retain_ros.policy.reference_policy import WEIGHTS_NAME, example_observation
 from retain_ros.policy.registry import read_config
 from retain_ros.steering.selection import Steered, Steerer
 from retain_ros.steering.value_function import ValueFunction, check_fits
 from retain_ros.steering.value_model import ValueConfig
+
+
+KEPT_VALUE_FUNCTIONS = 4  # loaded value functions kept for switching back (a few MB each)
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,8 @@ class SteeringManager:
         self._wanted = SteeringSetting()
         self._loads = 0  # +1 per request: a load finishing after a newer request is dropped
         self._loading = False
-        self._value: tuple[str, ValueFunction] | None = None  # the loaded checkpoint and its value function
+        # loaded value functions by checkpoint with their weights file's mtime (a rewritten file loads again)
+        self._values: dict[str, tuple[int, ValueFunction]] = {}
         self.last_error = ""
         self.last: Steered | None = None
         self.load_s = 0.0
@@ -96,7 +105,7 @@ class SteeringManager:
             self._wanted = setting
             self._loads += 1
             ticket = self._loads
-            needs_load = setting.mode == "value" and (self._value is None or self._value[0] != setting.checkpoint)
+            needs_load = setting.mode == "value" and self._cached(setting.checkpoint) is None
             if not needs_load:
                 self._ready = (setting, self._build(setting))
                 return
@@ -106,8 +115,7 @@ class SteeringManager:
     def _load(self, setting: SteeringSetting, ticket: int) -> None:
         started = time.perf_counter()
         try:
-            value = ValueFunction.from_pretrained(setting.checkpoint)
-            value.check_fits(self.spec)
+            value = self._loaded(setting.checkpoint)
         except Exception as exc:  # noqa: BLE001  (any failure is reported; the serving setting stays)
             with self._lock:
                 if ticket == self._loads:
@@ -118,7 +126,7 @@ class SteeringManager:
         with self._lock:
             if ticket != self._loads:
                 return  # a newer request came meanwhile
-            self._value = (setting.checkpoint, value)
+            self._remember(setting.checkpoint, value)
             self._ready = (setting, self._build(setting))
             self._loading = False
             self.load_s = time.perf_counter() - started
@@ -129,11 +137,31 @@ class SteeringManager:
         """The Steerer of a setting (value mode: with the loaded value function, loading it here if needed)."""
         if setting.mode == "none":
             return Steerer(seed=self.seed)
-        if self._value is None or self._value[0] != setting.checkpoint:
-            value = ValueFunction.from_pretrained(setting.checkpoint)
-            value.check_fits(self.spec)
-            self._value = (setting.checkpoint, value)
-        return Steerer("value", setting.samples, self._value[1], seed=self.seed)
+        value = self._cached(setting.checkpoint)
+        if value is None:
+            value = self._loaded(setting.checkpoint)
+            self._remember(setting.checkpoint, value)
+        return Steerer("value", setting.samples, value, seed=self.seed)
+
+    def _cached(self, checkpoint: str) -> ValueFunction | None:
+        """A value function loaded before from `checkpoint`, if its weights file has not changed since."""
+        kept = self._values.get(checkpoint)
+        return kept[1] if kept is not None and kept[0] == _mtime(checkpoint) else None
+
+    def _loaded(self, checkpoint: str) -> ValueFunction:
+        """Load and check a value function, and run it once (its first call's set-up stays off the control thread)."""
+        value = ValueFunction.from_pretrained(checkpoint)
+        value.check_fits(self.spec)
+        obs = example_observation(self.spec)
+        value.score(obs, np.zeros((1, self.spec.horizon, self.spec.action_space.dim), np.float32))
+        return value
+
+    def _remember(self, checkpoint: str, value: ValueFunction) -> None:
+        """Keep `value` (and the few loaded before it): switching back to one is a reference swap."""
+        self._values.pop(checkpoint, None)
+        self._values[checkpoint] = (_mtime(checkpoint), value)
+        while len(self._values) > KEPT_VALUE_FUNCTIONS:
+            self._values.pop(next(iter(self._values)))
 
     # -- control thread ----------------------------------------------------------------------------------------
     def choose(self, policy: Policy, obs: Observation) -> Steered:
@@ -169,3 +197,11 @@ class SteeringManager:
                     "value": last.value if last is not None else None,
                     "spread": last.spread if last is not None else None,
                     "sample_index": last.index if last is not None else 0, "load_s": self.load_s}
+
+
+def _mtime(checkpoint: str) -> int:
+    """The modification time (ns) of a value checkpoint's weights; -1 when it cannot be read."""
+    try:
+        return (Path(checkpoint) / WEIGHTS_NAME).stat().st_mtime_ns
+    except OSError:
+        return -1
