@@ -161,7 +161,7 @@ $(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done
 # MODELS_VALUE_SAMPLES samples at noise MODELS_VALUE_NOISE chosen at random (the base on the generalist suite and the
 # target; task-FT's merge at 0.9 on the target in id and every OOD family, and a few generalist episodes), seeds 20000+
 # that no training or evaluation uses; then value learning on them (`retain-train value`: Monte-Carlo returns,
-# docs/steering.md). Both collections run side by side; about 30 min in all on 2 cores.
+# docs/steering.md). Both collections run side by side; about 45 min in all on 2 cores (23 + 20).
 MODELS_VALUE_SAMPLES ?= 10
 MODELS_VALUE_NOISE ?= 0.5
 MODELS_VALUE_STEPS ?= 3000
