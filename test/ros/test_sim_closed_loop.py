@@ -63,7 +63,7 @@ def test_policy_drives_the_simulated_arm(ros, tiny_checkpoints):
     def at_home():
         q = messages.joint_positions(observer.received(T.joint_states)[-1], FR3_ARM_JOINTS)
         return np.max(np.abs(q - home)) < 0.01
-    wait_until(at_home, 30, "the arm at home_position", sim)
+    wait_until(at_home, 90, "the arm at home_position", sim)  # slower on a busy machine
     status = latest_status(observer)
     assert status["state"] == "paused" and "homing" in status["reason"]
     assert episode_rejections(observer) == 0
