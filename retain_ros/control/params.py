@@ -289,8 +289,10 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
         if value >= 0.0 and groups and GROUP_ALPHAS[name] not in groups:
             return (f"{name}: the group preset has no '{GROUP_ALPHAS[name]}' group (groups: {', '.join(groups)}); "
                     "leave it at -1")
-    elif name in ("base_checkpoint", "finetuned_checkpoints"):
+    elif name in ("base_checkpoint", "finetuned_checkpoints", "steering_checkpoint"):
         paths = [value] if isinstance(value, str) else [v for v in value if v]
+        if name == "steering_checkpoint":
+            paths = [p for p in paths if p]  # '' = no value function
         for path in paths:
             try:
                 resolve_checkpoint(path, checkpoint_root)
@@ -324,11 +326,6 @@ def check_change(name: str, value: object, checkpoint_root: str = "", groups: tu
         return f"steering='{value}' is unknown; use one of {', '.join(STEERING_MODES)}"
     elif name == "steering_samples" and not (isinstance(value, int) and 1 <= value <= 64):
         return f"steering_samples={value!r} must be an integer in [1, 64]"
-    elif name == "steering_checkpoint" and value:
-        try:
-            resolve_checkpoint(value, checkpoint_root)
-        except ValueError as exc:
-            return f"{name}: {exc}"
     elif name == "execution_mode" and value not in EXECUTION_MODES:
         return f"execution_mode='{value}' is unknown; use one of {', '.join(EXECUTION_MODES)}"
     return None

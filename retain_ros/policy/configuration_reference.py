@@ -7,10 +7,11 @@ chunk by flow matching.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import DROID_DT_S, ActionSpace, PolicySpec
+from retain_ros.policy.registry import config_from_dict
 from retain_ros.policy.tokenizer import DEFAULT_WORDS
 
 TYPE_NAME = "retain_reference_vla"
@@ -146,11 +147,4 @@ class ReferenceVLAConfig:
         Raises:
             ConfigError: unknown or invalid fields.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"config.json has unknown reference-VLA fields {unknown}; known: {sorted(known)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"invalid reference-VLA config: {exc}") from None
+        return config_from_dict(cls, data, "reference-VLA")

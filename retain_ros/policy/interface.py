@@ -163,7 +163,9 @@ class Policy(Protocol):
     off the control thread, then `promote_standby` makes it serve in one reference swap between two chunks; spare
     copies that keep other merges (the recipe cache) serve again by the same swap.
     A backend may set `execution_mode` ('chunk' or 'stream'): how the node executes its chunks when its
-    `execution_mode` parameter is 'auto' (absent: 'chunk').
+    `execution_mode` parameter is 'auto' (absent: 'chunk'). A backend may implement
+    `sample_chunks(obs, k, noise_scale=None, seed=None) -> list[ActionChunk]`: K chunks from one batched forward, the
+    first being `predict`'s (value-guided steering; see `can_sample`).
     """
 
     spec: PolicySpec
@@ -201,6 +203,15 @@ class Policy(Protocol):
         Raises:
             ConfigError: missing/extra names or wrong shapes; the previous weights keep serving.
         """
+
+
+def can_sample(policy: object) -> bool:
+    """Whether `policy` draws several chunks per observation (value-guided steering).
+
+    True when it has `sample_chunks` and does not say otherwise: a remote policy whose server cannot sets
+    `can_sample` False.
+    """
+    return callable(getattr(policy, "sample_chunks", None)) and bool(getattr(policy, "can_sample", True))
 
 
 def validate_observation(obs: Observation, spec: PolicySpec) -> None:

@@ -103,12 +103,7 @@ class ReferencePolicy:
         config = ReferenceVLAConfig.from_dict(read_config(path))
         stats = NormalizationStats.load(path, config.state_dim, config.action_dim)
         tokenizer = WordTokenizer.load(path)
-        try:
-            tensors = load_file(path / WEIGHTS_NAME)
-        except FileNotFoundError:
-            raise ConfigError(f"{path} has no {WEIGHTS_NAME}") from None
-        except (SafetensorError, OSError) as exc:
-            raise ConfigError(f"{path / WEIGHTS_NAME} cannot be read as safetensors ({exc})") from None
+        tensors = read_weights(path)
         policy = cls(config, stats, _module_from(config, tensors, str(path / WEIGHTS_NAME)), device, seed, tokenizer)
         return policy
 
@@ -243,6 +238,20 @@ class ReferencePolicy:
                 self._state.notify_all()
         chunks = self.processor.unnormalize_actions(actions)
         return [ActionChunk(chunk, self.config.dt_s, self.config.action_space, int(obs.stamp_ns)) for chunk in chunks]
+
+
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint directory's model.safetensors.
+
+    Raises:
+        ConfigError: the file is missing or not safetensors.
+    """
+    try:
+        return load_file(directory / WEIGHTS_NAME)
+    except FileNotFoundError:
+        raise ConfigError(f"{directory} has no {WEIGHTS_NAME}") from None
+    except (SafetensorError, OSError) as exc:
+        raise ConfigError(f"{directory / WEIGHTS_NAME} cannot be read as safetensors ({exc})") from None
 
 
 def _module_from(config: ReferenceVLAConfig, tensors: Mapping[str, torch.Tensor], source: str,

@@ -10,6 +10,7 @@ import difflib
 import importlib
 import json
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 from retain_ros.errors import ConfigError
@@ -36,6 +37,27 @@ def read_config(checkpoint_dir: str | Path) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{path / CONFIG_NAME} must hold a JSON object")
     return config
+
+
+def config_from_dict(cls: type, data: dict, noun: str):
+    """Build the config dataclass `cls` from config.json contents, refusing unknown fields by name.
+
+    Args:
+        cls: the dataclass.
+        data: the parsed config.json.
+        noun: what the config describes, for messages ('reference-VLA').
+
+    Raises:
+        ConfigError: unknown or invalid fields.
+    """
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"config.json has unknown {noun} fields {unknown}; known: {sorted(known)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"invalid {noun} config: {exc}") from None
 
 
 class PolicyRegistry:

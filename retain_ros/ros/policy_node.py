@@ -40,6 +40,7 @@ from retain_ros.control.workspace import Workspace
 from retain_ros.errors import ConfigError
 from retain_ros.gripper import gripper_width
 from retain_ros.paths import resolve_checkpoint
+from retain_ros.policy.interface import can_sample
 from retain_ros.policy.lerobot_io import LeRobotIO
 from retain_ros.ros import conversions as conv
 from retain_ros.control.control_loop import ControlLoop, Executed
@@ -131,12 +132,11 @@ class PolicyNode(ManagedNode):
         self._gripper = GripperCommander(GripperSettings(open_width_m=self.p("gripper_max_width_m"),
                                                          speed_m_s=self.p("gripper_speed_m_s"),
                                                          force_n=self.p("gripper_force_n")))
-        policy = model.policy
-        can_sample = callable(getattr(policy, "sample_chunks", None)) and getattr(policy, "can_sample", True)
-        self.steering = SteeringManager(spec, can_sample, self.p("seed"), self._event)
-        self.steering.load_initial(self._steering_setting())
-        if self.steering.status()["mode"] != "none":
-            self.get_logger().info(f"steering {SteeringManager.describe(self._steering_setting())}")
+        self.steering = SteeringManager(spec, can_sample(model.policy), self.p("seed"), self._event)
+        steering = self._steering_setting()
+        self.steering.load_initial(steering)
+        if steering.mode != "none":
+            self.get_logger().info(f"steering {SteeringManager.describe(steering)}")
         self._create_interfaces()
         self.loop = ControlLoop(self.inputs, self.manager,
                                 ChunkExecutor(self._executor_config), self._now_ns, self._publish,

@@ -25,6 +25,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from retain_ros.errors import ConfigError
 from retain_ros.merge.maths import AlphaSpec
+from retain_ros.policy.interface import can_sample
 from retain_ros.serving import openpi_wire as wire
 from retain_ros.serving.model_manager import ModelManager, ServingModel
 from retain_ros.serving.recipes import MergeRequest
@@ -78,7 +79,7 @@ class PolicyServer:
             "version": wire.PROTOCOL_VERSION, "camera_names": list(spec.camera_names), "horizon": spec.horizon,
             "dt_s": spec.dt_s, "action_space": spec.action_space.to_dict(),
             "execution_mode": getattr(model.policy, "execution_mode", "chunk"), "base": self.recipe.base,
-            "can_sample": callable(getattr(model.policy, "sample_chunks", None)),
+            "can_sample": can_sample(model.policy),
             "finetuned": list(self.recipe.finetuned), "groups": list(self.manager.groups), **identity(model)}}
 
     # ------------------------------------------------------------------------------------------------ requests
@@ -190,7 +191,7 @@ def sample_request(value: object, policy: object) -> dict | None:
     """
     if value is None:
         return None
-    if not callable(getattr(policy, "sample_chunks", None)):
+    if not can_sample(policy):
         raise ConfigError(f"{wire.SAMPLES}: the served policy ({type(policy).__name__}) cannot draw several chunks")
     try:
         k, scale, seed = int(value["k"]), value.get("noise_scale"), value.get("seed")

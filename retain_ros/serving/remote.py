@@ -186,8 +186,9 @@ class RemotePolicy:
         if samples is not None:
             request[wire.SAMPLES] = samples
         answer = link.call(request, self.timeout_s)
-        chunks = [wire.chunk_from_answer(answer, self.spec.action_space, self.spec.dt_s, obs.stamp_ns)]
-        if samples is not None:
+        if samples is None or not isinstance(answer, dict):  # a chunk; anything not a map is refused there, named
+            chunks = [wire.chunk_from_answer(answer, self.spec.action_space, self.spec.dt_s, obs.stamp_ns)]
+        else:
             candidates = answer.get(wire.CANDIDATES)
             if not isinstance(candidates, np.ndarray) or candidates.ndim != 3 or len(candidates) != samples["k"]:
                 raise ConfigError(f"the policy server's answer holds no {samples['k']} candidates "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retain_ros.errors import ConfigError
-from retain_ros.policy.interface import ActionChunk, Observation, Policy
+from retain_ros.policy.interface import ActionChunk, Observation, Policy, can_sample
 from retain_ros.steering.value_function import ValueFunction
 
 STEERING_MODES = ("none", "value", "random")
@@ -56,7 +56,7 @@ def check_samples(policy: Policy, samples: int) -> None:
     """
     if samples < 1:
         raise ConfigError(f"steering_samples={samples} must be >= 1")
-    if samples > 1 and not callable(getattr(policy, "sample_chunks", None)):
+    if samples > 1 and not can_sample(policy):
         raise ConfigError(f"the policy backend {type(policy).__name__} cannot draw several chunks per observation "
                           "(no sample_chunks); use steering none with it")
 

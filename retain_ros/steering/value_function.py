@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from retain_ros.errors import ConfigError
 from retain_ros.policy.interface import Observation, PolicySpec
 from retain_ros.policy.processor_reference import NormalizationStats, images_to_tensor, resize_with_pad
-from retain_ros.policy.reference_policy import WEIGHTS_NAME, check_state_dict
+from retain_ros.policy.reference_policy import WEIGHTS_NAME, check_state_dict, read_weights
 from retain_ros.policy.registry import CONFIG_NAME, read_config
 from retain_ros.policy.tokenizer import WordTokenizer
 from retain_ros.steering.value_model import ValueConfig, ValueNetwork
@@ -69,12 +68,7 @@ class ValueFunction:
         config = ValueConfig.from_dict(data)
         stats = NormalizationStats.load(path, config.state_dim, config.action_dim)
         tokenizer = WordTokenizer.load(path)
-        try:
-            tensors = load_file(path / WEIGHTS_NAME)
-        except FileNotFoundError:
-            raise ConfigError(f"{path} has no {WEIGHTS_NAME}") from None
-        except (SafetensorError, OSError) as exc:
-            raise ConfigError(f"{path / WEIGHTS_NAME} cannot be read as safetensors ({exc})") from None
+        tensors = read_weights(path)
         network = ValueNetwork(config)
         check_state_dict(network.state_dict(), tensors, str(path / WEIGHTS_NAME))
         network.load_state_dict({k: v.float() for k, v in tensors.items()})

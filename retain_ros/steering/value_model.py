@@ -8,13 +8,14 @@ V-GPS), one output. The observation is encoded once and shared by the K candidat
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from retain_ros.errors import ConfigError
+from retain_ros.policy.registry import config_from_dict
 from retain_ros.policy.tokenizer import DEFAULT_WORDS
 
 VALUE_TYPE = "retain_value_function"
@@ -88,14 +89,7 @@ class ValueConfig:
         Raises:
             ConfigError: unknown keys or bad values.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"value config has unknown keys {unknown}; known: {sorted(known)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"value config is malformed ({exc})") from None
+        return config_from_dict(cls, data, "value-function")
 
 
 class FiLMEncoder(nn.Module):
