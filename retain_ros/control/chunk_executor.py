@@ -218,6 +218,10 @@ class PlannedCommand:
             be reached from the moving state within the limits).
         is_stop: the command stops the arm (`ChunkExecutor.stop`).
         note: why a stop could not keep every scaled limit (a stop is sent anyway: it is the best there is).
+        gripper_times_s: (M,) when each executed action's gripper position is due (s after sending, first 0): an
+            action's gripper holds while the arm moves to that action's point, as a 15 Hz DROID loop sends it. None =
+            `gripper` only, from the start.
+        gripper_positions: (M,) those positions (0 open .. 1 closed).
     """
 
     times_s: np.ndarray
@@ -235,6 +239,19 @@ class PlannedCommand:
     braked: bool = False
     is_stop: bool = False
     note: str = ""
+    gripper_times_s: np.ndarray | None = None
+    gripper_positions: np.ndarray | None = None
+
+    def gripper_at(self, t_s: float) -> float | None:
+        """The gripper position due `t_s` after the command was sent (the last one due by then), or None.
+
+        A chunk that closes the gripper at its 5th action closes it there, not only when a later chunk starts with
+        the close: a policy re-queried every few actions may keep predicting the close a few actions ahead.
+        """
+        if self.gripper_positions is None:
+            return self.gripper
+        k = int(np.searchsorted(self.gripper_times_s, t_s + 1e-9, side="right")) - 1
+        return float(self.gripper_positions[max(k, 0)])
 
     @property
     def actions_end_s(self) -> float:
@@ -409,13 +426,17 @@ class ChunkExecutor:
         if braked:  # no timing from the moving start: brake to rest along the motion, then run the chunk from there
             timed = self._after_braking(start, positions, times)
         points, times, velocities, tail, slowed = timed
-        gripper = None
+        gripper = gripper_times = gripper_positions = None
         if gripper_index is not None:
-            gripper = float(np.clip(actions[keep.start, gripper_index], 0.0, 1.0))
+            gripper_positions = np.clip(np.asarray(actions, dtype=np.float64)[keep, gripper_index], 0.0, 1.0)
+            reached = times[int(braked):int(braked) + len(positions)]  # when each action's point is reached
+            gripper_times = np.concatenate([[0.0], reached[:-1]])  # each action's gripper: on the way to its point
+            gripper = float(gripper_positions[0])
         plan = PlannedCommand(times, points, velocities, gripper, skipped, clamped or slowed or braked, int(now_ns),
                               start.positions, start.velocities, braking_tail=tail,
                               start_position_error=start.position_error,
-                              start_velocity_error=start.velocity_error, braked=braked)
+                              start_velocity_error=start.velocity_error, braked=braked,
+                              gripper_times_s=gripper_times, gripper_positions=gripper_positions)
         check_plan(plan, self.limits, self.config.position_margin_rad)
         self._check_workspace(plan)
         self._previous, self._settling_ddq = plan, None

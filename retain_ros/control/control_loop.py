@@ -135,6 +135,8 @@ class ControlLoop:
         blocked: returns why commands would not be executed now (the controller is inactive), or None.
         recipes: the recipe of each instruction (default: the serving model's request for every instruction).
         steering: chooses each chunk among samples of the policy (value-guided steering); None: `predict`.
+        publish_gripper: called with the gripper position (0 open .. 1 closed) each time the one due changes: each
+            executed action's own, at its time within the running command (`PlannedCommand.gripper_at`).
     """
 
     def __init__(self, inputs: NodeInputs, manager: ModelManager, executor: ChunkExecutor,
@@ -142,7 +144,8 @@ class ControlLoop:
                  instruction: Callable[[], str], on_event: Callable[[str, str], None],
                  send_stop: Callable[[PlannedCommand], None] | None = None,
                  blocked: Callable[[], str | None] = lambda: None, recipes: RecipeBook | None = None,
-                 steering: SteeringManager | None = None) -> None:
+                 steering: SteeringManager | None = None,
+                 publish_gripper: Callable[[float], None] | None = None) -> None:
         self.inputs, self.manager, self.executor, self.steering = inputs, manager, executor, steering
         self._recipes = recipes
         self._route_lock = threading.Lock()
@@ -163,6 +166,9 @@ class ControlLoop:
         self.episode_timeout_s = 0.0  # commanding time per episode before the loop pauses itself (0 = no limit)
         self._episode: tuple[str, int | None] | None = None  # (instruction, first command's time) of this episode
         self._homing = False  # a ~/home move was sent and may still run: pause, halt and stale joints stop it
+        self.publish_gripper = publish_gripper
+        self._gripper_plan: PlannedCommand | None = None  # the running command whose gripper schedule is followed
+        self._gripper_sent: float | None = None  # the last gripper position published from it
 
     @property
     def streams(self):
@@ -345,6 +351,7 @@ class ControlLoop:
                 return None
             if self._episode_over(now):
                 return None
+            self._follow_gripper(now)
             if self.executor.config.mode == "stream" and not self._chunk_used_up():
                 return self._stream_step(now, samples)
             if self.executor.config.mode == "chunk" and now < self._next_ns:
@@ -491,6 +498,8 @@ class ControlLoop:
 
     def _send(self, done: Executed) -> None:
         self.publish(done)
+        self._gripper_plan, self._gripper_sent = done.plan, None
+        self._follow_gripper(done.plan.sent_ns)
         if self._episode is not None and self._episode[1] is None:
             self._episode = (self._episode[0], done.plan.sent_ns)
         st = self.state
@@ -498,6 +507,16 @@ class ControlLoop:
         if st.state != "commanding":
             self.on_event("info", "all streams fresh: commanding")
         st.state, st.reason, st.problems = "commanding", "", {}
+
+    def _follow_gripper(self, now_ns: int) -> None:
+        """Publish the running command's gripper position due now, when it differs from the last one sent."""
+        plan = self._gripper_plan
+        if plan is None or self.publish_gripper is None:
+            return
+        position = plan.gripper_at((now_ns - plan.sent_ns) * 1e-9)
+        if position is not None and position != self._gripper_sent:
+            self.publish_gripper(position)
+            self._gripper_sent = position
 
     def _reject(self, exc: Exception) -> None:
         self.state.rejected += 1
@@ -516,6 +535,7 @@ class ControlLoop:
             was, homing = self.state.state, self._homing
             self.state.state, self._homing = "stopped", False  # so that nothing sends it a second time
             self.state.reason, self._next_ns, self._streaming = reason, 0, None
+            self._gripper_plan = None
             return self._stop_command(from_joints=False) if was == "commanding" or homing else None
 
     def _stop_command(self, from_joints: bool = True) -> PlannedCommand | None:
@@ -541,3 +561,4 @@ class ControlLoop:
         st.state, st.reason, st.problems = state, reason, dict(problems or {})
         self._next_ns = 0
         self._streaming = None
+        self._gripper_plan = None  # nothing more of the stopped command's gripper schedule is sent

@@ -105,10 +105,11 @@ def _execute(executor: ChunkExecutor, chunk, actions: np.ndarray, q: np.ndarray,
         refused = True
     else:
         env.command_trajectory(plan_to_trajectory(plan, space.joint_names))
-        if plan.gripper is not None:
-            env.command_gripper_width(gripper_position_to_width(plan.gripper))
         ticks = 1 if actions.ndim == 1 else max(1, round(plan.actions_end_s * 1e9 / period_ns))
-    for _ in range(ticks):
+    for tick in range(ticks):
+        gripper = None if refused else plan.gripper_at(tick * period_ns * 1e-9)  # each action's, when it is due
+        if gripper is not None:
+            env.command_gripper_width(gripper_position_to_width(gripper))
         result = env.tick()
         if result.done:
             break

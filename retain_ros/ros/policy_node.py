@@ -142,7 +142,7 @@ class PolicyNode(ManagedNode):
                                 ChunkExecutor(self._executor_config), self._now_ns, self._publish,
                                 1.0 / self.p("control_rate_hz"), lambda: self.p("instruction"), self._event,
                                 send_stop=self._send_command, blocked=self._controller_blocks, recipes=recipes,
-                                steering=self.steering)
+                                steering=self.steering, publish_gripper=self._publish_gripper)
         self.loop.episode_timeout_s = self.p("episode_timeout_s")
         self.manager.on_hold = self.loop.hold_for_merge
         if self.p("start_paused"):
@@ -284,17 +284,18 @@ class PolicyNode(ManagedNode):
 
     # ------------------------------------------------------------------------------------------- outputs
     def _publish(self, done: Executed) -> None:
-        """Control thread: the command first (latency matters), then the gripper and the raw chunk for recording."""
-        plan = done.plan
-        self._send_command(plan)
-        if plan.gripper is not None:
-            if self.gripper_pub is not None:
-                self.gripper_pub.publish(Float64(data=gripper_width(plan.gripper, self.p("gripper_max_width_m"))))
-            elif self._gripper_clients:  # sent by the executor thread (_drain_gripper), only while commanding
-                with self._gripper_lock:
-                    self._gripper.want(plan.gripper)
+        """Control thread: the command first (latency matters), then the raw chunk for recording."""
+        self._send_command(done.plan)
         if done.new_chunk:
             self.chunk_pub.publish(conv.action_chunk_message(done, self._now_ns()))
+
+    def _publish_gripper(self, position: float) -> None:
+        """Control thread: the gripper position due now (each action's own, at its time within the command)."""
+        if self.gripper_pub is not None:
+            self.gripper_pub.publish(Float64(data=gripper_width(position, self.p("gripper_max_width_m"))))
+        elif self._gripper_clients:  # sent by the executor thread (_drain_gripper), only while commanding
+            with self._gripper_lock:
+                self._gripper.want(position)
 
     def _drain_gripper(self) -> None:
         """Executor thread (timer): send the gripper goal the policy wants, only while the node commands.

@@ -85,6 +85,31 @@ def test_rollout_executes_each_chunk_as_the_node_does(tiny_models):
         np.testing.assert_allclose(env.controller.sample(env.physics.time_s + 1.0)[0], plan.positions[-1])
 
 
+def test_a_chunk_closes_the_simulated_gripper_at_the_action_that_closes_it(tiny_models):
+    """Each executed action's gripper position is commanded when that action begins, as in the node."""
+    from retain_ros.evaluate.sim_rollout import _execute
+    from retain_ros.policy.reference_policy import ReferencePolicy
+    from retain_ros.control.chunk_executor import ChunkExecutor, ExecutorConfig
+    from retain_ros.sim.env import EnvConfig, TabletopEnv
+
+    policy = ReferencePolicy.from_pretrained(tiny_models["task_ft"])
+    chunk = policy.predict(example_observation(policy.spec))
+    actions = np.zeros((10, 8))
+    actions[5:, 7] = 1.0  # hold still; the 6th action closes
+    with TabletopEnv("pick_red", "id", EnvConfig(image_size=16, max_steps=50)) as env:
+        widths = []
+        tick = env.tick
+        env.tick = lambda: (widths.append(env.physics.gripper_width()), tick())[1]
+        obs = env.reset(1000)
+        period_ns = round(env.config.physics.control_dt_s * 1e9)
+        _, refused = _execute(ChunkExecutor(ExecutorConfig(execute_steps=8)), chunk, actions,
+                              obs["joint_positions"], env, period_ns)
+    assert not refused and len(widths) >= 8
+    open_width = widths[0]
+    assert all(w == pytest.approx(open_width, abs=1e-3) for w in widths[:6])  # open until the 6th action has begun
+    assert widths[-1] < open_width - 0.01  # closing before the chunk ends, not only when the next chunk starts
+
+
 def test_same_seeds_for_every_variant(tiny_models):
     cfg = EvalConfig(**tiny_models, target="pick_red", out="unused", episodes=3, generalist=("pick_blue",))
     seeds = {}

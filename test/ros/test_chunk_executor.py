@@ -52,6 +52,18 @@ def test_velocities_are_integrated_from_the_observed_state_and_end_at_rest():
     check_plan(p, FAST)
 
 
+def test_each_executed_action_brings_its_own_gripper_position_on_the_way_to_its_point():
+    actions = chunk()
+    actions[:, 7] = [0.0] * 5 + [1.0] * 5  # the close is the 6th action
+    p = plan(ChunkExecutor(ExecutorConfig(FAST, execute_steps=8)), actions)
+    assert p.gripper == 0.0 and p.gripper_at(0.0) == 0.0
+    np.testing.assert_allclose(p.gripper_times_s, np.concatenate([[0.0], p.times_s[:7]]))
+    assert p.gripper_at(p.times_s[4] - 1e-6) == 0.0 and p.gripper_at(p.times_s[4]) == 1.0
+    late = plan(ChunkExecutor(ExecutorConfig(FAST, execute_steps=8)), actions, elapsed_ms=140)  # 2 actions passed
+    assert late.skipped == 2 and late.gripper_positions.tolist() == [0.0] * 3 + [1.0] * 5
+    assert late.gripper_at(late.times_s[2]) == 1.0
+
+
 def test_droid_actions_move_0_2_rad_times_a_per_step_after_scaling_the_vector():
     """pi0 / pi0.5 DROID checkpoints output normalised a: integrating it as rad/s would move the arm 3x too little."""
     p = plan(ChunkExecutor(ExecutorConfig(execute_steps=4)), chunk(velocity=0.3), kind="droid_joint_velocity")

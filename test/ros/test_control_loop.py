@@ -4,6 +4,7 @@ and a pause racing a publish (real tiny models, the real executor and streams; t
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -37,9 +38,11 @@ class Rig:
         self.inputs = NodeInputs(InputSettings(gripper_states_topic=""), ("exterior", "wrist"))
         self.published, self.stops, self.events = [], [], []
         self.publish_hook = publish_hook
+        self.grippers = []  # (clock ns, position) of every gripper position published
         self.loop = ControlLoop(self.inputs, manager, ChunkExecutor(ExecutorConfig(execute_steps=3, mode=mode)),
                                 lambda: self.clock[0], self._publish, 1 / 15, lambda: INSTRUCTION,
-                                lambda *event: self.events.append(event), send_stop=self.stops.append)
+                                lambda *event: self.events.append(event), send_stop=self.stops.append,
+                                publish_gripper=lambda g: self.grippers.append((self.clock[0], g)))
         self.predict = manager.serving.policy.predict
 
     def _publish(self, done):
@@ -245,3 +248,30 @@ def test_a_home_move_is_stopped_by_pause_by_halt_and_by_stale_joints(rig):
     rig.clock[0] += int(0.5 * S)  # no joint state for half a second
     rig.loop.step()
     assert len(rig.stops) == sent + 1 and "joint states went stale" in rig.loop.state.reason
+
+
+def test_each_action_closes_the_gripper_at_its_own_time_and_a_pause_sends_no_more(rig, manager):
+    """A chunk that closes at its 2nd action closes there, not when a later chunk starts with the close."""
+    def closing_late(obs):
+        chunk = rig.predict(obs)
+        actions = chunk.actions.copy()
+        actions[:, 7] = [0.0, 1.0] + [1.0] * (len(actions) - 2)
+        return replace(chunk, actions=actions)
+
+    manager.serving.policy.predict = closing_late
+    first = rig.commanding()
+    assert rig.grippers == [(first.plan.sent_ns, 0.0)]
+    due_ns = first.plan.sent_ns + int(first.plan.times_s[0] * S)  # the 1st action's point: the 2nd action begins
+    while rig.clock[0] + int(S / 15) < due_ns:  # ticks before it publish nothing new
+        rig.clock[0] += int(S / 15)
+        rig.feed()
+        assert rig.loop.step() is None and len(rig.grippers) == 1
+    rig.clock[0] = due_ns
+    rig.feed()
+    assert rig.loop.step() is None
+    assert rig.grippers[-1] == (due_ns, 1.0) and len(rig.published) == 1
+    rig.loop.pause("paused by ~/pause")
+    rig.clock[0] += int(S / 15)
+    rig.feed()
+    rig.loop.step()
+    assert len(rig.grippers) == 2  # a stopped command's schedule is not followed
