@@ -311,6 +311,19 @@ $(STUDY)/eval_skill2_b/report.json:
 $(STUDY)/eval_skill2/report.json: $(STUDY)/eval_skill2_a/report.json $(STUDY)/eval_skill2_b/report.json
 	$(BIN)/retain-eval combine $^ --out $(@D)
 
+# The comparison at sizes that tell the rows apart (40 `id` + 160 pooled OOD target episodes and 100 generalist
+# episodes per row), on seeds no training used, with each action's gripper position executed at its own time (docs/policy.md,
+# "The gripper inside a chunk"). Two runs of under an hour on 2 cores, joined by `retain-eval combine`.
+RESOLVE_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --episodes 40 --generalist-episodes 10
+.PHONY: study-resolve
+study-resolve: $(STUDY)/resolve/report.json
+$(STUDY)/resolve_a/report.json: | venv
+	$(RESOLVE_EVAL) --rows '^(base|task-FT|co-FT|RETAIN task-FT a=0.90|RETAIN co-FT a=0.90)$$' --out $(@D)
+$(STUDY)/resolve_b/report.json: | venv
+	$(RESOLVE_EVAL) --rows '^(RETAIN task-FT a=0.(50|75)|RETAIN task-FT language a=0.50|RETAIN co-FT a=0.75)$$' --out $(@D)
+$(STUDY)/resolve/report.json: $(STUDY)/resolve_a/report.json $(STUDY)/resolve_b/report.json
+	$(BIN)/retain-eval combine $^ --out $(@D)
+
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
 # LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.
 # LEROBOT_PYTHON picks the interpreter; by default the first working Python >= 3.12 among python3.12, python3.13 and

@@ -1,4 +1,6 @@
-"""`retain-eval`: evaluate policies and RETAIN merges. Subcommands: `sim` (closed loop), `bag` (offline), `replay`.
+"""`retain-eval`: evaluate policies and RETAIN merges.
+
+Subcommands: `sim` (closed loop), `bag` (offline), `replay`, `trace` (where closed-loop episodes stall).
 
 Each subcommand registers itself in `SUBCOMMANDS` with a function that adds its parser; more (bag replay, live
 replay) plug in the same way. Exit codes: 0 ok, 2 a user error (message on stderr), 130 interrupted.
@@ -169,6 +171,13 @@ def add_bag_parser(sub: argparse._SubParsersAction) -> None:
     add(sub)
 
 
+def add_trace_parser(sub: argparse._SubParsersAction) -> None:
+    """Add `retain-eval trace` (retain_ros/evaluate/sim_trace.py)."""
+    from retain_ros.evaluate.sim_trace import add_trace_parser as add
+
+    add(sub)
+
+
 def add_replay_parser(sub: argparse._SubParsersAction) -> None:
     """Add `retain-eval replay` (retain_ros/evaluate/live_replay.py; imports rclpy only when run)."""
     from retain_ros.evaluate.live_replay_cli import add_replay_parser as add
@@ -177,7 +186,8 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
-    "sim": add_sim_parser, "combine": add_combine_parser, "bag": add_bag_parser, "replay": add_replay_parser}
+    "sim": add_sim_parser, "combine": add_combine_parser, "bag": add_bag_parser, "replay": add_replay_parser,
+    "trace": add_trace_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:

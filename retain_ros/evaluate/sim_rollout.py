@@ -39,12 +39,15 @@ def plan_to_trajectory(plan: PlannedCommand, joint_names: Sequence[str]) -> Join
 
 
 def rollout(policy: Policy, env: TabletopEnv, seed: int, execute_steps: int = 8, execution: str = "chunk",
-            steerer: Steerer | None = None, recorder: RolloutRecorder | None = None) -> dict[str, object]:
+            steerer: Steerer | None = None, recorder: RolloutRecorder | None = None,
+            observer=None) -> dict[str, object]:
     """Run one closed-loop episode, executing every chunk through the node's ChunkExecutor.
 
     Chunk mode: one trajectory per chunk, followed to its end, then the next query. Stream mode: one step per control
     period, each re-anchored on the measured joint positions, `execute_steps` of them per chunk. A `steerer` chooses
-    each chunk among samples (reseeded with the episode's seed); a `recorder` keeps every query for value learning.
+    each chunk among samples (reseeded with the episode's seed); a `recorder` keeps every query for value learning;
+    an `observer` (`sim_trace.EpisodeTrace`) is told of each query (`query(env, actions, gripper_index, executed)`)
+    and each control period (`tick(env)`).
 
     Returns:
         A record: seed, success, steps, final reward, mean inference time (ms), chunks queried, chunks rejected by
@@ -70,9 +73,11 @@ def rollout(policy: Policy, env: TabletopEnv, seed: int, execute_steps: int = 8,
             values.append((steered.value, steered.spread))
         if recorder is not None:
             recorder.add(observation, steered, env.num_steps)
+        if observer is not None:
+            observer.query(env, chunk.actions, chunk.space.gripper_index, execute_steps)
         steps = [chunk.actions] if execution == "chunk" else list(chunk.actions[:execute_steps])
         for action in steps:
-            result, refused = _execute(executor, chunk, action, obs["joint_positions"], env, period_ns)
+            result, refused = _execute(executor, chunk, action, obs["joint_positions"], env, period_ns, observer)
             rejected += refused
             if result.done:
                 record = {"seed": int(seed), "success": bool(result.success), "steps": env.num_steps,
@@ -87,7 +92,7 @@ def rollout(policy: Policy, env: TabletopEnv, seed: int, execute_steps: int = 8,
 
 
 def _execute(executor: ChunkExecutor, chunk, actions: np.ndarray, q: np.ndarray, env: TabletopEnv,
-             period_ns: int) -> tuple[object, bool]:
+             period_ns: int, observer=None) -> tuple[object, bool]:
     """Plan a whole chunk (chunk mode: `actions` is (H, D)) or one step (stream mode: (D,)) and tick until it ends.
 
     Returns the last tick's result and whether the executor refused the plan (the node then keeps holding, and so does
@@ -111,6 +116,8 @@ def _execute(executor: ChunkExecutor, chunk, actions: np.ndarray, q: np.ndarray,
         if gripper is not None:
             env.command_gripper_width(gripper_position_to_width(gripper))
         result = env.tick()
+        if observer is not None:
+            observer.tick(env)
         if result.done:
             break
     return result, refused
