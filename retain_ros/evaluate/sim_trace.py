@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from retain_ros.errors import ConfigError
+from retain_ros.evaluate.metrics import GRIPPER_THRESHOLD
 from retain_ros.evaluate.sim_rollout import rollout
 from retain_ros.sim.env import EnvConfig, TabletopEnv
 
 NEAR_M = 0.02  # fingertips this close to the object's centre count as having reached it
 LIFT_M = 0.03  # the object this far above where it started counts as lifted
-CLOSED = 0.5  # gripper positions above it ask for a closed gripper (the node binarises at 0.5 too)
 PHASES = ("reach", "grasp", "carry", "release", "released off goal", "contact", "push", "done")
 
 
@@ -75,7 +75,7 @@ class EpisodeTrace:
         dist = np.linalg.norm(tcp - obj, axis=1)
         reach, touch = _first(dist < NEAR_M), _first(touching)
         lift = _first(obj[:, 2] - obj[0, 2] > LIFT_M)
-        asked = next((step for step, grip in self.queries if any(g > CLOSED for g in grip)), None)
+        asked = next((step for step, grip in self.queries if any(g > GRIPPER_THRESHOLD for g in grip)), None)
         out = {"task": self.task, "variation": self.variation, "seed": self.seed, "object": self.obj_name,
                "success": bool(self.record.get("success")), "steps": len(self.tcp), "nearest_cm": _cm(dist.min()),
                "reach": reach, "asked_close": asked, "touch": touch, "lift": lift, "goal_nearest_cm": None,

@@ -250,15 +250,20 @@ def test_a_home_move_is_stopped_by_pause_by_halt_and_by_stale_joints(rig):
     assert len(rig.stops) == sent + 1 and "joint states went stale" in rig.loop.state.reason
 
 
-def test_each_action_closes_the_gripper_at_its_own_time_and_a_pause_sends_no_more(rig, manager):
-    """A chunk that closes at its 2nd action closes there, not when a later chunk starts with the close."""
-    def closing_late(obs):
+def closing_at_the_second_action(rig):
+    """The rig's real model, with every chunk open at its 1st action and closed from its 2nd."""
+    def predict(obs):
         chunk = rig.predict(obs)
         actions = chunk.actions.copy()
-        actions[:, 7] = [0.0, 1.0] + [1.0] * (len(actions) - 2)
+        actions[:, 7] = [0.0] + [1.0] * (len(actions) - 1)
         return replace(chunk, actions=actions)
 
-    manager.serving.policy.predict = closing_late
+    return predict
+
+
+def test_each_action_closes_the_gripper_at_its_own_time_and_a_pause_sends_no_more(rig, manager):
+    """A chunk that closes at its 2nd action closes there, not when a later chunk starts with the close."""
+    manager.serving.policy.predict = closing_at_the_second_action(rig)
     first = rig.commanding()
     assert rig.grippers == [(first.plan.sent_ns, 0.0)]
     due_ns = first.plan.sent_ns + int(first.plan.times_s[0] * S)  # the 1st action's point: the 2nd action begins
@@ -275,3 +280,16 @@ def test_each_action_closes_the_gripper_at_its_own_time_and_a_pause_sends_no_mor
     rig.feed()
     rig.loop.step()
     assert len(rig.grippers) == 2  # a stopped command's schedule is not followed
+
+
+def test_a_stopped_commands_gripper_schedule_is_not_followed_after_resume(rig, manager):
+    manager.serving.policy.predict = closing_at_the_second_action(rig)
+    first = rig.commanding()
+    rig.loop.pause("paused by ~/pause")  # before its close is due
+    rig.clock[0] += int(0.5 * S)  # past the stopped command's close
+    rig.feed()
+    assert rig.loop.step() is None
+    rig.loop.resume()
+    rig.clock[0] += int(S / 15)
+    second = rig.commanding()
+    assert rig.grippers == [(first.plan.sent_ns, 0.0), (second.plan.sent_ns, 0.0)]  # the new chunk's own, only
