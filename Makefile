@@ -108,6 +108,9 @@ MODELS_TARGET2 ?= place_red_and_blue_on_yellow
 MODELS_SKILL1_ALPHA ?= 0.9
 MODELS_PRETRAIN_STEPS ?= 30000
 MODELS_FINETUNE_STEPS ?= 10000
+# co-FT: half of each batch from the target for twice task-FT's steps, so it sees as many target samples as task-FT
+# (docs/policy.md, "co-FT with task-FT's target exposure")
+MODELS_COFINETUNE_STEPS ?= 20000
 MODELS_SIM = $(BIN)/retain-sim collect --image-size 64 --overwrite
 MODELS_DATA = $(MODELS_WORK)/data
 MODELS_OOD = position appearance viewpoint distractors
@@ -142,7 +145,7 @@ $(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done
 	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --steps $(MODELS_FINETUNE_STEPS) \
 		--lr 5e-4 --seed 1 --out $(MODELS_OUT)/task_ft --overwrite --quiet & task_ft=$$!; \
 	$(MODELS_TRAIN) cofinetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
-		--target-fraction 0.2 --steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 2 --out $(MODELS_OUT)/co_ft \
+		--target-fraction 0.5 --steps $(MODELS_COFINETUNE_STEPS) --lr 5e-4 --seed 2 --out $(MODELS_OUT)/co_ft \
 		--overwrite --quiet; co_ft=$$?; wait $$task_ft && test $$co_ft = 0
 	touch $@
 
@@ -270,8 +273,9 @@ study-hold:
 				--alphas 0,0.5,0.75,0.9,1 --samples 256 --hold "$$(echo $$h | sed s/none//)" || exit 1; done; \
 	done > $(STUDY)/hold/sweep.log && cat $(STUDY)/hold/sweep.log
 
-# co-FT with half of each batch from the target (the embedded co-FT uses 20%): does a co-FT that learns the target as
-# well as task-FT keep the generalist? Scored like the rows above (seeds 7000+).
+# co-FT with half of each batch from the target for task-FT's 10k steps (the embedded co-FT of earlier releases used
+# 20% for 10k; today's: 50% for 20k, below): does a co-FT that learns the target as well as task-FT keep the
+# generalist? Scored like the rows above (seeds 7000+).
 study-coft: $(STUDY)/co_ft_tf50/model.safetensors
 $(STUDY)/co_ft_tf50/model.safetensors: | venv
 	$(MODELS_TRAIN) cofinetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
@@ -279,6 +283,48 @@ $(STUDY)/co_ft_tf50/model.safetensors: | venv
 study-eval-coft: $(STUDY)/eval_coft50/report.json
 $(STUDY)/eval_coft50/report.json: $(STUDY)/co_ft_tf50/model.safetensors
 	$(STUDY_EVAL) $(STUDY_ROWS) --co-ft $(STUDY)/co_ft_tf50 --rows '^(co-FT|RETAIN co-FT a=.*)$$' --out $(@D)
+
+# The embedded co-FT (half of each batch from the target for 20k steps: as many target samples as task-FT's 10k full
+# batches, with the generalist replayed all along; `make models`) and its merges (docs/policy.md, "co-FT with task-FT's
+# target exposure"): the generalist suite (10 per task) and the target in `id` (20), seeds 7000+, about 11 min on one
+# core; then the target in `id` and every OOD family at the resolving size (40 per cell, 160 pooled OOD, as `make
+# study-resolve`), one run per row of about 10 min on one core, joined by `retain-eval combine`.
+.PHONY: study-eval-co-ft study-eval-co-ft-ood
+study-eval-co-ft: $(STUDY)/eval_co_ft/report.json
+$(STUDY)/eval_co_ft/report.json: | venv
+	$(STUDY_EVAL) --ood "" --alpha 0.75,0.9 --generalist-episodes 10 --rows '^(co-FT|RETAIN co-FT a=.*)$$' --out $(@D)
+CO_FT_OOD = $(BIN)/retain-eval sim --seed 7000 --workers 1 -q --episodes 40 --generalist pick_red \
+	--generalist-episodes 1 --alpha 0.9
+study-eval-co-ft-ood: $(STUDY)/eval_co_ft_ood/report.json
+$(STUDY)/eval_co_ft_ood_merge/report.json: | venv
+	$(CO_FT_OOD) --rows '^RETAIN co-FT a=0.90$$' --out $(@D)
+$(STUDY)/eval_co_ft_ood_coft/report.json: | venv
+	$(CO_FT_OOD) --rows '^co-FT$$' --out $(@D)
+$(STUDY)/eval_co_ft_ood/report.json: $(STUDY)/eval_co_ft_ood_merge/report.json $(STUDY)/eval_co_ft_ood_coft/report.json
+	$(BIN)/retain-eval combine $^ --out $(@D)
+# Two more merges on that path, each with the generalist suite (10 per task) and the target at the resolving size:
+# alpha 0.95, and the language backbone at 0.5 with vision and action at 1 (co-FT's vision carries its viewpoint OOD).
+# About 15 min each on one core.
+CO_FT_MORE = $(BIN)/retain-eval sim --seed 7000 --workers 1 -q --episodes 40 --generalist-episodes 10 --alpha 0.95 \
+	--language-alpha 0.5
+.PHONY: study-eval-co-ft-more
+study-eval-co-ft-more: $(STUDY)/eval_co_ft_a95/report.json $(STUDY)/eval_co_ft_language/report.json
+$(STUDY)/eval_co_ft_a95/report.json: | venv
+	$(CO_FT_MORE) --rows '^RETAIN co-FT a=0.95$$' --out $(@D)
+$(STUDY)/eval_co_ft_language/report.json: | venv
+	$(CO_FT_MORE) --rows '^RETAIN co-FT language a=0.50$$' --out $(@D)
+
+# Is the base undertrained? (the embedded co-FT, 20k more steps with half of each batch from the pretraining data,
+# beats it on the generalist suite). The base trained 20k more steps on the pretraining data alone at the finetune rate,
+# then scored on the generalist suite (10 per task, seeds 7000+). About 30 + 6 min on one core.
+STUDY_MORE_STEPS ?= 20000
+.PHONY: study-base-longer
+study-base-longer: $(STUDY)/eval_base_longer/report.json
+$(STUDY)/base_longer/model.safetensors: | venv
+	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_PRE) --steps $(STUDY_MORE_STEPS) --lr 5e-4 \
+		--seed 5 --out $(@D) --overwrite --quiet
+$(STUDY)/eval_base_longer/report.json: $(STUDY)/base_longer/model.safetensors
+	$(STUDY_EVAL) --ood "" --episodes 1 --generalist-episodes 10 --base $(STUDY)/base_longer --rows '^base$$' --out $(@D)
 
 # task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
 # the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget"). 4000 steps
@@ -394,14 +440,14 @@ test-openpi: openpi-env
 	$(OP_BIN)/python -m pytest test/openpi_backend -W "ignore::pytest.PytestUnraisableExceptionWarning"
 
 # Value-guided steering in closed loop (docs/steering.md), seeds 7000+ (no training or rollout used them), with the
-# embedded value function: the generalist suite (20 episodes per task) for the base, the base + V-GPS and the base +
-# random (one of the K samples at random: the control), and the target in id and every OOD family (10 per family) for
-# task-FT's merge at 0.9 with and without V-GPS. Four runs of under an hour each on one core, then one combined report
-# per table. About 90 core-minutes in all.
+# embedded value function: the generalist suite (20 episodes per task; one target episode, which every run needs) for
+# the base, the base + V-GPS and the base + random (one of the K samples at random: the control), and the target in id
+# and every OOD family (20 per family) for task-FT's merge at 0.9 with and without V-GPS. Five runs of under half an
+# hour each on one core (the generalist ones about 6 min each on 2 workers), then one combined report per table.
 VGPS ?= build/vgps
 VGPS_EVAL = $(BIN)/retain-eval sim --steering value --seed 7000 -q
-VGPS_GEN = --episodes 10 --generalist-episodes 20 --ood ''
-VGPS_TGT = --alpha 0.9 --episodes 10 --generalist pick_red --generalist-episodes 1
+VGPS_GEN = --episodes 1 --generalist-episodes 20 --ood ''
+VGPS_TGT = --alpha 0.9 --episodes 20 --generalist pick_red --generalist-episodes 1
 .PHONY: study-vgps
 study-vgps: $(VGPS)/generalist/report.json $(VGPS)/target/report.json
 $(VGPS)/gen_plain/report.json: | venv
@@ -415,6 +461,14 @@ $(VGPS)/tgt_plain/report.json: | venv
 	$(VGPS_EVAL) $(VGPS_TGT) --rows '^RETAIN task-FT a=0.90$$' --out $(@D)
 $(VGPS)/tgt_steered/report.json: | venv
 	$(VGPS_EVAL) $(VGPS_TGT) --rows '^RETAIN task-FT a=0.90 \+ V-GPS$$' --out $(@D)
+# Choosing alpha offline with the value function (docs/steering.md, "Choosing alpha offline"): held-out expert bags of
+# the target (viewpoint and distractors, 2 each, seeds 3000+), each alpha's replay error and mean Q. A few minutes.
+.PHONY: study-vgps-bags
+$(VGPS)/bags/%/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET) --variation $* --episodes 2 --seed 3000 --bag --workers 1 --out $(@D)
+study-vgps-bags: $(VGPS)/bags/viewpoint/index.json $(VGPS)/bags/distractors/index.json
+	$(BIN)/retain-eval bag $(VGPS)/bags/*/bags/* --base $(MODELS_OUT)/base --finetuned $(MODELS_OUT)/task_ft \
+		--alpha $(MODELS_ALPHAS) --value $(MODELS_OUT)/value -q --out $(VGPS)/bag_value
 $(VGPS)/generalist/report.json: $(VGPS)/gen_plain/report.json $(VGPS)/gen_steered/report.json $(VGPS)/gen_random/report.json
 	$(BIN)/retain-eval combine $^ --out $(@D)
 $(VGPS)/target/report.json: $(VGPS)/tgt_plain/report.json $(VGPS)/tgt_steered/report.json
