@@ -449,7 +449,7 @@ VGPS_EVAL = $(BIN)/retain-eval sim --steering value --seed 7000 -q
 VGPS_GEN = --episodes 1 --generalist-episodes 20 --ood ''
 VGPS_TGT = --alpha 0.9 --episodes 20 --generalist pick_red --generalist-episodes 1
 .PHONY: study-vgps
-study-vgps: $(VGPS)/generalist/report.json $(VGPS)/target/report.json
+study-vgps: $(VGPS)/generalist/report.json $(VGPS)/target/report.json $(VGPS)/tgt_coft/report.json
 $(VGPS)/gen_plain/report.json: | venv
 	$(VGPS_EVAL) $(VGPS_GEN) --rows '^base$$' --out $(@D)
 $(VGPS)/gen_steered/report.json: | venv
@@ -471,5 +471,9 @@ study-vgps-bags: $(VGPS)/bags/viewpoint/index.json $(VGPS)/bags/distractors/inde
 		--alpha $(MODELS_ALPHAS) --value $(MODELS_OUT)/value -q --out $(VGPS)/bag_value
 $(VGPS)/generalist/report.json: $(VGPS)/gen_plain/report.json $(VGPS)/gen_steered/report.json $(VGPS)/gen_random/report.json
 	$(BIN)/retain-eval combine $^ --out $(@D)
+# The co-FT path's best merge (docs/policy.md: alpha 0.95) with and without V-GPS on the target, as the rows above.
+$(VGPS)/tgt_coft/report.json: | venv
+	$(VGPS_EVAL) --alpha 0.95 --episodes 20 --generalist pick_red --generalist-episodes 1 --workers 2 \
+		--rows '^RETAIN co-FT a=0.95( \+ V-GPS)?$$' --out $(@D)
 $(VGPS)/target/report.json: $(VGPS)/tgt_plain/report.json $(VGPS)/tgt_steered/report.json
 	$(BIN)/retain-eval combine $^ --out $(@D)
