@@ -304,9 +304,9 @@ $(STUDY)/eval_co_ft_ood/report.json: $(STUDY)/eval_co_ft_ood_merge/report.json $
 	$(BIN)/retain-eval combine $^ --out $(@D)
 # Two more merges on that path, each with the generalist suite (10 per task) and the target at the resolving size:
 # alpha 0.95, and the language backbone at 0.5 with vision and action at 1 (co-FT's vision carries its viewpoint OOD).
-# About 15 min each on one core.
-CO_FT_MORE = $(BIN)/retain-eval sim --seed 7000 --workers 1 -q --episodes 40 --generalist-episodes 10 --alpha 0.95 \
-	--language-alpha 0.5
+# `make study-resolve`'s settings (episodes are seeded one by one, so the worker count does not change them); about
+# 15 min each on one core, 8 on two.
+CO_FT_MORE = $(RESOLVE_EVAL) --alpha 0.95 --language-alpha 0.5
 .PHONY: study-eval-co-ft-more
 study-eval-co-ft-more: $(STUDY)/eval_co_ft_a95/report.json $(STUDY)/eval_co_ft_language/report.json
 $(STUDY)/eval_co_ft_a95/report.json: | venv
@@ -442,12 +442,14 @@ test-openpi: openpi-env
 # Value-guided steering in closed loop (docs/steering.md), seeds 7000+ (no training or rollout used them), with the
 # embedded value function: the generalist suite (20 episodes per task; one target episode, which every run needs) for
 # the base, the base + V-GPS and the base + random (one of the K samples at random: the control), and the target in id
-# and every OOD family (20 per family) for task-FT's merge at 0.9 with and without V-GPS. Five runs of under half an
-# hour each on one core (the generalist ones about 6 min each on 2 workers), then one combined report per table.
+# and every OOD family (20 per family) for task-FT's merge at 0.9 and the co-FT path's merge at 0.95, each with and
+# without V-GPS. Six runs of under half an hour each on one core (the generalist ones about 6 min each on 2 workers),
+# then one combined report per table.
 VGPS ?= build/vgps
 VGPS_EVAL = $(BIN)/retain-eval sim --steering value --seed 7000 -q
 VGPS_GEN = --episodes 1 --generalist-episodes 20 --ood ''
-VGPS_TGT = --alpha 0.9 --episodes 20 --generalist pick_red --generalist-episodes 1
+VGPS_TGT_CELLS = --episodes 20 --generalist pick_red --generalist-episodes 1
+VGPS_TGT = --alpha 0.9 $(VGPS_TGT_CELLS)
 .PHONY: study-vgps
 study-vgps: $(VGPS)/generalist/report.json $(VGPS)/target/report.json $(VGPS)/tgt_coft/report.json
 $(VGPS)/gen_plain/report.json: | venv
@@ -473,7 +475,6 @@ $(VGPS)/generalist/report.json: $(VGPS)/gen_plain/report.json $(VGPS)/gen_steere
 	$(BIN)/retain-eval combine $^ --out $(@D)
 # The co-FT path's best merge (docs/policy.md: alpha 0.95) with and without V-GPS on the target, as the rows above.
 $(VGPS)/tgt_coft/report.json: | venv
-	$(VGPS_EVAL) --alpha 0.95 --episodes 20 --generalist pick_red --generalist-episodes 1 --workers 2 \
-		--rows '^RETAIN co-FT a=0.95( \+ V-GPS)?$$' --out $(@D)
+	$(VGPS_EVAL) --alpha 0.95 $(VGPS_TGT_CELLS) --workers 2 --rows '^RETAIN co-FT a=0.95( \+ V-GPS)?$$' --out $(@D)
 $(VGPS)/target/report.json: $(VGPS)/tgt_plain/report.json $(VGPS)/tgt_steered/report.json
 	$(BIN)/retain-eval combine $^ --out $(@D)
