@@ -357,6 +357,31 @@ $(STUDY)/eval_skill2_b/report.json:
 $(STUDY)/eval_skill2/report.json: $(STUDY)/eval_skill2_a/report.json $(STUDY)/eval_skill2_b/report.json
 	$(BIN)/retain-eval combine $^ --out $(@D)
 
+# Two skills on the co-FT path: the second skill co-finetuned (half of each batch its demos, the rest the pretraining
+# data and the first target's demos, as the first skill's co-FT was made) from the first skill's co-FT merge at
+# SKILL2_COFT_A1, and from the base for the single-skill rows; two trainings of about 32 min side by side, then the
+# rows (and the two-skill merge at a2 = 0.75 too) on both targets and the generalist suite (seeds 7000+; docs/policy.md, "Two skills on the co-FT path"). Needs
+# `make models-data`.
+SKILL2_COFT_A1 ?= 0.95
+SKILL2_COFT_COFINETUNE = $(MODELS_TRAIN) cofinetune --data $(MODELS_DATA)/target2_id --target-fraction 0.5 \
+	--steps $(MODELS_COFINETUNE_STEPS) --lr 5e-4 --overwrite --quiet
+SKILL2_COFT_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --target2 $(MODELS_TARGET2) \
+	--task-ft2 $(STUDY)/co_ft2 --task-ft2-single $(STUDY)/co_ft2_single --skill-recipe co_ft --alpha $(SKILL2_COFT_A1) \
+	--skill-alphas $(SKILL2_COFT_A1),0.9 --episodes 20 --generalist-episodes 10
+.PHONY: study-skill2-coft
+study-skill2-coft: $(STUDY)/eval_skill2_coft/report.json $(STUDY)/eval_skill2_coft_a75/report.json
+$(STUDY)/co_ft2/model.safetensors: | venv
+	$(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/co_ft --alpha $(SKILL2_COFT_A1) --groups reference \
+		--out $(STUDY)/co_ft_merge --force -q
+	$(SKILL2_COFT_COFINETUNE) --init $(STUDY)/co_ft_merge --pretrain-data $(MODELS_PRE) $(MODELS_DATA)/target_id \
+		--seed 5 --out $(STUDY)/co_ft2 & chained=$$!; \
+	$(SKILL2_COFT_COFINETUNE) --init $(MODELS_OUT)/base --pretrain-data $(MODELS_PRE) --seed 6 \
+		--out $(STUDY)/co_ft2_single; single=$$?; wait $$chained && test $$single = 0
+$(STUDY)/eval_skill2_coft/report.json: $(STUDY)/co_ft2/model.safetensors
+	$(SKILL2_COFT_EVAL) --rows '^(RETAIN co-FT a=.*|co-FT 2.*|RETAIN co-FT 2.*)$$' --out $(@D)
+$(STUDY)/eval_skill2_coft_a75/report.json: $(STUDY)/co_ft2/model.safetensors
+	$(SKILL2_COFT_EVAL) --skill-alphas $(SKILL2_COFT_A1),0.75 --rows '^RETAIN co-FT 2 skills.*$$' --out $(@D)
+
 # The comparison at sizes that tell the rows apart (40 `id` + 160 pooled OOD target episodes and 100 generalist
 # episodes per row), on seeds no training used, with each action's gripper position executed at its own time (docs/policy.md,
 # "The gripper inside a chunk"). Two runs of under an hour on 2 cores, joined by `retain-eval combine`.

@@ -40,11 +40,14 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", default="0.25,0.5,0.75,0.9", help="RETAIN alphas (comma-separated)")
     p.add_argument("--target2", help="a second target task, learnt after the first: adds its column (e.g. "
                                      "place_red_and_blue_on_yellow)")
-    p.add_argument("--task-ft2", help="finetuned on --target2 starting from the first skill's merge (base + task-FT "
-                                      "at the first --skill-alphas value): adds 'task-FT 2' and the two-skill "
-                                      "sequential merge (paper Eq. 4)")
+    p.add_argument("--task-ft2", help="finetuned on --target2 starting from the first skill's merge (base + "
+                                      "task-FT or co-FT, --skill-recipe, at the first --skill-alphas value): adds "
+                                      "'task-FT 2' (or 'co-FT 2') and the two-skill sequential merge (paper Eq. 4)")
     p.add_argument("--task-ft2-single", help="finetuned on --target2 starting from the base: adds the second "
                                              "skill's single-skill rows to compare the sequential merge with")
+    p.add_argument("--skill-recipe", choices=("task_ft", "co_ft"), default="task_ft",
+                   help="how both skills were learnt: the two-skill merge starts from base + --task-ft (task_ft) or "
+                        "base + --co-ft (co_ft), and the second skill's rows are labelled 'task-FT 2' or 'co-FT 2'")
     p.add_argument("--skill-alphas", default="0.9,0.9", metavar="A1,A2",
                    help="alphas of the two-skill merge: the first skill's (the merge --task-ft2 was finetuned "
                         "from) and the second's")
@@ -120,7 +123,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         if len(skill_alphas) != 2:
             raise ConfigError(f"--skill-alphas '{args.skill_alphas}' needs two values: the first skill's alpha and "
                               "the second's, e.g. 0.9,0.9")
-        variants += skill2_variants((skill_alphas[0], skill_alphas[1]), single=bool(args.task_ft2_single))
+        variants += skill2_variants((skill_alphas[0], skill_alphas[1]), single=bool(args.task_ft2_single),
+                                    recipe=args.skill_recipe)
     if args.instruction_alphas:
         variants.append(routed_variant(args.instruction_alphas, args.routed_finetuned))
     if args.steering:

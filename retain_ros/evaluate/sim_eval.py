@@ -6,7 +6,8 @@ checkpoint holds the inputs, and `Policy.load_merged` swaps the merged weights i
 
 Two skills in sequence (paper Eq. 4): with `task_ft2` (finetuned on `target2` from the first skill's merge) the
 comparison adds the second skill's rows and a column for its task; `task_ft2_single` (finetuned on `target2` from the
-base) adds the second skill's single-skill merge to compare with.
+base) adds the second skill's single-skill merge to compare with. The first skill's merge is base + task-FT or base +
+co-FT (`skill2_variants`' recipe), whichever the second skill was finetuned from.
 
 Value-guided steering (`--steering value | random`) adds `<row> + V-GPS` (or `+ random`) rows for the base and the
 RETAIN merges: each chunk is chosen among K samples as the node's steering chooses it (`steering/selection.py`), and
@@ -119,17 +120,25 @@ def default_variants(alphas: Sequence[float] = DEFAULT_ALPHAS, language_alpha: f
     return rows
 
 
-def skill2_variants(alphas: tuple[float, float], single: bool = False) -> list[Variant]:
+SKILL_RECIPES = {"task_ft": "task-FT", "co_ft": "co-FT"}
+
+
+def skill2_variants(alphas: tuple[float, float], single: bool = False, recipe: str = "task_ft") -> list[Variant]:
     """The second skill's rows.
 
     Its finetune alone, the two-skill sequential merge at `alphas` (first skill, second skill) and, with `single`,
-    the second skill finetuned from the base and its single-skill merge.
+    the second skill finetuned from the base and its single-skill merge. `recipe` is how both skills were learnt
+    ('task_ft' or 'co_ft'): the first skill's merge is base + that checkpoint, and the rows carry its label.
     """
-    rows = [Variant("task-FT 2", "task_ft2"),
-            Variant(f"RETAIN 2 skills a={alphas[0]:.2f},{alphas[1]:.2f}", "task_ft+task_ft2", tuple(alphas))]
+    if recipe not in SKILL_RECIPES:
+        raise ConfigError(f"skill recipe '{recipe}' is unknown; use {' or '.join(SKILL_RECIPES)}")
+    label = SKILL_RECIPES[recipe]
+    merged = "RETAIN 2 skills" if recipe == "task_ft" else f"RETAIN {label} 2 skills"
+    rows = [Variant(f"{label} 2", "task_ft2"),
+            Variant(f"{merged} a={alphas[0]:.2f},{alphas[1]:.2f}", f"{recipe}+task_ft2", tuple(alphas))]
     if single:
-        rows += [Variant("task-FT 2 (from base)", "task_ft2_single"),
-                 Variant(f"RETAIN task-FT 2 a={alphas[1]:.2f}", "task_ft2_single", alphas[1])]
+        rows += [Variant(f"{label} 2 (from base)", "task_ft2_single"),
+                 Variant(f"RETAIN {label} 2 a={alphas[1]:.2f}", "task_ft2_single", alphas[1])]
     return rows
 
 

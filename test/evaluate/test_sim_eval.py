@@ -263,6 +263,27 @@ def test_the_two_skill_row_serves_the_sequential_merge(skill2_models):
         ["id", "target2", "generalist"]
 
 
+def test_the_co_ft_recipe_chains_the_second_skill_onto_the_co_ft_merge(skill2_models):
+    from retain_ros.evaluate.sim_eval import skill2_variants
+    from retain_ros.policy.reference_policy import ReferencePolicy
+
+    rows = {v.name: v for v in skill2_variants((0.8, 0.6), single=True, recipe="co_ft")}
+    assert list(rows) == ["co-FT 2", "RETAIN co-FT 2 skills a=0.80,0.60", "co-FT 2 (from base)",
+                          "RETAIN co-FT 2 a=0.60"]
+    policies = VariantPolicies(EvalConfig(**skill2_models, target="pick_red", target2="pick_green", out="unused",
+                                          variants=list(rows.values())))
+    obs = example_observation(policies.policy.spec)
+    theta = {k: ReferencePolicy.from_pretrained(skill2_models[k]).state_dict() for k in ("base", "co_ft", "task_ft2")}
+    expected = {name: (0.4 * (0.2 * theta["base"][name].double() + 0.8 * theta["co_ft"][name].double())
+                       + 0.6 * theta["task_ft2"][name].double()).float() for name in theta["base"]}
+    reference = ReferencePolicy.from_pretrained(skill2_models["base"])
+    reference.load_merged(expected)
+    np.testing.assert_allclose(policies.activate(rows["RETAIN co-FT 2 skills a=0.80,0.60"]).predict(obs).actions,
+                               reference.predict(obs).actions, atol=1e-5)
+    with pytest.raises(ConfigError, match="skill recipe 'co-ft' is unknown; use task_ft or co_ft"):
+        skill2_variants((0.8, 0.6), recipe="co-ft")
+
+
 def test_second_skill_settings_that_cannot_run_are_refused(skill2_models, tmp_path, capsys):
     with pytest.raises(ConfigError, match="give --target2"):
         EvalConfig(**skill2_models, target="pick_red", out="o")
