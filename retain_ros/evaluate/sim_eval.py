@@ -96,6 +96,9 @@ class Variant:
         return {"default": rule.alpha[0] if rule.alpha else 0.0, **{g: v[0] for g, v in rule.group_alpha.items()}}
 
 
+FINETUNED_LABELS = {"task_ft": "task-FT", "co_ft": "co-FT"}  # a finetuned checkpoint's key and its rows' label
+
+
 def routed_variant(items: Sequence[str], finetuned: str = "task_ft") -> Variant:
     """The routed row: each task at the recipe `items` (`instruction_alphas`) give its instruction.
 
@@ -106,7 +109,7 @@ def routed_variant(items: Sequence[str], finetuned: str = "task_ft") -> Variant:
     if not rules:
         raise ConfigError("--instruction-alphas needs at least one PATTERN=SPEC item")
     check_rules(rules, ("vision", "language", "action"), 1)
-    label = {"task_ft": "task-FT", "co_ft": "co-FT"}[finetuned]
+    label = FINETUNED_LABELS[finetuned]
     return Variant(f"routed {label}", finetuned, routes=tuple(r.item for r in rules))
 
 
@@ -120,9 +123,6 @@ def default_variants(alphas: Sequence[float] = DEFAULT_ALPHAS, language_alpha: f
     return rows
 
 
-SKILL_RECIPES = {"task_ft": "task-FT", "co_ft": "co-FT"}
-
-
 def skill2_variants(alphas: tuple[float, float], single: bool = False, recipe: str = "task_ft") -> list[Variant]:
     """The second skill's rows.
 
@@ -130,9 +130,9 @@ def skill2_variants(alphas: tuple[float, float], single: bool = False, recipe: s
     the second skill finetuned from the base and its single-skill merge. `recipe` is how both skills were learnt
     ('task_ft' or 'co_ft'): the first skill's merge is base + that checkpoint, and the rows carry its label.
     """
-    if recipe not in SKILL_RECIPES:
-        raise ConfigError(f"skill recipe '{recipe}' is unknown; use {' or '.join(SKILL_RECIPES)}")
-    label = SKILL_RECIPES[recipe]
+    if recipe not in FINETUNED_LABELS:
+        raise ConfigError(f"skill recipe '{recipe}' is unknown; use {' or '.join(FINETUNED_LABELS)}")
+    label = FINETUNED_LABELS[recipe]
     merged = "RETAIN 2 skills" if recipe == "task_ft" else f"RETAIN {label} 2 skills"
     rows = [Variant(f"{label} 2", "task_ft2"),
             Variant(f"{merged} a={alphas[0]:.2f},{alphas[1]:.2f}", f"{recipe}+task_ft2", tuple(alphas))]
