@@ -331,6 +331,10 @@ def test_two_skill_rows_run_end_to_end_and_combine_only_with_the_same_second_tas
     capsys.readouterr()
     assert retain_eval(["combine", str(tmp_path / "c"), str(tmp_path / "b"), "--out", str(tmp_path / "x")]) == 2
     assert "target2=" in capsys.readouterr().err
+    # the co-FT recipe: its rows run end to end from the command line
+    assert retain_eval(common + ["--skill-recipe", "co_ft", "--rows", "co-FT 2", "--out", str(tmp_path / "d")]) == 0
+    assert list(json.loads((tmp_path / "d" / "report.json").read_text())["table"]) == \
+        ["co-FT 2", "RETAIN co-FT 2 skills a=0.80,0.60", "co-FT 2 (from base)", "RETAIN co-FT 2 a=0.60"]
 
 
 @pytest.mark.slow
