@@ -382,6 +382,24 @@ $(STUDY)/eval_skill2_coft/report.json: $(STUDY)/co_ft2/model.safetensors
 $(STUDY)/eval_skill2_coft_a75/report.json: $(STUDY)/co_ft2/model.safetensors
 	$(SKILL2_COFT_EVAL) --skill-alphas $(SKILL2_COFT_A1),0.75 --rows '^RETAIN co-FT 2 skills.*$$' --out $(@D)
 
+# Does DART noise around the second target's demos teach its release? 50 demos with noise 0.05 rad/s (as the
+# pretraining's `id` noise set) next to the 50 clean ones, task-FT 2's finetune from the base (10k steps, seed 4), then
+# the second target alone, 20 episodes (seeds 7000+), beside the embedded task_ft2_single on the same seeds.
+SKILL2_DART_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --target2 $(MODELS_TARGET2) \
+	--task-ft2 $(MODELS_OUT)/task_ft2 --generalist pick_red --generalist-episodes 1 --episodes 20 \
+	--rows '^task-FT 2 \(from base\)$$'
+.PHONY: study-skill2-dart
+study-skill2-dart: $(STUDY)/eval_skill2_dart/report.json $(STUDY)/eval_skill2_single_base/report.json
+$(MODELS_DATA)/target2_id_noise/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 50 --noise 0.05 --out $(@D)
+$(STUDY)/task_ft2_single_dart/model.safetensors: $(MODELS_DATA)/target2_id_noise/index.json
+	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
+		--steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 4 --out $(@D) --overwrite --quiet
+$(STUDY)/eval_skill2_dart/report.json: $(STUDY)/task_ft2_single_dart/model.safetensors
+	$(SKILL2_DART_EVAL) --task-ft2-single $(STUDY)/task_ft2_single_dart --out $(@D)
+$(STUDY)/eval_skill2_single_base/report.json: | venv
+	$(SKILL2_DART_EVAL) --task-ft2-single $(MODELS_OUT)/task_ft2_single --out $(@D)
+
 # The comparison at sizes that tell the rows apart (40 `id` + 160 pooled OOD target episodes and 100 generalist
 # episodes per row), on seeds no training used, with each action's gripper position executed at its own time (docs/policy.md,
 # "The gripper inside a chunk"). Two runs of under an hour on 2 cores, joined by `retain-eval combine`.
