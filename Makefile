@@ -389,7 +389,8 @@ SKILL2_DART_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --
 	--task-ft2 $(MODELS_OUT)/task_ft2 --generalist pick_red --generalist-episodes 1 --episodes 20 \
 	--rows '^task-FT 2 \(from base\)$$'
 .PHONY: study-skill2-dart
-study-skill2-dart: $(STUDY)/eval_skill2_dart/report.json $(STUDY)/eval_skill2_single_base/report.json
+study-skill2-dart: $(STUDY)/eval_skill2_dart/report.json $(STUDY)/eval_skill2_single_base/report.json \
+	$(STUDY)/eval_skill2_dart_full/report.json
 $(MODELS_DATA)/target2_id_noise/index.json: | venv
 	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 50 --noise 0.05 --out $(@D)
 $(STUDY)/task_ft2_single_dart/model.safetensors: $(MODELS_DATA)/target2_id_noise/index.json
@@ -397,6 +398,11 @@ $(STUDY)/task_ft2_single_dart/model.safetensors: $(MODELS_DATA)/target2_id_noise
 		--steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 4 --out $(@D) --overwrite --quiet
 $(STUDY)/eval_skill2_dart/report.json: $(STUDY)/task_ft2_single_dart/model.safetensors
 	$(SKILL2_DART_EVAL) --task-ft2-single $(STUDY)/task_ft2_single_dart --out $(@D)
+# ... and with its merge at 0.9, on target 1 and the generalist suite too (10 per task)
+$(STUDY)/eval_skill2_dart_full/report.json: $(STUDY)/task_ft2_single_dart/model.safetensors
+	$(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --target2 $(MODELS_TARGET2) --task-ft2 \
+		$(MODELS_OUT)/task_ft2 --task-ft2-single $(STUDY)/task_ft2_single_dart --episodes 20 \
+		--generalist-episodes 10 --alpha 0.9 --rows '^(task-FT 2 \(from base\)|RETAIN task-FT 2 a=0.90)$$' --out $(@D)
 $(STUDY)/eval_skill2_single_base/report.json: | venv
 	$(SKILL2_DART_EVAL) --task-ft2-single $(MODELS_OUT)/task_ft2_single --out $(@D)
 
