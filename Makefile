@@ -111,6 +111,7 @@ MODELS_FINETUNE_STEPS ?= 10000
 # co-FT: half of each batch from the target for twice task-FT's steps, so it sees as many target samples as task-FT
 # (docs/policy.md, "co-FT with task-FT's target exposure")
 MODELS_COFINETUNE_STEPS ?= 20000
+MODELS_COFINETUNE = $(MODELS_TRAIN) cofinetune --target-fraction 0.5 --steps $(MODELS_COFINETUNE_STEPS) --lr 5e-4
 MODELS_SIM = $(BIN)/retain-sim collect --image-size 64 --overwrite
 MODELS_DATA = $(MODELS_WORK)/data
 MODELS_OOD = position appearance viewpoint distractors
@@ -144,9 +145,8 @@ $(MODELS_WORK)/pretrain.done: $(MODELS_DATA_FILES)
 $(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done
 	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --steps $(MODELS_FINETUNE_STEPS) \
 		--lr 5e-4 --seed 1 --out $(MODELS_OUT)/task_ft --overwrite --quiet & task_ft=$$!; \
-	$(MODELS_TRAIN) cofinetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
-		--target-fraction 0.5 --steps $(MODELS_COFINETUNE_STEPS) --lr 5e-4 --seed 2 --out $(MODELS_OUT)/co_ft \
-		--overwrite --quiet; co_ft=$$?; wait $$task_ft && test $$co_ft = 0
+	$(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
+		--seed 2 --out $(MODELS_OUT)/co_ft --overwrite --quiet; co_ft=$$?; wait $$task_ft && test $$co_ft = 0
 	touch $@
 
 $(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done
@@ -345,7 +345,8 @@ $(STUDY)/eval_frozen/report.json: $(STUDY)/task_ft_frozen_action/model.safetenso
 # Two skills in sequence (paper Eq. 4): the embedded task_ft2 (finetuned from the first skill's merge) merged onto it,
 # next to each single-skill merge and the base, on both targets and the generalist suite (seeds 7000+). Split into two
 # runs of under an hour that `retain-eval combine` joins.
-SKILL2_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --alpha 0.9 --target2 $(MODELS_TARGET2) \
+SKILL2_SIM = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --target2 $(MODELS_TARGET2)
+SKILL2_EVAL = $(SKILL2_SIM) --alpha 0.9 \
 	--task-ft2 $(MODELS_OUT)/task_ft2 --task-ft2-single $(MODELS_OUT)/task_ft2_single \
 	--skill-alphas $(MODELS_SKILL1_ALPHA),0.9 --episodes 20 --generalist-episodes 10
 .PHONY: study-skill2
@@ -360,14 +361,12 @@ $(STUDY)/eval_skill2/report.json: $(STUDY)/eval_skill2_a/report.json $(STUDY)/ev
 # Two skills on the co-FT path: the second skill co-finetuned (half of each batch its demos, the rest the pretraining
 # data and the first target's demos, as the first skill's co-FT was made) from the first skill's co-FT merge at
 # SKILL2_COFT_A1, and from the base for the single-skill rows; two trainings of about 32 min side by side, then the
-# rows (and the two-skill merge at a2 = 0.75 too) on both targets and the generalist suite (seeds 7000+; docs/policy.md, "Two skills on the co-FT path"). Needs
-# `make models-data`.
+# rows (and the two-skill merge at a2 = 0.75 too) on both targets and the generalist suite (seeds 7000+;
+# docs/policy.md, "Two skills on the co-FT path"). Needs `make models-data`.
 SKILL2_COFT_A1 ?= 0.95
-SKILL2_COFT_COFINETUNE = $(MODELS_TRAIN) cofinetune --data $(MODELS_DATA)/target2_id --target-fraction 0.5 \
-	--steps $(MODELS_COFINETUNE_STEPS) --lr 5e-4 --overwrite --quiet
-SKILL2_COFT_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --target2 $(MODELS_TARGET2) \
-	--task-ft2 $(STUDY)/co_ft2 --task-ft2-single $(STUDY)/co_ft2_single --skill-recipe co_ft --alpha $(SKILL2_COFT_A1) \
-	--skill-alphas $(SKILL2_COFT_A1),0.9 --episodes 20 --generalist-episodes 10
+SKILL2_COFT_COFINETUNE = $(MODELS_COFINETUNE) --data $(MODELS_DATA)/target2_id --overwrite --quiet
+SKILL2_COFT_EVAL = $(SKILL2_SIM) --task-ft2 $(STUDY)/co_ft2 --task-ft2-single $(STUDY)/co_ft2_single \
+	--skill-recipe co_ft --alpha $(SKILL2_COFT_A1) --episodes 20 --generalist-episodes 10
 .PHONY: study-skill2-coft
 study-skill2-coft: $(STUDY)/eval_skill2_coft/report.json $(STUDY)/eval_skill2_coft_a75/report.json
 $(STUDY)/co_ft2/model.safetensors: | venv
@@ -378,16 +377,16 @@ $(STUDY)/co_ft2/model.safetensors: | venv
 	$(SKILL2_COFT_COFINETUNE) --init $(MODELS_OUT)/base --pretrain-data $(MODELS_PRE) --seed 6 \
 		--out $(STUDY)/co_ft2_single; single=$$?; wait $$chained && test $$single = 0
 $(STUDY)/eval_skill2_coft/report.json: $(STUDY)/co_ft2/model.safetensors
-	$(SKILL2_COFT_EVAL) --rows '^(RETAIN co-FT a=.*|co-FT 2.*|RETAIN co-FT 2.*)$$' --out $(@D)
+	$(SKILL2_COFT_EVAL) --skill-alphas $(SKILL2_COFT_A1),0.9 --rows '^(RETAIN co-FT a=.*|co-FT 2.*|RETAIN co-FT 2.*)$$' \
+		--out $(@D)
 $(STUDY)/eval_skill2_coft_a75/report.json: $(STUDY)/co_ft2/model.safetensors
 	$(SKILL2_COFT_EVAL) --skill-alphas $(SKILL2_COFT_A1),0.75 --rows '^RETAIN co-FT 2 skills.*$$' --out $(@D)
 
 # Does DART noise around the second target's demos teach its release? 50 demos with noise 0.05 rad/s (as the
 # pretraining's `id` noise set) next to the 50 clean ones, task-FT 2's finetune from the base (10k steps, seed 4), then
 # the second target alone, 20 episodes (seeds 7000+), beside the embedded task_ft2_single on the same seeds.
-SKILL2_DART_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --target2 $(MODELS_TARGET2) \
-	--task-ft2 $(MODELS_OUT)/task_ft2 --generalist pick_red --generalist-episodes 1 --episodes 20 \
-	--rows '^task-FT 2 \(from base\)$$'
+SKILL2_DART_SIM = $(SKILL2_SIM) --task-ft2 $(MODELS_OUT)/task_ft2 --episodes 20
+SKILL2_DART_EVAL = $(SKILL2_DART_SIM) --generalist pick_red --generalist-episodes 1 --rows '^task-FT 2 \(from base\)$$'
 .PHONY: study-skill2-dart
 study-skill2-dart: $(STUDY)/eval_skill2_dart/report.json $(STUDY)/eval_skill2_single_base/report.json \
 	$(STUDY)/eval_skill2_dart_full/report.json
@@ -400,9 +399,8 @@ $(STUDY)/eval_skill2_dart/report.json: $(STUDY)/task_ft2_single_dart/model.safet
 	$(SKILL2_DART_EVAL) --task-ft2-single $(STUDY)/task_ft2_single_dart --out $(@D)
 # ... and with its merge at 0.9, on target 1 and the generalist suite too (10 per task)
 $(STUDY)/eval_skill2_dart_full/report.json: $(STUDY)/task_ft2_single_dart/model.safetensors
-	$(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --target2 $(MODELS_TARGET2) --task-ft2 \
-		$(MODELS_OUT)/task_ft2 --task-ft2-single $(STUDY)/task_ft2_single_dart --episodes 20 \
-		--generalist-episodes 10 --alpha 0.9 --rows '^(task-FT 2 \(from base\)|RETAIN task-FT 2 a=0.90)$$' --out $(@D)
+	$(SKILL2_DART_SIM) --task-ft2-single $(STUDY)/task_ft2_single_dart --generalist-episodes 10 --alpha 0.9 \
+		--rows '^(task-FT 2 \(from base\)|RETAIN task-FT 2 a=0.90)$$' --out $(@D)
 $(STUDY)/eval_skill2_single_base/report.json: | venv
 	$(SKILL2_DART_EVAL) --task-ft2-single $(MODELS_OUT)/task_ft2_single --out $(@D)
 
