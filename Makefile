@@ -326,6 +326,21 @@ $(STUDY)/base_longer/model.safetensors: | venv
 $(STUDY)/eval_base_longer/report.json: $(STUDY)/base_longer/model.safetensors
 	$(STUDY_EVAL) --ood "" --episodes 1 --generalist-episodes 10 --base $(STUDY)/base_longer --rows '^base$$' --out $(@D)
 
+# Does more DART noise in the pretraining data make a stronger generalist? (DART demos taught the second target its
+# release: docs/policy.md, "Two skills on the co-FT path"; the base fails mostly its places and pushes.) 20 more noisy
+# `id` demos per generalist task (0.05 rad/s, seeds 70+) beside the pretraining data, the base's recipe (30k steps,
+# lr 1e-3, seed 0), then the generalist suite (10 per task, seeds 7000+). About 3 + 40 + 5 min.
+.PHONY: study-base-dart
+study-base-dart: $(STUDY)/eval_base_dart/report.json
+$(MODELS_DATA)/pre_id_noise2/index.json: | venv
+	$(MODELS_SIM) --tasks generalist --variation id --episodes 20 --seed 70 --noise 0.05 --out $(@D)
+$(STUDY)/base_dart/model.safetensors: $(MODELS_DATA)/pre_id_noise2/index.json
+	$(MODELS_TRAIN) pretrain --data $(MODELS_PRE) $(MODELS_DATA)/pre_id_noise2 --steps $(MODELS_PRETRAIN_STEPS) \
+		--lr 1e-3 --seed 0 --out $(@D) --overwrite --quiet
+$(STUDY)/eval_base_dart/report.json: $(STUDY)/base_dart/model.safetensors
+	$(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --episodes 1 --generalist-episodes 10 \
+		--base $(STUDY)/base_dart --rows '^base$$' --out $(@D)
+
 # task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
 # the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget"). 4000 steps
 # (task-FT's 10k took 100 min here beside the other study jobs), then its loss along the path.
@@ -364,12 +379,13 @@ $(STUDY)/eval_skill2/report.json: $(STUDY)/eval_skill2_a/report.json $(STUDY)/ev
 # rows (and the two-skill merge at a2 = 0.75 too) on both targets and the generalist suite (seeds 7000+;
 # docs/policy.md, "Two skills on the co-FT path"). Needs `make models-data`.
 SKILL2_COFT_A1 ?= 0.95
-SKILL2_COFT_COFINETUNE = $(MODELS_COFINETUNE) --data $(MODELS_DATA)/target2_id --overwrite --quiet
+SKILL2_COFT_COFINETUNE = $(MODELS_COFINETUNE) --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
+	--overwrite --quiet
 SKILL2_COFT_EVAL = $(SKILL2_SIM) --task-ft2 $(STUDY)/co_ft2 --task-ft2-single $(STUDY)/co_ft2_single \
 	--skill-recipe co_ft --alpha $(SKILL2_COFT_A1) --episodes 20 --generalist-episodes 10
 .PHONY: study-skill2-coft
 study-skill2-coft: $(STUDY)/eval_skill2_coft/report.json $(STUDY)/eval_skill2_coft_a75/report.json
-$(STUDY)/co_ft2/model.safetensors: | venv
+$(STUDY)/co_ft2/model.safetensors: $(MODELS_DATA)/target2_id_noise/index.json
 	$(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/co_ft --alpha $(SKILL2_COFT_A1) --groups reference \
 		--out $(STUDY)/co_ft_merge --force -q
 	$(SKILL2_COFT_COFINETUNE) --init $(STUDY)/co_ft_merge --pretrain-data $(MODELS_PRE) $(MODELS_DATA)/target_id \
@@ -385,7 +401,7 @@ $(STUDY)/eval_skill2_coft_a75/report.json: $(STUDY)/co_ft2/model.safetensors
 # Does DART noise around the second target's demos teach its release? 50 demos with noise 0.05 rad/s (as the
 # pretraining's `id` noise set) next to the 50 clean ones, task-FT 2's finetune from the base (10k steps, seed 4), then
 # the second target alone, 20 episodes (seeds 7000+), beside the embedded task_ft2_single on the same seeds.
-SKILL2_DART_SIM = $(SKILL2_SIM) --task-ft2 $(MODELS_OUT)/task_ft2 --episodes 20
+SKILL2_DART_SIM = $(SKILL2_SIM) --episodes 20
 SKILL2_DART_EVAL = $(SKILL2_DART_SIM) --generalist pick_red --generalist-episodes 1 --rows '^task-FT 2 \(from base\)$$'
 .PHONY: study-skill2-dart
 study-skill2-dart: $(STUDY)/eval_skill2_dart/report.json $(STUDY)/eval_skill2_single_base/report.json \

@@ -44,7 +44,8 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
                                       "task-FT or co-FT, --skill-recipe, at the first --skill-alphas value): adds "
                                       "'task-FT 2' (or 'co-FT 2') and the two-skill sequential merge (paper Eq. 4)")
     p.add_argument("--task-ft2-single", help="finetuned on --target2 starting from the base: adds the second "
-                                             "skill's single-skill rows to compare the sequential merge with")
+                                             "skill's single-skill rows (its finetune and its merge at the second "
+                                             "--skill-alphas value), with or without --task-ft2")
     p.add_argument("--skill-recipe", choices=("task_ft", "co_ft"), default="task_ft",
                    help="how both skills were learnt: the two-skill merge starts from base + --task-ft (task_ft) or "
                         "base + --co-ft (co_ft), and the second skill's rows are labelled 'task-FT 2' or 'co-FT 2'")
@@ -118,13 +119,13 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     alphas = parse_alpha(args.alpha, "--alpha")
     variants = default_variants(alphas, args.language_alpha)
-    if args.task_ft2:
+    if args.task_ft2 or args.task_ft2_single:
         skill_alphas = parse_alpha(args.skill_alphas, "--skill-alphas")
         if len(skill_alphas) != 2:
             raise ConfigError(f"--skill-alphas '{args.skill_alphas}' needs two values: the first skill's alpha and "
                               "the second's, e.g. 0.9,0.9")
         variants += skill2_variants((skill_alphas[0], skill_alphas[1]), single=bool(args.task_ft2_single),
-                                    recipe=args.skill_recipe)
+                                    recipe=args.skill_recipe, chained=bool(args.task_ft2))
     if args.instruction_alphas:
         variants.append(routed_variant(args.instruction_alphas, args.routed_finetuned))
     if args.steering:

@@ -123,19 +123,23 @@ def default_variants(alphas: Sequence[float] = DEFAULT_ALPHAS, language_alpha: f
     return rows
 
 
-def skill2_variants(alphas: tuple[float, float], single: bool = False, recipe: str = "task_ft") -> list[Variant]:
+def skill2_variants(alphas: tuple[float, float], single: bool = False, recipe: str = "task_ft",
+                    chained: bool = True) -> list[Variant]:
     """The second skill's rows.
 
-    Its finetune alone, the two-skill sequential merge at `alphas` (first skill, second skill) and, with `single`,
-    the second skill finetuned from the base and its single-skill merge. `recipe` is how both skills were learnt
-    ('task_ft' or 'co_ft'): the first skill's merge is base + that checkpoint, and the rows carry its label.
+    With `chained`, its finetune from the first skill's merge alone and the two-skill sequential merge at `alphas`
+    (first skill, second skill); with `single`, the second skill finetuned from the base and its single-skill merge.
+    `recipe` is how both skills were learnt ('task_ft' or 'co_ft'): the first skill's merge is base + that
+    checkpoint, and the rows carry its label.
     """
     if recipe not in FINETUNED_LABELS:
         raise ConfigError(f"skill recipe '{recipe}' is unknown; use {' or '.join(FINETUNED_LABELS)}")
     label = FINETUNED_LABELS[recipe]
     merged = "RETAIN 2 skills" if recipe == "task_ft" else f"RETAIN {label} 2 skills"
-    rows = [Variant(f"{label} 2", "task_ft2"),
-            Variant(f"{merged} a={alphas[0]:.2f},{alphas[1]:.2f}", f"{recipe}+task_ft2", tuple(alphas))]
+    rows = []
+    if chained:
+        rows += [Variant(f"{label} 2", "task_ft2"),
+                 Variant(f"{merged} a={alphas[0]:.2f},{alphas[1]:.2f}", f"{recipe}+task_ft2", tuple(alphas))]
     if single:
         rows += [Variant(f"{label} 2 (from base)", "task_ft2_single"),
                  Variant(f"RETAIN {label} 2 a={alphas[1]:.2f}", "task_ft2_single", alphas[1])]

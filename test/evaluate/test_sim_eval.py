@@ -305,6 +305,19 @@ def test_second_skill_settings_that_cannot_run_are_refused(skill2_models, tmp_pa
     assert "--skill-alphas '0.9' needs two values" in capsys.readouterr().err
 
 
+def test_the_single_skill_rows_stand_without_the_chained_checkpoint(skill2_models, tmp_path, capsys):
+    from retain_ros.evaluate.sim_eval import skill2_variants
+
+    assert [v.name for v in skill2_variants((0.8, 0.6), single=True, chained=False)] == \
+        ["task-FT 2 (from base)", "RETAIN task-FT 2 a=0.60"]
+    argv = ["sim", "--base", skill2_models["base"], "--task-ft2-single", skill2_models["task_ft2_single"],
+            "--target2", "pick_green", "--skill-alphas", "0.8,0.6", "--rows", "no such row", "--out",
+            str(tmp_path / "o"), "-q"]
+    assert retain_eval(argv) == 2
+    rows = capsys.readouterr().err.split("the rows are: ")[1].strip().split(", ")
+    assert rows[-2:] == ["task-FT 2 (from base)", "RETAIN task-FT 2 a=0.60"] and "task-FT 2" not in rows
+
+
 @pytest.mark.slow
 def test_two_skill_rows_run_end_to_end_and_combine_only_with_the_same_second_task(skill2_models, tmp_path, capsys):
     common = ["sim", *[a for k in ("base", "task_ft", "co_ft", "task_ft2", "task_ft2_single")
