@@ -97,15 +97,16 @@ check-workspace: venv colcon-env
 # `models-data` collects expert demos in the simulator (generalist suite in `id`, with and without DART noise, and in
 # every OOD family; 50 clean `id` demos of each target task), then `models` runs four stages, each resumable (a stamp
 # in MODELS_WORK marks it done; `rm -rf build/models_work` starts over): pretrain the generalist; task-finetune and
-# co-finetune it on the first target; the value function of value-guided steering (below); the second skill: finetune
-# the first skill's merge (task-FT at MODELS_SKILL1_ALPHA) on the second target (task_ft2, paper Eq. 4), and the base on
-# it too (task_ft2_single, for the single-skill comparison). Each stage's two jobs run side by side, one core each.
+# co-finetune it on the first target; the value function of value-guided steering (below); the second skill:
+# co-finetune the first skill's merge (co-FT at MODELS_SKILL1_ALPHA) on the second target's clean and DART demos with
+# the pretraining data and the first target's demos replayed (co_ft2, paper Eq. 4), and the base on it too
+# (co_ft2_single, for the single-skill comparison). Each stage's two jobs run side by side, one core each.
 # Times: docs/policy.md and docs/steering.md.
 MODELS_WORK ?= build/models_work
 MODELS_OUT ?= retain_ros/models
 MODELS_TARGET ?= push_red_to_purple
 MODELS_TARGET2 ?= place_red_and_blue_on_yellow
-MODELS_SKILL1_ALPHA ?= 0.9
+MODELS_SKILL1_ALPHA ?= 0.95
 MODELS_PRETRAIN_STEPS ?= 30000
 MODELS_FINETUNE_STEPS ?= 10000
 # co-FT: half of each batch from the target for twice task-FT's steps, so it sees as many target samples as task-FT
@@ -118,7 +119,7 @@ MODELS_OOD = position appearance viewpoint distractors
 MODELS_PRE = $(MODELS_DATA)/pre_id $(MODELS_DATA)/pre_id_noise $(foreach v,$(MODELS_OOD),$(MODELS_DATA)/pre_$(v))
 MODELS_TRAIN = $(BIN)/retain-train
 
-MODELS_SETS = pre_id pre_id_noise $(foreach v,$(MODELS_OOD),pre_$(v)) target_id target2_id
+MODELS_SETS = pre_id pre_id_noise $(foreach v,$(MODELS_OOD),pre_$(v)) target_id target2_id target2_id_noise
 MODELS_DATA_FILES = $(foreach d,$(MODELS_SETS),$(MODELS_DATA)/$(d)/index.json)
 .PHONY: models-data
 models-data: $(MODELS_DATA_FILES)
@@ -133,6 +134,8 @@ $(MODELS_DATA)/target_id/index.json: | venv
 	$(MODELS_SIM) --tasks $(MODELS_TARGET) --variation id --episodes 50 --seed 0 --out $(@D)
 $(MODELS_DATA)/target2_id/index.json: | venv
 	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 0 --out $(@D)
+$(MODELS_DATA)/target2_id_noise/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 50 --noise 0.05 --out $(@D)
 
 .PHONY: models
 models: $(MODELS_WORK)/skill2.done $(MODELS_WORK)/value.done
@@ -149,15 +152,15 @@ $(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done
 		--seed 2 --out $(MODELS_OUT)/co_ft --overwrite --quiet; co_ft=$$?; wait $$task_ft && test $$co_ft = 0
 	touch $@
 
+MODELS_COFINETUNE2 = $(MODELS_COFINETUNE) --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
+	--overwrite --quiet
 $(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done
-	$(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/task_ft --alpha $(MODELS_SKILL1_ALPHA) --groups reference \
+	$(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/co_ft --alpha $(MODELS_SKILL1_ALPHA) --groups reference \
 		--out $(MODELS_WORK)/skill1_merge --force -q
-	$(MODELS_TRAIN) finetune --init $(MODELS_WORK)/skill1_merge --data $(MODELS_DATA)/target2_id \
-		--steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 3 --out $(MODELS_OUT)/task_ft2 --overwrite --quiet \
-		& task_ft2=$$!; \
-	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target2_id --steps $(MODELS_FINETUNE_STEPS) \
-		--lr 5e-4 --seed 4 --out $(MODELS_OUT)/task_ft2_single --overwrite --quiet; single=$$?; \
-		wait $$task_ft2 && test $$single = 0
+	$(MODELS_COFINETUNE2) --init $(MODELS_WORK)/skill1_merge --pretrain-data $(MODELS_PRE) $(MODELS_DATA)/target_id \
+		--seed 5 --out $(MODELS_OUT)/co_ft2 & chained=$$!; \
+	$(MODELS_COFINETUNE2) --init $(MODELS_OUT)/base --pretrain-data $(MODELS_PRE) --seed 6 \
+		--out $(MODELS_OUT)/co_ft2_single; single=$$?; wait $$chained && test $$single = 0
 	touch $@
 
 # The value function of value-guided steering (V-GPS, docs/steering.md): rollouts with outcomes, each chunk one of
@@ -357,57 +360,54 @@ $(STUDY)/eval_frozen/report.json: $(STUDY)/task_ft_frozen_action/model.safetenso
 	$(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --alpha 0.75,0.9 --generalist-episodes 10 \
 		--task-ft $(STUDY)/task_ft_frozen_action --rows '^(task-FT|RETAIN task-FT a=.*)$$' --out $(@D)
 
-# Two skills in sequence (paper Eq. 4): the embedded task_ft2 (finetuned from the first skill's merge) merged onto it,
-# next to each single-skill merge and the base, on both targets and the generalist suite (seeds 7000+). Split into two
-# runs of under an hour that `retain-eval combine` joins.
+# Two skills in sequence on the task-FT path (paper Eq. 4): the second skill finetuned (task-FT's recipe, 50 clean
+# demos) from the first skill's task-FT merge at 0.9 and from the base, side by side (about 15 min each on free cores),
+# then merged onto it, next to each single-skill merge and the base, on both targets and the generalist suite (seeds
+# 7000+). Split into two runs of under an hour that `retain-eval combine` joins. The embedded second skill is the
+# co-FT chain's (`make models`; its rows: `make study-skill2-coft`).
 SKILL2_SIM = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --target2 $(MODELS_TARGET2)
-SKILL2_EVAL = $(SKILL2_SIM) --alpha 0.9 \
-	--task-ft2 $(MODELS_OUT)/task_ft2 --task-ft2-single $(MODELS_OUT)/task_ft2_single \
-	--skill-alphas $(MODELS_SKILL1_ALPHA),0.9 --episodes 20 --generalist-episodes 10
+SKILL2_EVAL = $(SKILL2_SIM) --alpha 0.9 --task-ft2 $(STUDY)/task_ft2 --task-ft2-single $(STUDY)/task_ft2_single \
+	--skill-alphas 0.9,0.9 --episodes 20 --generalist-episodes 10
 .PHONY: study-skill2
 study-skill2: $(STUDY)/eval_skill2/report.json
-$(STUDY)/eval_skill2_a/report.json:
+$(STUDY)/task_ft2/model.safetensors $(STUDY)/task_ft2_single/model.safetensors &: $(MODELS_DATA)/target2_id/index.json
+	$(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/task_ft --alpha 0.9 --groups reference \
+		--out $(STUDY)/task_ft_merge --force -q
+	$(MODELS_TRAIN) finetune --init $(STUDY)/task_ft_merge --data $(MODELS_DATA)/target2_id \
+		--steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 3 --out $(STUDY)/task_ft2 --overwrite --quiet & chained=$$!; \
+	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target2_id --steps $(MODELS_FINETUNE_STEPS) \
+		--lr 5e-4 --seed 4 --out $(STUDY)/task_ft2_single --overwrite --quiet; single=$$?; \
+		wait $$chained && test $$single = 0
+$(STUDY)/eval_skill2_a/report.json: $(STUDY)/task_ft2/model.safetensors
 	$(SKILL2_EVAL) --rows '^(base|task-FT|RETAIN task-FT a=0.90)$$' --out $(@D)
-$(STUDY)/eval_skill2_b/report.json:
+$(STUDY)/eval_skill2_b/report.json: $(STUDY)/task_ft2/model.safetensors
 	$(SKILL2_EVAL) --rows '^(task-FT 2.*|RETAIN 2 skills.*|RETAIN task-FT 2.*)$$' --out $(@D)
 $(STUDY)/eval_skill2/report.json: $(STUDY)/eval_skill2_a/report.json $(STUDY)/eval_skill2_b/report.json
 	$(BIN)/retain-eval combine $^ --out $(@D)
 
-# Two skills on the co-FT path: the second skill co-finetuned (half of each batch its demos, the rest the pretraining
-# data and the first target's demos, as the first skill's co-FT was made) from the first skill's co-FT merge at
-# SKILL2_COFT_A1, and from the base for the single-skill rows; two trainings of about 32 min side by side, then the
-# rows (and the two-skill merge at a2 = 0.75 too) on both targets and the generalist suite (seeds 7000+;
-# docs/policy.md, "Two skills on the co-FT path"). Needs `make models-data`.
-SKILL2_COFT_A1 ?= 0.95
-SKILL2_COFT_COFINETUNE = $(MODELS_COFINETUNE) --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
-	--overwrite --quiet
-SKILL2_COFT_EVAL = $(SKILL2_SIM) --task-ft2 $(STUDY)/co_ft2 --task-ft2-single $(STUDY)/co_ft2_single \
-	--skill-recipe co_ft --alpha $(SKILL2_COFT_A1) --episodes 20 --generalist-episodes 10
+# Two skills on the co-FT path, the embedded ones (`make models`): co_ft2, co-finetuned from the first skill's co-FT
+# merge at MODELS_SKILL1_ALPHA, and co_ft2_single, the same from the base; their rows (and the two-skill merge at a2 =
+# 0.75 too) on both targets and the generalist suite (seeds 7000+; docs/policy.md, "Two skills on the co-FT path").
+# About 14 + 6 min on 2 workers.
+SKILL2_COFT_EVAL = $(SKILL2_SIM) --task-ft2 $(MODELS_OUT)/co_ft2 --task-ft2-single $(MODELS_OUT)/co_ft2_single \
+	--skill-recipe co_ft --alpha $(MODELS_SKILL1_ALPHA) --episodes 20 --generalist-episodes 10
 .PHONY: study-skill2-coft
 study-skill2-coft: $(STUDY)/eval_skill2_coft/report.json $(STUDY)/eval_skill2_coft_a75/report.json
-$(STUDY)/co_ft2/model.safetensors: $(MODELS_DATA)/target2_id_noise/index.json
-	$(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/co_ft --alpha $(SKILL2_COFT_A1) --groups reference \
-		--out $(STUDY)/co_ft_merge --force -q
-	$(SKILL2_COFT_COFINETUNE) --init $(STUDY)/co_ft_merge --pretrain-data $(MODELS_PRE) $(MODELS_DATA)/target_id \
-		--seed 5 --out $(STUDY)/co_ft2 & chained=$$!; \
-	$(SKILL2_COFT_COFINETUNE) --init $(MODELS_OUT)/base --pretrain-data $(MODELS_PRE) --seed 6 \
-		--out $(STUDY)/co_ft2_single; single=$$?; wait $$chained && test $$single = 0
-$(STUDY)/eval_skill2_coft/report.json: $(STUDY)/co_ft2/model.safetensors
-	$(SKILL2_COFT_EVAL) --skill-alphas $(SKILL2_COFT_A1),0.9 --rows '^(RETAIN co-FT a=.*|co-FT 2.*|RETAIN co-FT 2.*)$$' \
-		--out $(@D)
-$(STUDY)/eval_skill2_coft_a75/report.json: $(STUDY)/co_ft2/model.safetensors
-	$(SKILL2_COFT_EVAL) --skill-alphas $(SKILL2_COFT_A1),0.75 --rows '^RETAIN co-FT 2 skills.*$$' --out $(@D)
+$(STUDY)/eval_skill2_coft/report.json: | venv
+	$(SKILL2_COFT_EVAL) --skill-alphas $(MODELS_SKILL1_ALPHA),0.9 \
+		--rows '^(RETAIN co-FT a=.*|co-FT 2.*|RETAIN co-FT 2.*)$$' --out $(@D)
+$(STUDY)/eval_skill2_coft_a75/report.json: | venv
+	$(SKILL2_COFT_EVAL) --skill-alphas $(MODELS_SKILL1_ALPHA),0.75 --rows '^RETAIN co-FT 2 skills.*$$' --out $(@D)
 
 # Does DART noise around the second target's demos teach its release? 50 demos with noise 0.05 rad/s (as the
 # pretraining's `id` noise set) next to the 50 clean ones, task-FT 2's finetune from the base (10k steps, seed 4), then
-# the second target alone, 20 episodes (seeds 7000+), beside the embedded task_ft2_single on the same seeds.
+# the second target alone, 20 episodes (seeds 7000+), beside the same finetune without them (`make study-skill2`'s
+# task_ft2_single) on the same seeds.
 SKILL2_DART_SIM = $(SKILL2_SIM) --episodes 20
 SKILL2_DART_EVAL = $(SKILL2_DART_SIM) --generalist pick_red --generalist-episodes 1 --rows '^task-FT 2 \(from base\)$$'
 .PHONY: study-skill2-dart
 study-skill2-dart: $(STUDY)/eval_skill2_dart/report.json $(STUDY)/eval_skill2_single_base/report.json \
 	$(STUDY)/eval_skill2_dart_full/report.json
-$(MODELS_DATA)/target2_id_noise/index.json: | venv
-	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 50 --noise 0.05 --out $(@D)
 $(STUDY)/task_ft2_single_dart/model.safetensors: $(MODELS_DATA)/target2_id_noise/index.json
 	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
 		--steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 4 --out $(@D) --overwrite --quiet
@@ -417,8 +417,8 @@ $(STUDY)/eval_skill2_dart/report.json: $(STUDY)/task_ft2_single_dart/model.safet
 $(STUDY)/eval_skill2_dart_full/report.json: $(STUDY)/task_ft2_single_dart/model.safetensors
 	$(SKILL2_DART_SIM) --task-ft2-single $(STUDY)/task_ft2_single_dart --generalist-episodes 10 --alpha 0.9 \
 		--rows '^(task-FT 2 \(from base\)|RETAIN task-FT 2 a=0.90)$$' --out $(@D)
-$(STUDY)/eval_skill2_single_base/report.json: | venv
-	$(SKILL2_DART_EVAL) --task-ft2-single $(MODELS_OUT)/task_ft2_single --out $(@D)
+$(STUDY)/eval_skill2_single_base/report.json: $(STUDY)/task_ft2_single/model.safetensors
+	$(SKILL2_DART_EVAL) --task-ft2-single $(STUDY)/task_ft2_single --out $(@D)
 
 # The comparison at sizes that tell the rows apart (40 `id` + 160 pooled OOD target episodes and 100 generalist
 # episodes per row), on seeds no training used, with each action's gripper position executed at its own time (docs/policy.md,

@@ -14,7 +14,7 @@ from retain_ros.policy import load_policy
 from retain_ros.policy.reference_policy import example_observation
 
 MODELS = Path(retain_ros.__file__).resolve().parent / "models"
-NAMES = ("base", "task_ft", "co_ft", "task_ft2", "task_ft2_single")
+NAMES = ("base", "task_ft", "co_ft", "co_ft2", "co_ft2_single")
 
 
 def test_every_embedded_checkpoint_is_shipped():
