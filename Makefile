@@ -332,18 +332,24 @@ $(STUDY)/eval_base_longer/report.json: $(STUDY)/base_longer/model.safetensors
 # Does more DART noise in the pretraining data make a stronger generalist? (DART demos taught the second target its
 # release: docs/policy.md, "Two skills on the co-FT path"; the base fails mostly its places and pushes.) 20 more noisy
 # `id` demos per generalist task (0.05 rad/s, seeds 70+) beside the pretraining data, the base's recipe (30k steps,
-# lr 1e-3, seed 0), then the generalist suite (10 per task, seeds 7000+). About 5 + 45 + 3 min. It scored 0.83 against
-# the embedded base's 0.49 (docs/policy.md, "More DART demos in the pretraining").
+# lr 1e-3, seed 0), then the generalist suite (10 per task, seeds 7000+, and again on seeds 8000+ beside the embedded
+# base). About 5 + 45 + 3 + 5 min. It scored 0.77 against the embedded base's 0.50 over the 200 episodes (docs/policy.md,
+# "More DART demos in the pretraining").
+BASE_EVAL = $(BIN)/retain-eval sim --workers 2 -q --ood "" --episodes 1 --generalist-episodes 10 --rows '^base$$'
 .PHONY: study-base-dart
-study-base-dart: $(STUDY)/eval_base_dart/report.json
+study-base-dart: $(STUDY)/eval_base_dart/report.json $(STUDY)/eval_base_dart_8000/report.json \
+	$(STUDY)/eval_base_embedded_8000/report.json
 $(MODELS_DATA)/pre_id_noise2/index.json: | venv
 	$(MODELS_SIM) --tasks generalist --variation id --episodes 20 --seed 70 --noise 0.05 --out $(@D)
 $(STUDY)/base_dart/model.safetensors: $(MODELS_DATA)/pre_id_noise2/index.json
 	$(MODELS_TRAIN) pretrain --data $(MODELS_PRE) $(MODELS_DATA)/pre_id_noise2 --steps $(MODELS_PRETRAIN_STEPS) \
 		--lr 1e-3 --seed 0 --out $(@D) --overwrite --quiet
 $(STUDY)/eval_base_dart/report.json: $(STUDY)/base_dart/model.safetensors
-	$(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --episodes 1 --generalist-episodes 10 \
-		--base $(STUDY)/base_dart --rows '^base$$' --out $(@D)
+	$(BASE_EVAL) --seed 7000 --base $(STUDY)/base_dart --out $(@D)
+$(STUDY)/eval_base_dart_8000/report.json: $(STUDY)/base_dart/model.safetensors
+	$(BASE_EVAL) --seed 8000 --base $(STUDY)/base_dart --out $(@D)
+$(STUDY)/eval_base_embedded_8000/report.json: | venv
+	$(BASE_EVAL) --seed 8000 --out $(@D)
 
 # task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
 # the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget"). 4000 steps
