@@ -351,6 +351,18 @@ $(STUDY)/eval_base_dart_8000/report.json: $(STUDY)/base_dart/model.safetensors
 $(STUDY)/eval_base_embedded_8000/report.json: | venv
 	$(BASE_EVAL) --seed 8000 --out $(@D)
 
+# Does a task-FT merge keep more of a stronger base? The first target's task-FT recipe (50 clean demos, 10k steps, lr
+# 5e-4, seed 1) from the DART base, then task-FT and its merges at 0.75 and 0.9 on the target in `id` (20) and the
+# generalist suite (10 per task; seeds 7000+). About 15 + 8 min.
+.PHONY: study-ft-dart
+study-ft-dart: $(STUDY)/eval_ft_dart/report.json
+$(STUDY)/task_ft_dart/model.safetensors: $(STUDY)/base_dart/model.safetensors
+	$(MODELS_TRAIN) finetune --init $(STUDY)/base_dart --data $(MODELS_DATA)/target_id --steps $(MODELS_FINETUNE_STEPS) \
+		--lr 5e-4 --seed 1 --out $(@D) --overwrite --quiet
+$(STUDY)/eval_ft_dart/report.json: $(STUDY)/task_ft_dart/model.safetensors
+	$(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --alpha 0.75,0.9 --episodes 20 --generalist-episodes 10 \
+		--base $(STUDY)/base_dart --task-ft $(STUDY)/task_ft_dart --rows '^(task-FT|RETAIN task-FT a=.*)$$' --out $(@D)
+
 # task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
 # the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget"). 4000 steps
 # (task-FT's 10k took 100 min here beside the other study jobs), then its loss along the path.
