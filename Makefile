@@ -119,8 +119,10 @@ MODELS_OOD = position appearance viewpoint distractors
 MODELS_PRE = $(MODELS_DATA)/pre_id $(MODELS_DATA)/pre_id_noise $(foreach v,$(MODELS_OOD),$(MODELS_DATA)/pre_$(v))
 MODELS_TRAIN = $(BIN)/retain-train
 
-MODELS_SETS = pre_id pre_id_noise $(foreach v,$(MODELS_OOD),pre_$(v)) target_id target2_id target2_id_noise
-MODELS_DATA_FILES = $(foreach d,$(MODELS_SETS),$(MODELS_DATA)/$(d)/index.json)
+# each stage depends on the sets it reads, so adding a set reruns only the stages that use it
+MODELS_PRE_FILES = $(foreach d,$(MODELS_PRE),$(d)/index.json)
+MODELS_TARGET2_FILES = $(MODELS_DATA)/target2_id/index.json $(MODELS_DATA)/target2_id_noise/index.json
+MODELS_DATA_FILES = $(MODELS_PRE_FILES) $(MODELS_DATA)/target_id/index.json $(MODELS_TARGET2_FILES)
 .PHONY: models-data
 models-data: $(MODELS_DATA_FILES)
 
@@ -140,12 +142,12 @@ $(MODELS_DATA)/target2_id_noise/index.json: | venv
 .PHONY: models
 models: $(MODELS_WORK)/skill2.done $(MODELS_WORK)/value.done
 
-$(MODELS_WORK)/pretrain.done: $(MODELS_DATA_FILES)
+$(MODELS_WORK)/pretrain.done: $(MODELS_PRE_FILES)
 	$(MODELS_TRAIN) pretrain --data $(MODELS_PRE) --steps $(MODELS_PRETRAIN_STEPS) --lr 1e-3 --seed 0 \
 		--out $(MODELS_OUT)/base --overwrite --quiet
 	touch $@
 
-$(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done
+$(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done $(MODELS_DATA)/target_id/index.json
 	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --steps $(MODELS_FINETUNE_STEPS) \
 		--lr 5e-4 --seed 1 --out $(MODELS_OUT)/task_ft --overwrite --quiet & task_ft=$$!; \
 	$(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
@@ -154,7 +156,7 @@ $(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done
 
 MODELS_COFINETUNE2 = $(MODELS_COFINETUNE) --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
 	--overwrite --quiet
-$(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done
+$(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done $(MODELS_TARGET2_FILES)
 	$(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/co_ft --alpha $(MODELS_SKILL1_ALPHA) --groups reference \
 		--out $(MODELS_WORK)/skill1_merge --force -q
 	$(MODELS_COFINETUNE2) --init $(MODELS_WORK)/skill1_merge --pretrain-data $(MODELS_PRE) $(MODELS_DATA)/target_id \
