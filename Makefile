@@ -112,6 +112,8 @@ MODELS_FINETUNE_STEPS ?= 10000
 # co-FT: half of each batch from the target for twice task-FT's steps, so it sees as many target samples as task-FT
 # (docs/policy.md, "co-FT with task-FT's target exposure")
 MODELS_COFINETUNE_STEPS ?= 20000
+# task-FT: the target's demos alone (every task-FT of the project: the embedded one and the studies')
+MODELS_FINETUNE = $(MODELS_TRAIN) finetune --steps $(MODELS_FINETUNE_STEPS) --lr 5e-4
 MODELS_COFINETUNE = $(MODELS_TRAIN) cofinetune --target-fraction 0.5 --steps $(MODELS_COFINETUNE_STEPS) --lr 5e-4
 MODELS_SIM = $(BIN)/retain-sim collect --image-size 64 --overwrite
 MODELS_DATA = $(MODELS_WORK)/data
@@ -148,8 +150,8 @@ $(MODELS_WORK)/pretrain.done: $(MODELS_PRE_FILES)
 	touch $@
 
 $(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done $(MODELS_DATA)/target_id/index.json
-	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --steps $(MODELS_FINETUNE_STEPS) \
-		--lr 5e-4 --seed 1 --out $(MODELS_OUT)/task_ft --overwrite --quiet & task_ft=$$!; \
+	$(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --seed 1 --out $(MODELS_OUT)/task_ft \
+		--overwrite --quiet & task_ft=$$!; \
 	$(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
 		--seed 2 --out $(MODELS_OUT)/co_ft --overwrite --quiet; co_ft=$$?; wait $$task_ft && test $$co_ft = 0
 	touch $@
@@ -230,6 +232,8 @@ models-report: models-report-offline
 STUDY ?= build/study
 STUDY_PRE2 = $(MODELS_DATA)/pre2_id $(MODELS_DATA)/pre2_id_noise $(foreach v,$(MODELS_OOD),$(MODELS_DATA)/pre2_$(v))
 STUDY_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 1 -q
+# a base alone on the generalist suite, 10 per task (one target episode: the table needs the column)
+BASE_EVAL = $(BIN)/retain-eval sim --workers 2 -q --ood "" --episodes 1 --generalist-episodes 10 --rows '^base$$'
 .PHONY: study-data study-base2 study-ft2 study-eval1 study-eval2 study-coft study-eval-coft study-ft-frozen study-eval-frozen study-hold
 study-eval1: $(STUDY)/eval_s1/report.json
 
@@ -246,8 +250,8 @@ study-base2: study-data
 		--out $(STUDY)/base_s2 --overwrite --quiet
 
 study-ft2:
-	$(MODELS_TRAIN) finetune --init $(STUDY)/base_s2 --data $(MODELS_DATA)/target_id --steps $(MODELS_FINETUNE_STEPS) \
-		--lr 5e-4 --seed 1 --out $(STUDY)/task_ft_s2 --overwrite --quiet
+	$(MODELS_FINETUNE) --init $(STUDY)/base_s2 --data $(MODELS_DATA)/target_id --seed 1 --out $(STUDY)/task_ft_s2 \
+		--overwrite --quiet
 
 # Generalist suite, 10 episodes per task (100 per row), and the target in `id` (20), seeds 7000+ (no model saw them).
 # The base rows and the finetuned rows are separate runs (the base can be scored while task-FT trains), combined by
@@ -329,7 +333,7 @@ $(STUDY)/base_longer/model.safetensors: | venv
 	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_PRE) --steps $(STUDY_MORE_STEPS) --lr 5e-4 \
 		--seed 5 --out $(@D) --overwrite --quiet
 $(STUDY)/eval_base_longer/report.json: $(STUDY)/base_longer/model.safetensors
-	$(STUDY_EVAL) --ood "" --episodes 1 --generalist-episodes 10 --base $(STUDY)/base_longer --rows '^base$$' --out $(@D)
+	$(BASE_EVAL) --seed 7000 --base $(STUDY)/base_longer --out $(@D)
 
 # Does more DART noise in the pretraining data make a stronger generalist? (DART demos taught the second target its
 # release: docs/policy.md, "Two skills on the co-FT path"; the base fails mostly its places and pushes.) 20 more noisy
@@ -337,7 +341,6 @@ $(STUDY)/eval_base_longer/report.json: $(STUDY)/base_longer/model.safetensors
 # lr 1e-3, seed 0), then the generalist suite (10 per task, seeds 7000+, and again on seeds 8000+ beside the embedded
 # base). About 5 + 45 + 3 + 5 min. It scored 0.77 against the embedded base's 0.50 over the 200 episodes (docs/policy.md,
 # "More DART demos in the pretraining").
-BASE_EVAL = $(BIN)/retain-eval sim --workers 2 -q --ood "" --episodes 1 --generalist-episodes 10 --rows '^base$$'
 .PHONY: study-base-dart
 study-base-dart: $(STUDY)/eval_base_dart/report.json $(STUDY)/eval_base_dart_8000/report.json \
 	$(STUDY)/eval_base_embedded_8000/report.json
@@ -359,8 +362,7 @@ $(STUDY)/eval_base_embedded_8000/report.json: | venv
 .PHONY: study-ft-dart
 study-ft-dart: $(STUDY)/eval_ft_dart/report.json
 $(STUDY)/task_ft_dart/model.safetensors: $(STUDY)/base_dart/model.safetensors
-	$(MODELS_TRAIN) finetune --init $(STUDY)/base_dart --data $(MODELS_DATA)/target_id --steps $(MODELS_FINETUNE_STEPS) \
-		--lr 5e-4 --seed 1 --out $(@D) --overwrite --quiet
+	$(MODELS_FINETUNE) --init $(STUDY)/base_dart --data $(MODELS_DATA)/target_id --seed 1 --out $(@D) --overwrite --quiet
 $(STUDY)/eval_ft_dart/report.json: $(STUDY)/task_ft_dart/model.safetensors
 	$(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --alpha 0.75,0.9 --episodes 20 --generalist-episodes 10 \
 		--base $(STUDY)/base_dart --task-ft $(STUDY)/task_ft_dart --rows '^(task-FT|RETAIN task-FT a=.*)$$' --out $(@D)
@@ -394,11 +396,10 @@ study-skill2: $(STUDY)/eval_skill2/report.json
 $(STUDY)/task_ft2/model.safetensors $(STUDY)/task_ft2_single/model.safetensors &: $(MODELS_DATA)/target2_id/index.json
 	$(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/task_ft --alpha 0.9 --groups reference \
 		--out $(STUDY)/task_ft_merge --force -q
-	$(MODELS_TRAIN) finetune --init $(STUDY)/task_ft_merge --data $(MODELS_DATA)/target2_id \
-		--steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 3 --out $(STUDY)/task_ft2 --overwrite --quiet & chained=$$!; \
-	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target2_id --steps $(MODELS_FINETUNE_STEPS) \
-		--lr 5e-4 --seed 4 --out $(STUDY)/task_ft2_single --overwrite --quiet; single=$$?; \
-		wait $$chained && test $$single = 0
+	$(MODELS_FINETUNE) --init $(STUDY)/task_ft_merge --data $(MODELS_DATA)/target2_id --seed 3 --out $(STUDY)/task_ft2 \
+		--overwrite --quiet & chained=$$!; \
+	$(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target2_id --seed 4 \
+		--out $(STUDY)/task_ft2_single --overwrite --quiet; single=$$?; wait $$chained && test $$single = 0
 $(STUDY)/eval_skill2_a/report.json: $(STUDY)/task_ft2/model.safetensors
 	$(SKILL2_EVAL) --rows '^(base|task-FT|RETAIN task-FT a=0.90)$$' --out $(@D)
 $(STUDY)/eval_skill2_b/report.json: $(STUDY)/task_ft2/model.safetensors
@@ -430,8 +431,8 @@ SKILL2_DART_EVAL = $(SKILL2_DART_SIM) --generalist pick_red --generalist-episode
 study-skill2-dart: $(STUDY)/eval_skill2_dart/report.json $(STUDY)/eval_skill2_single_base/report.json \
 	$(STUDY)/eval_skill2_dart_full/report.json
 $(STUDY)/task_ft2_single_dart/model.safetensors: $(MODELS_DATA)/target2_id_noise/index.json
-	$(MODELS_TRAIN) finetune --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
-		--steps $(MODELS_FINETUNE_STEPS) --lr 5e-4 --seed 4 --out $(@D) --overwrite --quiet
+	$(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
+		--seed 4 --out $(@D) --overwrite --quiet
 $(STUDY)/eval_skill2_dart/report.json: $(STUDY)/task_ft2_single_dart/model.safetensors
 	$(SKILL2_DART_EVAL) --task-ft2-single $(STUDY)/task_ft2_single_dart --out $(@D)
 # ... and with its merge at 0.9, on target 1 and the generalist suite too (10 per task)
