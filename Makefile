@@ -319,15 +319,10 @@ $(STUDY)/eval_co_ft_ood/report.json: $(STUDY)/eval_co_ft_ood_merge/report.json $
 	$(BIN)/retain-eval combine $^ --out $(@D)
 # Two more merges on that path, each with the generalist suite (10 per task) and the target at the resolving size:
 # alpha 0.95, and the language backbone at 0.5 with vision and action at 1 (co-FT's vision carries its viewpoint OOD).
-# `make study-resolve`'s settings (episodes are seeded one by one, so the worker count does not change them); about
-# 15 min each on one core, 8 on two.
-CO_FT_MORE = $(RESOLVE_EVAL) --alpha 0.95 --language-alpha 0.5
+# They are `make study-resolve`'s rows `co_ft_a95` and `co_ft_language` (its runs, one per row; the language row is
+# not in the joined table); about 33 min each on one core.
 .PHONY: study-eval-co-ft-more
-study-eval-co-ft-more: $(STUDY)/eval_co_ft_a95/report.json $(STUDY)/eval_co_ft_language/report.json
-$(STUDY)/eval_co_ft_a95/report.json: | venv
-	$(CO_FT_MORE) --rows '^RETAIN co-FT a=0.95$$' --out $(@D)
-$(STUDY)/eval_co_ft_language/report.json: | venv
-	$(CO_FT_MORE) --rows '^RETAIN co-FT language a=0.50$$' --out $(@D)
+study-eval-co-ft-more: $(STUDY)/resolve_rows/co_ft_a95/report.json $(STUDY)/resolve_rows/co_ft_language/report.json
 
 # Is the base undertrained? (the embedded co-FT, 20k more steps with half of each batch from the pretraining data,
 # beats it on the generalist suite). The base trained 20k more steps on the pretraining data alone at the finetune rate,
@@ -355,7 +350,7 @@ $(STUDY)/base_no_dart2/model.safetensors: $(foreach d,$(STUDY_PRE_NO_DART2),$(d)
 		--out $(@D) --overwrite --quiet
 $(STUDY)/eval_base_no_dart2_%/report.json: $(STUDY)/base_no_dart2/model.safetensors
 	$(BASE_EVAL) --seed $* --base $(STUDY)/base_no_dart2 --out $(@D)
-$(STUDY)/eval_base_%/report.json: | venv
+$(foreach s,7000 8000,$(STUDY)/eval_base_$(s)/report.json): $(STUDY)/eval_base_%/report.json: | venv
 	$(BASE_EVAL) --seed $* --out $(@D)
 
 # task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
@@ -435,8 +430,9 @@ $(STUDY)/eval_skill2_single_base/report.json: $(STUDY)/task_ft2_single/model.saf
 
 # The comparison at sizes that tell the rows apart (40 `id` + 160 pooled OOD target episodes and 100 generalist
 # episodes per row), on seeds no training used, with each action's gripper position executed at its own time (docs/policy.md,
-# "The gripper inside a chunk"). One run per row, about 15-25 min on one core each (`make -j2 study-resolve` runs two
-# at a time; episodes are seeded one by one, so the worker count does not change them), joined by `retain-eval combine`.
+# "The gripper inside a chunk"). One run per row, about 26-33 min on one core for a merged or co-FT row and 65 min for
+# task-FT (`make -j2 study-resolve` runs two at a time; episodes are seeded one by one, so the worker count does not
+# change them), joined by `retain-eval combine`. A row is RESOLVE_ROW_<name>, the `--rows` pattern of its run.
 RESOLVE_EVAL = $(BIN)/retain-eval sim --seed 7000 --workers 1 -q --episodes 40 --generalist-episodes 10 \
 	--alpha 0.5,0.75,0.9,0.95
 RESOLVE_ROWS = base task_ft co_ft task_ft_a90 co_ft_a90 co_ft_a95 task_ft_a50 task_ft_a75 task_ft_language co_ft_a75
@@ -450,6 +446,7 @@ RESOLVE_ROW_task_ft_a50 = ^RETAIN task-FT a=0.50$$
 RESOLVE_ROW_task_ft_a75 = ^RETAIN task-FT a=0.75$$
 RESOLVE_ROW_task_ft_language = ^RETAIN task-FT language a=0.50$$
 RESOLVE_ROW_co_ft_a75 = ^RETAIN co-FT a=0.75$$
+RESOLVE_ROW_co_ft_language = ^RETAIN co-FT language a=0.50$$
 .PHONY: study-resolve
 study-resolve: $(STUDY)/resolve/report.json
 $(STUDY)/resolve_rows/%/report.json: | venv
