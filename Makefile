@@ -353,6 +353,33 @@ $(STUDY)/eval_base_no_dart2_%/report.json: $(STUDY)/base_no_dart2/model.safetens
 $(foreach s,7000 8000,$(STUDY)/eval_base_$(s)/report.json): $(STUDY)/eval_base_%/report.json: | venv
 	$(BASE_EVAL) --seed $* --out $(@D)
 
+# Why did co-FT lose OOD on the DART base (pooled 0.49 -> 0.29 with the earlier base; viewpoint 0.82 -> 0.20)? co-FT
+# replays the pretraining data in half of each batch, and `pre_id_noise2` moved that replay towards `id` (the OOD
+# families' share of the episodes 52% -> 39%). Two co-FTs from the embedded base with the embedded recipe: one
+# replaying the earlier base's pretraining sets (`pre_id_noise2` left out of the replay only; seed 2 as the embedded
+# co-FT), one replaying the same sets as the embedded co-FT with another seed (the seed-to-seed spread); each scored
+# at alpha 1 and its merge at 0.95 on the comparison's episodes (`study-resolve`'s sizes and seeds). About 52 min per
+# co-FT (two side by side) and 15 min per row on a free core; `make -j2`. Neither moved OOD: the base is the cause
+# (docs/policy.md, "Why co-FT lost OOD on the DART base").
+STUDY_COFT_VARIANTS = co_ft_replay_no_dart2 co_ft_seed3
+$(STUDY)/co_ft_replay_no_dart2/model.safetensors: $(foreach d,$(STUDY_PRE_NO_DART2),$(d)/index.json)
+	$(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id \
+		--pretrain-data $(STUDY_PRE_NO_DART2) --seed 2 --out $(@D) --overwrite --quiet
+$(STUDY)/co_ft_seed3/model.safetensors: $(MODELS_PRE_FILES)
+	$(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
+		--seed 3 --out $(@D) --overwrite --quiet
+.PHONY: study-coft-replay
+study-coft-replay: $(foreach v,$(STUDY_COFT_VARIANTS),$(STUDY)/eval_$(v)/report.json)
+$(foreach v,$(STUDY_COFT_VARIANTS),$(STUDY)/eval_$(v)/report.json): $(STUDY)/eval_%/report.json: \
+		$(STUDY)/eval_%_a100/report.json $(STUDY)/eval_%_a95/report.json
+	$(BIN)/retain-eval combine $^ --out $(@D)
+$(foreach v,$(STUDY_COFT_VARIANTS),$(STUDY)/eval_$(v)_a100/report.json): $(STUDY)/eval_%_a100/report.json: \
+		$(STUDY)/%/model.safetensors
+	$(RESOLVE_EVAL) --co-ft $(STUDY)/$* --rows '$(RESOLVE_ROW_co_ft)' --out $(@D)
+$(foreach v,$(STUDY_COFT_VARIANTS),$(STUDY)/eval_$(v)_a95/report.json): $(STUDY)/eval_%_a95/report.json: \
+		$(STUDY)/%/model.safetensors
+	$(RESOLVE_EVAL) --co-ft $(STUDY)/$* --rows '$(RESOLVE_ROW_co_ft_a95)' --out $(@D)
+
 # task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
 # the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget"). 4000 steps
 # (task-FT's 10k took 100 min here beside the other study jobs), then its loss along the path.
