@@ -115,6 +115,8 @@ MODELS_COFINETUNE_STEPS ?= 20000
 # task-FT: the target's demos alone (every task-FT of the project: the embedded one and the studies')
 MODELS_FINETUNE = $(MODELS_TRAIN) finetune --steps $(MODELS_FINETUNE_STEPS) --lr 5e-4
 MODELS_COFINETUNE = $(MODELS_TRAIN) cofinetune --target-fraction 0.5 --steps $(MODELS_COFINETUNE_STEPS) --lr 5e-4
+# the embedded co-FT's command less its replay sets and seed (the study's co-FT variants change only those)
+MODELS_CO_FT = $(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id
 MODELS_SIM = $(BIN)/retain-sim collect --image-size 64 --overwrite
 MODELS_DATA = $(MODELS_WORK)/data
 MODELS_OOD = position appearance viewpoint distractors
@@ -155,8 +157,8 @@ $(MODELS_WORK)/pretrain.done: $(MODELS_PRE_FILES)
 $(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done $(MODELS_DATA)/target_id/index.json
 	$(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --seed 1 --out $(MODELS_OUT)/task_ft \
 		--overwrite --quiet & task_ft=$$!; \
-	$(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
-		--seed 2 --out $(MODELS_OUT)/co_ft --overwrite --quiet; co_ft=$$?; wait $$task_ft && test $$co_ft = 0
+	$(MODELS_CO_FT) --pretrain-data $(MODELS_PRE) --seed 2 --out $(MODELS_OUT)/co_ft --overwrite --quiet; co_ft=$$?; \
+		wait $$task_ft && test $$co_ft = 0
 	touch $@
 
 MODELS_COFINETUNE2 = $(MODELS_COFINETUNE) --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
@@ -363,11 +365,9 @@ $(foreach s,7000 8000,$(STUDY)/eval_base_$(s)/report.json): $(STUDY)/eval_base_%
 # (docs/policy.md, "Why co-FT lost OOD on the DART base").
 STUDY_COFT_VARIANTS = co_ft_replay_no_dart2 co_ft_seed3
 $(STUDY)/co_ft_replay_no_dart2/model.safetensors: $(foreach d,$(STUDY_PRE_NO_DART2),$(d)/index.json)
-	$(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id \
-		--pretrain-data $(STUDY_PRE_NO_DART2) --seed 2 --out $(@D) --overwrite --quiet
+	$(MODELS_CO_FT) --pretrain-data $(STUDY_PRE_NO_DART2) --seed 2 --out $(@D) --overwrite --quiet
 $(STUDY)/co_ft_seed3/model.safetensors: $(MODELS_PRE_FILES)
-	$(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
-		--seed 3 --out $(@D) --overwrite --quiet
+	$(MODELS_CO_FT) --pretrain-data $(MODELS_PRE) --seed 3 --out $(@D) --overwrite --quiet
 .PHONY: study-coft-replay
 study-coft-replay: $(foreach v,$(STUDY_COFT_VARIANTS),$(STUDY)/eval_$(v)/report.json)
 $(foreach v,$(STUDY_COFT_VARIANTS),$(STUDY)/eval_$(v)/report.json): $(STUDY)/eval_%/report.json: \
