@@ -380,6 +380,51 @@ $(foreach v,$(STUDY_COFT_VARIANTS),$(STUDY)/eval_$(v)_a95/report.json): $(STUDY)
 		$(STUDY)/%/model.safetensors
 	$(RESOLVE_EVAL) --co-ft $(STUDY)/$* --rows '$(RESOLVE_ROW_co_ft_a95)' --out $(@D)
 
+# Does a base with DART demos in the OOD families too keep its transfer to them? The DART base (20 noisy `id` demos
+# per generalist task, `pre_id_noise2`) lost the earlier base's viewpoint OOD on the target (co-FT 0.82 -> 0.20,
+# task-FT 0.62 -> 0.33; docs/policy.md, "Why co-FT lost OOD on the DART base"). This adds 8 noisy demos per
+# generalist task in each OOD family (0.05 rad/s, seeds 170+) and pretrains a base on everything with the embedded
+# recipe (30k steps, lr 1e-3) at two seeds (0, as embedded, and 1: how far two pretrainings lie apart), scores both
+# on the generalist suite (BASE_EVAL, seeds 7000+ and 8000+), task-FTs and co-FTs the seed-0 base with the embedded
+# recipes (seeds 1 and 2; co-FT replays the base's sets) and scores them and their merges at the comparison's sizes and
+# seeds (RESOLVE_EVAL, one run per row). About 3 min of data on two cores, 56 min per pretraining (two side by side),
+# 44 min for the two finetunes side by side, about 20 min per row on one core; `make -j2 study-base-ood-dart`. The base
+# fell to 0.64 on the generalist suite and co-FT's viewpoint rose only to 0.40 (docs/policy.md, "A base with DART demos
+# in the OOD families too").
+STUDY_PRE_OOD_DART = $(foreach v,$(MODELS_OOD),$(MODELS_DATA)/pre_$(v)_noise)
+STUDY_PRE_OOD_DART_FILES = $(foreach d,$(STUDY_PRE_OOD_DART),$(d)/index.json)
+# co-FT first: the longest training, so `make -j2` starts it first
+STUDY_OOD_DART_ROWS = co_ft co_ft_a95 task_ft task_ft_a90
+STUDY_OOD_DART_EVAL = $(RESOLVE_EVAL) --base $(STUDY)/base_ood_dart --task-ft $(STUDY)/task_ft_ood_dart \
+	--co-ft $(STUDY)/co_ft_ood_dart
+$(STUDY_PRE_OOD_DART_FILES): $(MODELS_DATA)/pre_%_noise/index.json: | venv
+	$(MODELS_SIM) --tasks generalist --variation $* --episodes 8 --seed 170 --noise 0.05 --out $(@D)
+$(STUDY)/base_ood_dart/model.safetensors: STUDY_PRETRAIN_SEED = 0
+$(STUDY)/base_ood_dart_s1/model.safetensors: STUDY_PRETRAIN_SEED = 1
+$(STUDY)/base_ood_dart/model.safetensors $(STUDY)/base_ood_dart_s1/model.safetensors: $(MODELS_PRE_FILES) \
+		$(STUDY_PRE_OOD_DART_FILES)
+	$(MODELS_TRAIN) pretrain --data $(MODELS_PRE) $(STUDY_PRE_OOD_DART) --steps $(MODELS_PRETRAIN_STEPS) --lr 1e-3 \
+		--seed $(STUDY_PRETRAIN_SEED) --out $(@D) --overwrite --quiet
+$(STUDY)/task_ft_ood_dart/model.safetensors: $(STUDY)/base_ood_dart/model.safetensors
+	$(MODELS_FINETUNE) --init $(<D) --data $(MODELS_DATA)/target_id --seed 1 --out $(@D) --overwrite --quiet
+$(STUDY)/co_ft_ood_dart/model.safetensors: $(STUDY)/base_ood_dart/model.safetensors
+	$(MODELS_COFINETUNE) --init $(<D) --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
+		$(STUDY_PRE_OOD_DART) --seed 2 --out $(@D) --overwrite --quiet
+.PHONY: study-base-ood-dart
+study-base-ood-dart: $(STUDY)/eval_ood_dart/report.json \
+	$(foreach b,base_ood_dart base_ood_dart_s1,$(foreach s,7000 8000,$(STUDY)/eval_$(b)_$(s)/report.json))
+$(STUDY)/eval_ood_dart/report.json: $(foreach r,$(STUDY_OOD_DART_ROWS),$(STUDY)/eval_ood_dart_rows/$(r)/report.json)
+	$(BIN)/retain-eval combine $^ --out $(@D)
+# each row waits for the finetuned checkpoint it loads
+$(STUDY)/eval_ood_dart_rows/%/report.json: $(STUDY)/base_ood_dart/model.safetensors
+	$(STUDY_OOD_DART_EVAL) --rows '$(RESOLVE_ROW_$*)' --out $(@D)
+$(foreach r,task_ft task_ft_a90,$(STUDY)/eval_ood_dart_rows/$(r)/report.json): $(STUDY)/task_ft_ood_dart/model.safetensors
+$(foreach r,co_ft co_ft_a95,$(STUDY)/eval_ood_dart_rows/$(r)/report.json): $(STUDY)/co_ft_ood_dart/model.safetensors
+$(STUDY)/eval_base_ood_dart_%/report.json: $(STUDY)/base_ood_dart/model.safetensors
+	$(BASE_EVAL) --seed $* --base $(<D) --out $(@D)
+$(STUDY)/eval_base_ood_dart_s1_%/report.json: $(STUDY)/base_ood_dart_s1/model.safetensors
+	$(BASE_EVAL) --seed $* --base $(<D) --out $(@D)
+
 # task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
 # the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget"). 4000 steps
 # (task-FT's 10k took 100 min here beside the other study jobs), then its loss along the path.
