@@ -111,6 +111,27 @@ def cmd_combine(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_paired_parser(sub: argparse._SubParsersAction) -> None:
+    """Add `retain-eval paired`."""
+    p = sub.add_parser("paired", help="paired test of two rows on the episodes both ran (exact McNemar)",
+                       description="Compare two rows of `retain-eval sim` reports episode by episode (same task, "
+                                   "column and seed): per column, each row's successes, the episodes B won and lost "
+                                   "against A, and the exact McNemar p; the OOD families are also pooled. Example: "
+                                   "retain-eval paired eval_sim#task-FT 'eval_sim#RETAIN co-FT a=0.95'")
+    p.add_argument("a", help="row A: REPORT#ROW (REPORT: a report.json or its folder; #ROW may be left out when the "
+                             "report holds one row)")
+    p.add_argument("b", help="row B, the same way; B won / lost count its episodes against A's")
+    p.set_defaults(func=cmd_paired)
+
+
+def cmd_paired(args: argparse.Namespace) -> int:
+    """Print the paired comparison of two rows."""
+    from retain_ros.evaluate.paired import compare, markdown_table
+
+    print(markdown_table(*compare(args.a, args.b)))
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     """Run the simulated comparison and print the table."""
     from retain_ros.evaluate.sim_eval import (EvalConfig, default_variants, routed_variant, run_comparison,
@@ -191,7 +212,8 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
-    "sim": add_sim_parser, "combine": add_combine_parser, "bag": add_bag_parser, "replay": add_replay_parser,
+    "sim": add_sim_parser, "combine": add_combine_parser, "paired": add_paired_parser,
+    "bag": add_bag_parser, "replay": add_replay_parser,
     "trace": add_trace_parser}
 
 

@@ -156,6 +156,23 @@ _RUN_ONLY = ("variants", "out", "workers", "task_ft", "co_ft", "task_ft2", "task
 _STEERING = ("steering_checkpoint", "steering_samples", "steering_noise")
 
 
+def read_report(report: str | Path) -> tuple[Path, dict]:
+    """(path, content) of a `retain-eval sim` report.json, given the file or the folder holding it.
+
+    Raises:
+        ConfigError: the file is missing or is not JSON.
+    """
+    import json
+
+    path = Path(report)
+    path = path / "report.json" if path.is_dir() else path
+    try:
+        return path, json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path} ({exc}); give report.json files (or their folders) of "
+                          "`retain-eval sim`") from None
+
+
 def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[EvalConfig, list[dict], float]:
     """One comparison from the report.json of several runs of the same settings with different rows (`--rows`).
 
@@ -165,17 +182,7 @@ def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[Eva
         ConfigError: a missing or unreadable report, settings that differ (the message names the setting and both
             values), or a row that two runs both hold.
     """
-    import json
-
-    runs = []
-    for report in reports:
-        path = Path(report)
-        path = path / "report.json" if path.is_dir() else path
-        try:
-            runs.append((path, json.loads(path.read_text())))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read {path} ({exc}); give report.json files (or their folders) of "
-                              "`retain-eval sim`") from None
+    runs = [read_report(report) for report in reports]
     if not runs:
         raise ConfigError("no report to combine")
     first_path, first = runs[0]

@@ -209,6 +209,10 @@ def test_runs_of_different_rows_combine_into_one_report_and_mismatches_are_refus
     assert list(report["table"]) == ["base", "task-FT", "routed task-FT"]
     assert len(report["episodes"]) == 9 and report["config"]["variants"][2]["routes"] == ["pick up the red .*=0.5"]
     assert "| routed task-FT |" in (tmp_path / "all" / "report.md").read_text()
+    # the combined report's rows compare episode by episode (3 each: target id and position, one generalist task)
+    assert retain_eval(["paired", f"{tmp_path / 'all'}#base", f"{tmp_path / 'a'}#task-FT"]) == 0
+    table = capsys.readouterr().out
+    assert "| id | 1 |" in table and "| position | 1 |" in table and "| generalist | 1 |" in table
     # another seed is another experiment; a row in two runs is ambiguous
     assert retain_eval(["combine", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "x")]) == 2
     assert "seed=1001" in capsys.readouterr().err
