@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retain_ros.errors import ConfigError
-from retain_ros.evaluate.sim_report import read_report
+from retain_ros.evaluate.sim_report import is_ood_column, read_report
 
 OOD_POOLED = "ood"
 
@@ -62,9 +62,10 @@ def row_episodes(report: str | Path, row: str | None) -> tuple[str, dict[tuple[s
     return row, episodes
 
 
-def paired_counts(a: dict[tuple[str, str, int], bool], b: dict[tuple[str, str, int], bool],
-                  ood_columns: Sequence[str]) -> list[PairedCount]:
+def paired_counts(a: dict[tuple[str, str, int], bool], b: dict[tuple[str, str, int], bool]) -> list[PairedCount]:
     """Per column on the shared episodes, in the order first seen, with the OOD families also pooled as 'ood'.
+
+    The pooled columns are the ones the report's own 'ood' column pools (`is_ood_column`).
 
     Raises:
         ConfigError: the rows share no episode (different seeds, tasks or columns).
@@ -75,7 +76,7 @@ def paired_counts(a: dict[tuple[str, str, int], bool], b: dict[tuple[str, str, i
                           "--seed, --episodes and tasks")
     columns = list(dict.fromkeys(key[0] for key in shared))
     groups = [(c, {c}) for c in columns]
-    pooled = {c for c in columns if c in ood_columns}
+    pooled = {c for c in columns if is_ood_column(c)}
     if len(pooled) > 1:
         groups.append((OOD_POOLED, pooled))
     counts = []
@@ -98,8 +99,7 @@ def compare(spec_a: str, spec_b: str) -> tuple[str, str, list[PairedCount]]:
     path_b, row_b = split_spec(spec_b)
     name_a, a = row_episodes(path_a, row_a)
     name_b, b = row_episodes(path_b, row_b)
-    ood = {family for path in (path_a, path_b) for family in read_report(path)[1]["config"].get("ood") or ()}
-    return f"{name_a} ({path_a})", f"{name_b} ({path_b})", paired_counts(a, b, sorted(ood))
+    return f"{name_a} ({path_a})", f"{name_b} ({path_b})", paired_counts(a, b)
 
 
 def markdown_table(name_a: str, name_b: str, counts: Sequence[PairedCount]) -> str:

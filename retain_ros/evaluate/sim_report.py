@@ -23,6 +23,11 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def is_ood_column(column: str) -> bool:
+    """Whether a report column is an OOD family of the target (every column but `id`, the generalist and target 2)."""
+    return column not in (ID, GENERALIST, TARGET2)
+
+
 def summarise(records: Sequence[dict[str, object]], variants: Sequence[Variant],
               columns: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
     """Success table: variant -> column -> {rate, low, high, n, reward}; column 'ood' pools every OOD family.
@@ -36,7 +41,7 @@ def summarise(records: Sequence[dict[str, object]], variants: Sequence[Variant],
         mine = [r for r in records if r["variant"] == variant.name]
         for column in list(columns) + ["ood"]:
             if column == "ood":
-                chosen = [r for r in mine if r["column"] not in (ID, GENERALIST, TARGET2)]
+                chosen = [r for r in mine if is_ood_column(r["column"])]
             else:
                 chosen = [r for r in mine if r["column"] == column]
             k = sum(bool(r["success"]) for r in chosen)

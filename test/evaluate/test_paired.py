@@ -10,12 +10,12 @@ from retain_ros.evaluate.cli import main as retain_eval
 from retain_ros.evaluate.paired import mcnemar_exact
 
 
-def write_report(folder, rows: dict[str, dict[tuple[str, str, int], bool]], ood=("viewpoint", "appearance")):
+def write_report(folder, rows: dict[str, dict[tuple[str, str, int], bool]]):
     """A report.json as `retain-eval sim` writes it: the rows' settings and every episode."""
     folder.mkdir(parents=True)
     episodes = [{"variant": row, "column": column, "task": task, "seed": seed, "success": success}
                 for row, outcomes in rows.items() for (column, task, seed), success in outcomes.items()]
-    config = {"ood": list(ood), "variants": [{"name": row} for row in rows]}
+    config = {"variants": [{"name": row} for row in rows]}
     (folder / "report.json").write_text(json.dumps({"config": config, "episodes": episodes}))
     return folder
 
