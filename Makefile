@@ -405,9 +405,12 @@ $(STUDY)/base_ood_dart/model.safetensors $(STUDY)/base_ood_dart_s1/model.safeten
 		$(STUDY_PRE_OOD_DART_FILES)
 	$(MODELS_TRAIN) pretrain --data $(MODELS_PRE) $(STUDY_PRE_OOD_DART) --steps $(MODELS_PRETRAIN_STEPS) --lr 1e-3 \
 		--seed $(STUDY_PRETRAIN_SEED) --out $(@D) --overwrite --quiet
-$(STUDY)/task_ft_ood_dart/model.safetensors: $(STUDY)/base_ood_dart/model.safetensors
+# (and of the longer-trained base below)
+$(foreach b,ood_dart ood_dart_long,$(STUDY)/task_ft_$(b)/model.safetensors): $(STUDY)/task_ft_%/model.safetensors: \
+		$(STUDY)/base_%/model.safetensors
 	$(MODELS_FINETUNE) --init $(<D) --data $(MODELS_DATA)/target_id --seed 1 --out $(@D) --overwrite --quiet
-$(STUDY)/co_ft_ood_dart/model.safetensors: $(STUDY)/base_ood_dart/model.safetensors
+$(foreach b,ood_dart ood_dart_long,$(STUDY)/co_ft_$(b)/model.safetensors): $(STUDY)/co_ft_%/model.safetensors: \
+		$(STUDY)/base_%/model.safetensors
 	$(MODELS_COFINETUNE) --init $(<D) --data $(MODELS_DATA)/target_id --pretrain-data $(MODELS_PRE) \
 		$(STUDY_PRE_OOD_DART) --seed 2 --out $(@D) --overwrite --quiet
 .PHONY: study-base-ood-dart
@@ -424,6 +427,35 @@ $(STUDY)/eval_base_ood_dart_%/report.json: $(STUDY)/base_ood_dart/model.safetens
 	$(BASE_EVAL) --seed $* --base $(<D) --out $(@D)
 $(STUDY)/eval_base_ood_dart_s1_%/report.json: $(STUDY)/base_ood_dart_s1/model.safetensors
 	$(BASE_EVAL) --seed $* --base $(<D) --out $(@D)
+
+# Is that base undertrained? Its loss still fell over its last 13k steps (0.166 -> 0.145) and it scored below the
+# smaller mixes at 30k steps. The seed-0 base trained 30k more steps on the same data from its own weights, at about
+# the rate its cosine ended on (peak 2e-4, with its own warm-up and cosine), then scored on the generalist suite
+# (BASE_EVAL, seeds 7000+ and 8000+). 4,489 s on one core beside another job, then 2 x 5 min on 2 workers;
+# `make study-base-ood-dart-long`. It scored 0.76 (docs/policy.md, "The same base trained 30k steps longer").
+STUDY_LONG_STEPS ?= 30000
+.PHONY: study-base-ood-dart-long
+study-base-ood-dart-long: $(foreach s,7000 8000,$(STUDY)/eval_base_ood_dart_long_$(s)/report.json)
+$(STUDY)/base_ood_dart_long/model.safetensors: $(STUDY)/base_ood_dart/model.safetensors
+	$(MODELS_TRAIN) finetune --init $(<D) --data $(MODELS_PRE) $(STUDY_PRE_OOD_DART) --steps $(STUDY_LONG_STEPS) \
+		--lr 2e-4 --seed 5 --out $(@D) --overwrite --quiet
+$(STUDY)/eval_base_ood_dart_long_%/report.json: $(STUDY)/base_ood_dart_long/model.safetensors
+	$(BASE_EVAL) --seed $* --base $(<D) --out $(@D)
+
+# The longer-trained base's task-FT and co-FT (the recipes and seeds above) and the comparison's two rows that decide
+# the issue's conditions (co-FT's merge at 0.95, task-FT), one run each at RESOLVE_EVAL's sizes and seeds; about 45 min
+# for the finetunes side by side, 20 min per row on one core; `make -j2 study-base-ood-dart-long-rows`.
+STUDY_OOD_DART_LONG_ROWS = co_ft_a95 task_ft
+.PHONY: study-base-ood-dart-long-rows
+study-base-ood-dart-long-rows: $(STUDY)/eval_ood_dart_long/report.json
+$(STUDY)/eval_ood_dart_long/report.json: \
+		$(foreach r,$(STUDY_OOD_DART_LONG_ROWS),$(STUDY)/eval_ood_dart_long_rows/$(r)/report.json)
+	$(BIN)/retain-eval combine $^ --out $(@D)
+$(STUDY)/eval_ood_dart_long_rows/task_ft/report.json: $(STUDY)/task_ft_ood_dart_long/model.safetensors
+$(STUDY)/eval_ood_dart_long_rows/co_ft_a95/report.json: $(STUDY)/co_ft_ood_dart_long/model.safetensors
+$(STUDY)/eval_ood_dart_long_rows/%/report.json:
+	$(RESOLVE_EVAL) --base $(STUDY)/base_ood_dart_long --task-ft $(STUDY)/task_ft_ood_dart_long \
+		--co-ft $(STUDY)/co_ft_ood_dart_long --rows '$(RESOLVE_ROW_$*)' --out $(@D)
 
 # task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
 # the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget"). 4000 steps
@@ -469,8 +501,9 @@ $(STUDY)/eval_skill2/report.json: $(STUDY)/eval_skill2_a/report.json $(STUDY)/ev
 # merge at MODELS_SKILL1_ALPHA, and co_ft2_single, the same from the base; their rows (and the two-skill merge at a2 =
 # 0.75 too) on both targets and the generalist suite (seeds 7000+; docs/policy.md, "Two skills on the co-FT path").
 # About 14 + 6 min on 2 workers.
-SKILL2_COFT_EVAL = $(SKILL2_SIM) --task-ft2 $(MODELS_OUT)/co_ft2 --task-ft2-single $(MODELS_OUT)/co_ft2_single \
-	--skill-recipe co_ft --alpha $(MODELS_SKILL1_ALPHA) --episodes 20 --generalist-episodes 10
+SKILL2_COFT_SIM = $(SKILL2_SIM) --task-ft2-single $(MODELS_OUT)/co_ft2_single --skill-recipe co_ft \
+	--alpha $(MODELS_SKILL1_ALPHA) --episodes 20 --generalist-episodes 10
+SKILL2_COFT_EVAL = $(SKILL2_COFT_SIM) --task-ft2 $(MODELS_OUT)/co_ft2
 .PHONY: study-skill2-coft
 study-skill2-coft: $(STUDY)/eval_skill2_coft/report.json $(STUDY)/eval_skill2_coft_a75/report.json
 $(STUDY)/eval_skill2_coft/report.json: | venv
@@ -478,6 +511,21 @@ $(STUDY)/eval_skill2_coft/report.json: | venv
 		--rows '^(RETAIN co-FT a=.*|co-FT 2.*|RETAIN co-FT 2.*)$$' --out $(@D)
 $(STUDY)/eval_skill2_coft_a75/report.json: | venv
 	$(SKILL2_COFT_EVAL) --skill-alphas $(MODELS_SKILL1_ALPHA),0.75 --rows '^RETAIN co-FT 2 skills.*$$' --out $(@D)
+
+# Is the second skill only slower to learn from the first skill's merge? co_ft2 learnt 1 of 20 from the merge against
+# co_ft2_single's 7 from the base (mean reward 0.30 against 0.56: partway). The same co-finetune at twice the steps
+# (the later --steps wins; seed 5), then its rows and the two-skill merge at a2 = 0.9 on both targets and the
+# generalist suite, at `study-skill2-coft`'s sizes and seeds. 6,173 s on one core beside another job, then about
+# 20 min on one worker; `make study-skill2-long`.
+STUDY_SKILL2_LONG_STEPS ?= 40000
+.PHONY: study-skill2-long
+study-skill2-long: $(STUDY)/eval_skill2_long/report.json
+$(STUDY)/co_ft2_long/model.safetensors: $(MODELS_WORK)/skill2.done
+	$(MODELS_COFINETUNE2) --steps $(STUDY_SKILL2_LONG_STEPS) --init $(MODELS_WORK)/skill1_merge \
+		--pretrain-data $(MODELS_PRE) $(MODELS_DATA)/target_id --seed 5 --out $(@D)
+$(STUDY)/eval_skill2_long/report.json: $(STUDY)/co_ft2_long/model.safetensors
+	$(subst --workers 2,--workers 1,$(SKILL2_COFT_SIM)) --task-ft2 $(<D) --skill-alphas $(MODELS_SKILL1_ALPHA),0.9 \
+		--rows '^(co-FT 2|RETAIN co-FT 2 skills.*)$$' --out $(@D)
 
 # Does DART noise around the second target's demos teach its release? 50 demos with noise 0.05 rad/s (as the
 # pretraining's `id` noise set) next to the 50 clean ones, task-FT 2's finetune from the base (10k steps, seed 4), then
