@@ -163,11 +163,13 @@ $(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done $(MODELS_DATA)/target
 
 MODELS_COFINETUNE2 = $(MODELS_COFINETUNE) --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
 	--overwrite --quiet
+# co_ft2's command less its output (`make study-skill2-long` runs it at other steps)
+MODELS_CO_FT2_CHAINED = $(MODELS_COFINETUNE2) --init $(MODELS_WORK)/skill1_merge \
+	--pretrain-data $(MODELS_PRE) $(MODELS_DATA)/target_id --seed 5
 $(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done $(MODELS_TARGET2_FILES)
 	$(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/co_ft --alpha $(MODELS_SKILL1_ALPHA) --groups reference \
 		--out $(MODELS_WORK)/skill1_merge --force -q
-	$(MODELS_COFINETUNE2) --init $(MODELS_WORK)/skill1_merge --pretrain-data $(MODELS_PRE) $(MODELS_DATA)/target_id \
-		--seed 5 --out $(MODELS_OUT)/co_ft2 & chained=$$!; \
+	$(MODELS_CO_FT2_CHAINED) --out $(MODELS_OUT)/co_ft2 & chained=$$!; \
 	$(MODELS_COFINETUNE2) --init $(MODELS_OUT)/base --pretrain-data $(MODELS_PRE) --seed 6 \
 		--out $(MODELS_OUT)/co_ft2_single; single=$$?; wait $$chained && test $$single = 0
 	touch $@
@@ -395,8 +397,9 @@ STUDY_PRE_OOD_DART = $(foreach v,$(MODELS_OOD),$(MODELS_DATA)/pre_$(v)_noise)
 STUDY_PRE_OOD_DART_FILES = $(foreach d,$(STUDY_PRE_OOD_DART),$(d)/index.json)
 # co-FT first: the longest training, so `make -j2` starts it first
 STUDY_OOD_DART_ROWS = co_ft co_ft_a95 task_ft task_ft_a90
-STUDY_OOD_DART_EVAL = $(RESOLVE_EVAL) --base $(STUDY)/base_ood_dart --task-ft $(STUDY)/task_ft_ood_dart \
-	--co-ft $(STUDY)/co_ft_ood_dart
+# $(call study_ood_dart_eval,SUFFIX): RESOLVE_EVAL with base_SUFFIX and its task-FT and co-FT
+study_ood_dart_eval = $(RESOLVE_EVAL) --base $(STUDY)/base_$(1) --task-ft $(STUDY)/task_ft_$(1) \
+	--co-ft $(STUDY)/co_ft_$(1)
 $(STUDY_PRE_OOD_DART_FILES): $(MODELS_DATA)/pre_%_noise/index.json: | venv
 	$(MODELS_SIM) --tasks generalist --variation $* --episodes 8 --seed 170 --noise 0.05 --out $(@D)
 $(STUDY)/base_ood_dart/model.safetensors: STUDY_PRETRAIN_SEED = 0
@@ -420,7 +423,7 @@ $(STUDY)/eval_ood_dart/report.json: $(foreach r,$(STUDY_OOD_DART_ROWS),$(STUDY)/
 	$(BIN)/retain-eval combine $^ --out $(@D)
 # each row waits for the finetuned checkpoint it loads
 $(STUDY)/eval_ood_dart_rows/%/report.json: $(STUDY)/base_ood_dart/model.safetensors
-	$(STUDY_OOD_DART_EVAL) --rows '$(RESOLVE_ROW_$*)' --out $(@D)
+	$(call study_ood_dart_eval,ood_dart) --rows '$(RESOLVE_ROW_$*)' --out $(@D)
 $(foreach r,task_ft task_ft_a90,$(STUDY)/eval_ood_dart_rows/$(r)/report.json): $(STUDY)/task_ft_ood_dart/model.safetensors
 $(foreach r,co_ft co_ft_a95,$(STUDY)/eval_ood_dart_rows/$(r)/report.json): $(STUDY)/co_ft_ood_dart/model.safetensors
 $(STUDY)/eval_base_ood_dart_%/report.json: $(STUDY)/base_ood_dart/model.safetensors
@@ -454,8 +457,7 @@ $(STUDY)/eval_ood_dart_long/report.json: \
 $(STUDY)/eval_ood_dart_long_rows/task_ft/report.json: $(STUDY)/task_ft_ood_dart_long/model.safetensors
 $(STUDY)/eval_ood_dart_long_rows/co_ft_a95/report.json: $(STUDY)/co_ft_ood_dart_long/model.safetensors
 $(STUDY)/eval_ood_dart_long_rows/%/report.json:
-	$(RESOLVE_EVAL) --base $(STUDY)/base_ood_dart_long --task-ft $(STUDY)/task_ft_ood_dart_long \
-		--co-ft $(STUDY)/co_ft_ood_dart_long --rows '$(RESOLVE_ROW_$*)' --out $(@D)
+	$(call study_ood_dart_eval,ood_dart_long) --rows '$(RESOLVE_ROW_$*)' --out $(@D)
 
 # task-FT that moves only the vision encoder and language backbone (the action expert stays the base's): the loss along
 # the task-FT path says the generalist is lost in the action expert (docs/policy.md, "Which groups forget"). 4000 steps
@@ -478,7 +480,8 @@ $(STUDY)/eval_frozen/report.json: $(STUDY)/task_ft_frozen_action/model.safetenso
 # then merged onto it, next to each single-skill merge and the base, on both targets and the generalist suite (seeds
 # 7000+). Split into two runs of under an hour that `retain-eval combine` joins. The embedded second skill is the
 # co-FT chain's (`make models`; its rows: `make study-skill2-coft`).
-SKILL2_SIM = $(BIN)/retain-eval sim --seed 7000 --workers 2 -q --ood "" --target2 $(MODELS_TARGET2)
+SKILL2_WORKERS = 2
+SKILL2_SIM = $(BIN)/retain-eval sim --seed 7000 --workers $(SKILL2_WORKERS) -q --ood "" --target2 $(MODELS_TARGET2)
 SKILL2_EVAL = $(SKILL2_SIM) --alpha 0.9 --task-ft2 $(STUDY)/task_ft2 --task-ft2-single $(STUDY)/task_ft2_single \
 	--skill-alphas 0.9,0.9 --episodes 20 --generalist-episodes 10
 .PHONY: study-skill2
@@ -513,18 +516,19 @@ $(STUDY)/eval_skill2_coft_a75/report.json: | venv
 	$(SKILL2_COFT_EVAL) --skill-alphas $(MODELS_SKILL1_ALPHA),0.75 --rows '^RETAIN co-FT 2 skills.*$$' --out $(@D)
 
 # Is the second skill only slower to learn from the first skill's merge? co_ft2 learnt 1 of 20 from the merge against
-# co_ft2_single's 7 from the base (mean reward 0.30 against 0.56: partway). The same co-finetune at twice the steps
-# (the later --steps wins; seed 5), then its rows and the two-skill merge at a2 = 0.9 on both targets and the
-# generalist suite, at `study-skill2-coft`'s sizes and seeds. 6,173 s on one core beside another job, then about
-# 20 min on one worker; `make study-skill2-long`.
+# co_ft2_single's 7 from the base (mean reward 0.30 against 0.56: partway). co_ft2's own command at twice the steps
+# (private: the steps stay those of `make models`' stages), then its rows and the two-skill merge at a2 = 0.9 on both
+# targets and the generalist suite, at `study-skill2-coft`'s sizes and seeds. 6,173 s on one core beside another job,
+# then about 20 min on one worker; `make study-skill2-long`.
 STUDY_SKILL2_LONG_STEPS ?= 40000
 .PHONY: study-skill2-long
 study-skill2-long: $(STUDY)/eval_skill2_long/report.json
+$(STUDY)/co_ft2_long/model.safetensors: private MODELS_COFINETUNE_STEPS = $(STUDY_SKILL2_LONG_STEPS)
 $(STUDY)/co_ft2_long/model.safetensors: $(MODELS_WORK)/skill2.done
-	$(MODELS_COFINETUNE2) --steps $(STUDY_SKILL2_LONG_STEPS) --init $(MODELS_WORK)/skill1_merge \
-		--pretrain-data $(MODELS_PRE) $(MODELS_DATA)/target_id --seed 5 --out $(@D)
+	$(MODELS_CO_FT2_CHAINED) --out $(@D)
+$(STUDY)/eval_skill2_long/report.json: private SKILL2_WORKERS = 1
 $(STUDY)/eval_skill2_long/report.json: $(STUDY)/co_ft2_long/model.safetensors
-	$(subst --workers 2,--workers 1,$(SKILL2_COFT_SIM)) --task-ft2 $(<D) --skill-alphas $(MODELS_SKILL1_ALPHA),0.9 \
+	$(SKILL2_COFT_SIM) --task-ft2 $(<D) --skill-alphas $(MODELS_SKILL1_ALPHA),0.9 \
 		--rows '^(co-FT 2|RETAIN co-FT 2 skills.*)$$' --out $(@D)
 
 # Does DART noise around the second target's demos teach its release? 50 demos with noise 0.05 rad/s (as the
