@@ -539,8 +539,9 @@ $(STUDY)/eval_skill2_long/report.json: $(STUDY)/co_ft2_long/model.safetensors
 # Does a start closer to the base let the second skill be learnt on top of the first? co_ft2_single learns it from the
 # base (7 of 20), co_ft2 not from the first skill's merge at a1 = 0.95 (2 of 20). co_ft2's command and seed from the
 # first skill's merge at a1 = STUDY_SKILL2_A1, then its rows (the first skill's merge at a1, co-FT 2, the two-skill
-# merge at a1, 0.9) at `study-skill2-coft`'s sizes and seeds; `make study-skill2-a1`. Reads the embedded base and
-# co_ft and `make models-data`'s demos.
+# merge at a1, 0.9) at `study-skill2-coft`'s sizes and seeds; `make study-skill2-a1` (and STUDY_SKILL2_A1=0.5 beside
+# it: 3,713 s each side by side with two evaluations, then 27 min on one worker). Reads the embedded base and co_ft
+# and `make models-data`'s demos.
 STUDY_SKILL2_A1 ?= 0.75
 STUDY_SKILL2_A1_DIR = $(STUDY)/co_ft2_a1_$(STUDY_SKILL2_A1)
 .PHONY: study-skill2-a1
@@ -555,6 +556,19 @@ $(STUDY)/eval_skill2_a1_$(STUDY_SKILL2_A1)/report.json: private SKILL2_WORKERS =
 $(STUDY)/eval_skill2_a1_$(STUDY_SKILL2_A1)/report.json: $(STUDY_SKILL2_A1_DIR)/model.safetensors
 	$(SKILL2_COFT_SIM) --task-ft2 $(<D) --skill-alphas $(MODELS_SKILL1_ALPHA),0.9 \
 		--rows '^(RETAIN co-FT a=.*|co-FT 2|RETAIN co-FT 2 skills.*)$$' --out $(@D)
+
+# ... or does the first target's replay keep it from the second? co_ft2's command from the first skill's merge at
+# MODELS_SKILL1_ALPHA, its seed, without the first target's demos in the replay (as co_ft2_single replays), then its
+# rows as above on 2 workers; `make study-skill2-no-replay`.
+.PHONY: study-skill2-no-replay
+study-skill2-no-replay: $(STUDY)/eval_skill2_no_replay/report.json
+$(STUDY)/co_ft2_no_replay/model.safetensors: private MODELS_SKILL1_MERGE = $(STUDY)/skill1_merge
+$(STUDY)/co_ft2_no_replay/model.safetensors: $(MODELS_DATA_FILES)
+	$(MODELS_MERGE_SKILL1)
+	$(MODELS_COFINETUNE2) --init $(MODELS_SKILL1_MERGE) --pretrain-data $(MODELS_PRE) --seed 5 --out $(@D)
+$(STUDY)/eval_skill2_no_replay/report.json: $(STUDY)/co_ft2_no_replay/model.safetensors
+	$(SKILL2_COFT_SIM) --task-ft2 $(<D) --skill-alphas $(MODELS_SKILL1_ALPHA),0.9 \
+		--rows '^(co-FT 2|RETAIN co-FT 2 skills.*)$$' --out $(@D)
 
 # Does DART noise around the second target's demos teach its release? 50 demos with noise 0.05 rad/s (as the
 # pretraining's `id` noise set) next to the 50 clean ones, task-FT 2's finetune from the base (10k steps, seed 4), then
@@ -606,11 +620,13 @@ $(STUDY)/resolve/report.json: $(foreach r,$(RESOLVE_ROWS),$(STUDY)/resolve_rows/
 # The checks that sit at their thresholds, again on seeds no run used before (9000+) with more episodes: the embedded
 # task-FT's and best merge's target `id` (100 each; the issue asks task-FT >= 0.85, the merge >= 0.8), and the
 # two-skill check on the embedded chain (60 per target, 100 generalist episodes per row: the first skill's merge, the
-# second's single-skill merge, the two-skill merge), each run under an hour on one core; `make -j2 study-checks`.
+# second's single-skill merge, the two-skill merge and co-FT 2, the chain before its merge), each run under an hour on
+# one core; `make -j2 study-checks`.
 CHECK_SEED = 9000
 CHECK_ID_EVAL = $(BIN)/retain-eval sim --seed $(CHECK_SEED) --workers 1 -q --ood "" --episodes 100 --alpha 0.95 \
 	--generalist pick_red --generalist-episodes 1
-CHECK_SKILL2_ROWS = skill1 skill2 two_skill
+CHECK_SKILL2_ROWS = skill1 skill2 two_skill co_ft2
+CHECK_SKILL2_ROW_co_ft2 = ^co-FT 2$$
 CHECK_SKILL2_ROW_skill1 = ^RETAIN co-FT a=0.95$$
 CHECK_SKILL2_ROW_skill2 = ^RETAIN co-FT 2 a=0.90$$
 CHECK_SKILL2_ROW_two_skill = ^RETAIN co-FT 2 skills a=0.95,0.90$$
