@@ -638,9 +638,17 @@ $(STUDY)/check_skill2_%/report.json: private SKILL2_SEED = $(CHECK_SEED)
 $(STUDY)/check_skill2_%/report.json: private SKILL2_EPISODES = 60
 $(STUDY)/check_skill2_%/report.json: private SKILL2_WORKERS = 1
 $(STUDY)/check_skill2_%/report.json: | venv
-	$(SKILL2_COFT_EVAL) --skill-alphas $(MODELS_SKILL1_ALPHA),0.9 --rows '$(CHECK_SKILL2_ROW_$*)' --out $(@D)
+	$(SKILL2_COFT_EVAL) --skill-alphas $(MODELS_SKILL1_ALPHA),$(CHECK_SKILL2_A2) --rows '$(CHECK_SKILL2_ROW_$*)' \
+		--out $(@D)
 $(STUDY)/check_skill2/report.json: $(foreach r,$(CHECK_SKILL2_ROWS),$(STUDY)/check_skill2_$(r)/report.json)
 	$(BIN)/retain-eval combine $^ --out $(@D)
+# co-FT 2 keeps more of the second skill than its merge at a2 = 0.9 does: both merges at a2 = 0.95 on the same seeds
+# (about 30 min on one core); `make study-checks-a2`.
+CHECK_SKILL2_A2 = 0.9
+CHECK_SKILL2_ROW_a2_0.95 = ^(RETAIN co-FT 2 skills a=0.95,0.95|RETAIN co-FT 2 a=0.95)$$
+.PHONY: study-checks-a2
+study-checks-a2: $(STUDY)/check_skill2_a2_0.95/report.json
+$(STUDY)/check_skill2_a2_0.95/report.json: private CHECK_SKILL2_A2 = 0.95
 
 # Does DART noise around the first target's demos lift task-FT's `id` as it taught the second target its release?
 # 50 demos with noise 0.05 rad/s (the second target's recipe: seeds 50+) beside the 50 clean ones, the embedded
