@@ -643,7 +643,7 @@ $(STUDY)/check_skill2_%/report.json: | venv
 $(STUDY)/check_skill2/report.json: $(foreach r,$(CHECK_SKILL2_ROWS),$(STUDY)/check_skill2_$(r)/report.json)
 	$(BIN)/retain-eval combine $^ --out $(@D)
 # co-FT 2 keeps more of the second skill than its merge at a2 = 0.9 does: both merges at a2 = 0.95 on the same seeds
-# (about 30 min on one core); `make study-checks-a2`.
+# (440 episodes, 23 min on one core); `make study-checks-a2`.
 CHECK_SKILL2_A2 = 0.9
 CHECK_SKILL2_ROW_a2_0.95 = ^(RETAIN co-FT 2 skills a=0.95,0.95|RETAIN co-FT 2 a=0.95)$$
 .PHONY: study-checks-a2
