@@ -168,8 +168,9 @@ MODELS_COFINETUNE2 = $(MODELS_COFINETUNE) --data $(MODELS_DATA)/target2_id $(MOD
 MODELS_SKILL1_MERGE = $(MODELS_WORK)/skill1_merge
 MODELS_MERGE_SKILL1 = $(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/co_ft --alpha $(MODELS_SKILL1_ALPHA) \
 	--groups reference --out $(MODELS_SKILL1_MERGE) --force -q
-MODELS_CO_FT2_CHAINED = $(MODELS_COFINETUNE2) --init $(MODELS_SKILL1_MERGE) \
-	--pretrain-data $(MODELS_PRE) $(MODELS_DATA)/target_id --seed 5
+MODELS_CO_FT2_REPLAY = $(MODELS_PRE) $(MODELS_DATA)/target_id
+MODELS_CO_FT2_CHAINED = $(MODELS_COFINETUNE2) --init $(MODELS_SKILL1_MERGE) --pretrain-data $(MODELS_CO_FT2_REPLAY) \
+	--seed 5
 $(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done $(MODELS_TARGET2_FILES)
 	$(MODELS_MERGE_SKILL1)
 	$(MODELS_CO_FT2_CHAINED) --out $(MODELS_OUT)/co_ft2 & chained=$$!; \
@@ -488,7 +489,7 @@ SKILL2_EPISODES = 20
 SKILL2_SEED = 7000
 SKILL2_SIM = $(BIN)/retain-eval sim --seed $(SKILL2_SEED) --workers $(SKILL2_WORKERS) -q --ood "" --target2 $(MODELS_TARGET2)
 SKILL2_EVAL = $(SKILL2_SIM) --alpha 0.9 --task-ft2 $(STUDY)/task_ft2 --task-ft2-single $(STUDY)/task_ft2_single \
-	--skill-alphas 0.9,0.9 --episodes 20 --generalist-episodes 10
+	--skill-alphas 0.9,0.9 --episodes $(SKILL2_EPISODES) --generalist-episodes 10
 .PHONY: study-skill2
 study-skill2: $(STUDY)/eval_skill2/report.json
 $(STUDY)/task_ft2/model.safetensors $(STUDY)/task_ft2_single/model.safetensors &: $(MODELS_DATA)/target2_id/index.json
@@ -563,9 +564,10 @@ $(STUDY)/eval_skill2_a1_$(STUDY_SKILL2_A1)/report.json: $(STUDY_SKILL2_A1_DIR)/m
 .PHONY: study-skill2-no-replay
 study-skill2-no-replay: $(STUDY)/eval_skill2_no_replay/report.json
 $(STUDY)/co_ft2_no_replay/model.safetensors: private MODELS_SKILL1_MERGE = $(STUDY)/skill1_merge
+$(STUDY)/co_ft2_no_replay/model.safetensors: private MODELS_CO_FT2_REPLAY = $(MODELS_PRE)
 $(STUDY)/co_ft2_no_replay/model.safetensors: $(MODELS_DATA_FILES)
 	$(MODELS_MERGE_SKILL1)
-	$(MODELS_COFINETUNE2) --init $(MODELS_SKILL1_MERGE) --pretrain-data $(MODELS_PRE) --seed 5 --out $(@D)
+	$(MODELS_CO_FT2_CHAINED) --out $(@D)
 $(STUDY)/eval_skill2_no_replay/report.json: $(STUDY)/co_ft2_no_replay/model.safetensors
 	$(SKILL2_COFT_SIM) --task-ft2 $(<D) --skill-alphas $(MODELS_SKILL1_ALPHA),0.9 \
 		--rows '^(co-FT 2|RETAIN co-FT 2 skills.*)$$' --out $(@D)
@@ -574,7 +576,7 @@ $(STUDY)/eval_skill2_no_replay/report.json: $(STUDY)/co_ft2_no_replay/model.safe
 # pretraining's `id` noise set) next to the 50 clean ones, task-FT 2's finetune from the base (10k steps, seed 4), then
 # the second target alone, 20 episodes (seeds 7000+), beside the same finetune without them (`make study-skill2`'s
 # task_ft2_single) on the same seeds.
-SKILL2_DART_SIM = $(SKILL2_SIM) --episodes 20
+SKILL2_DART_SIM = $(SKILL2_SIM) --episodes $(SKILL2_EPISODES)
 SKILL2_DART_EVAL = $(SKILL2_DART_SIM) --generalist pick_red --generalist-episodes 1 --rows '^task-FT 2 \(from base\)$$'
 .PHONY: study-skill2-dart
 study-skill2-dart: $(STUDY)/eval_skill2_dart/report.json $(STUDY)/eval_skill2_single_base/report.json \
