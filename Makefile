@@ -95,12 +95,12 @@ check-workspace: venv colcon-env
 
 # Regenerate the embedded reference-VLA checkpoints (retain_ros/models/) from nothing, deterministically:
 # `models-data` collects expert demos in the simulator (generalist suite in `id`, with and without DART noise, and in
-# every OOD family; 50 clean `id` demos of each target task), then `models` runs four stages, each resumable (a stamp
-# in MODELS_WORK marks it done; `rm -rf build/models_work` starts over): pretrain the generalist; task-finetune and
-# co-finetune it on the first target; the value function of value-guided steering (below); the second skill:
-# co-finetune the first skill's merge (co-FT at MODELS_SKILL1_ALPHA) on the second target's clean and DART demos with
-# the pretraining data and the first target's demos replayed (co_ft2, paper Eq. 4), and the base on it too
-# (co_ft2_single, for the single-skill comparison). Each stage's two jobs run side by side, one core each.
+# every OOD family; 50 clean and 50 DART-noise `id` demos of each target task), then `models` runs four stages, each
+# resumable (a stamp in MODELS_WORK marks it done; `rm -rf build/models_work` starts over): pretrain the generalist;
+# task-finetune and co-finetune it on the first target's clean and noisy demos; the value
+# function of value-guided steering (below); the second skill: co-finetune the first skill's merge (co-FT at
+# MODELS_SKILL1_ALPHA) on the second target's clean and DART demos with the pretraining data and the first target's
+# demos replayed (co_ft2, paper Eq. 4), and the base on it too (co_ft2_single, for the single-skill comparison). Each stage's two jobs run side by side, one core each.
 # Times: docs/policy.md and docs/steering.md.
 MODELS_WORK ?= build/models_work
 MODELS_OUT ?= retain_ros/models
@@ -110,13 +110,13 @@ MODELS_SKILL1_ALPHA ?= 0.95
 MODELS_PRETRAIN_STEPS ?= 30000
 MODELS_FINETUNE_STEPS ?= 10000
 # co-FT: half of each batch from the target for twice task-FT's steps, so it sees as many target samples as task-FT
-# (docs/policy.md, "co-FT with task-FT's target exposure")
+# (docs/policy.md, "co-FT with task-FT's target exposure"); both learn the target from its clean and DART-noise demos
 MODELS_COFINETUNE_STEPS ?= 20000
 # task-FT: the target's demos alone (every task-FT of the project: the embedded one and the studies')
 MODELS_FINETUNE = $(MODELS_TRAIN) finetune --steps $(MODELS_FINETUNE_STEPS) --lr 5e-4
 MODELS_COFINETUNE = $(MODELS_TRAIN) cofinetune --target-fraction 0.5 --steps $(MODELS_COFINETUNE_STEPS) --lr 5e-4
 # the embedded co-FT's command less its replay sets and seed (the study's co-FT variants change only those)
-MODELS_CO_FT = $(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id
+MODELS_CO_FT = $(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_TARGET_DATA)
 MODELS_SIM = $(BIN)/retain-sim collect --image-size 64 --overwrite
 MODELS_DATA = $(MODELS_WORK)/data
 MODELS_OOD = position appearance viewpoint distractors
@@ -127,7 +127,8 @@ MODELS_TRAIN = $(BIN)/retain-train
 # each stage depends on the sets it reads, so adding a set reruns only the stages that use it
 MODELS_PRE_FILES = $(foreach d,$(MODELS_PRE),$(d)/index.json)
 MODELS_TARGET2_FILES = $(MODELS_DATA)/target2_id/index.json $(MODELS_DATA)/target2_id_noise/index.json
-MODELS_DATA_FILES = $(MODELS_PRE_FILES) $(MODELS_DATA)/target_id/index.json $(MODELS_TARGET2_FILES)
+MODELS_TARGET_DATA = $(MODELS_DATA)/target_id $(MODELS_DATA)/target_id_noise
+MODELS_DATA_FILES = $(MODELS_PRE_FILES) $(foreach d,$(MODELS_TARGET_DATA),$(d)/index.json) $(MODELS_TARGET2_FILES)
 .PHONY: models-data
 models-data: $(MODELS_DATA_FILES)
 
@@ -141,6 +142,8 @@ $(MODELS_DATA)/pre_%/index.json: | venv
 	$(MODELS_SIM) --tasks generalist --variation $* --episodes 8 --seed 100 --out $(@D)
 $(MODELS_DATA)/target_id/index.json: | venv
 	$(MODELS_SIM) --tasks $(MODELS_TARGET) --variation id --episodes 50 --seed 0 --out $(@D)
+$(MODELS_DATA)/target_id_noise/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET) --variation id --episodes 50 --seed 50 --noise 0.05 --out $(@D)
 $(MODELS_DATA)/target2_id/index.json: | venv
 	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 0 --out $(@D)
 $(MODELS_DATA)/target2_id_noise/index.json: | venv
@@ -154,15 +157,15 @@ $(MODELS_WORK)/pretrain.done: $(MODELS_PRE_FILES)
 		--out $(MODELS_OUT)/base --overwrite --quiet
 	touch $@
 
-$(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done $(MODELS_DATA)/target_id/index.json
-	$(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_DATA)/target_id --seed 1 --out $(MODELS_OUT)/task_ft \
+$(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done $(foreach d,$(MODELS_TARGET_DATA),$(d)/index.json)
+	$(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_TARGET_DATA) --seed 1 --out $(MODELS_OUT)/task_ft \
 		--overwrite --quiet & task_ft=$$!; \
 	$(MODELS_CO_FT) --pretrain-data $(MODELS_PRE) --seed 2 --out $(MODELS_OUT)/co_ft --overwrite --quiet; co_ft=$$?; \
 		wait $$task_ft && test $$co_ft = 0
 	touch $@
 
-MODELS_COFINETUNE2 = $(MODELS_COFINETUNE) --data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise \
-	--overwrite --quiet
+MODELS_TARGET2_DATA = $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise
+MODELS_COFINETUNE2 = $(MODELS_COFINETUNE) --data $(MODELS_TARGET2_DATA) --overwrite --quiet
 # the first skill's merge the second skill is co-finetuned from, and co_ft2's command less its output (the studies
 # below run both at other alphas and steps)
 MODELS_SKILL1_MERGE = $(MODELS_WORK)/skill1_merge
@@ -171,11 +174,11 @@ MODELS_MERGE_SKILL1 = $(BIN)/retain-merge $(MODELS_OUT)/base $(MODELS_OUT)/co_ft
 MODELS_CO_FT2_REPLAY = $(MODELS_PRE) $(MODELS_DATA)/target_id
 MODELS_CO_FT2_CHAINED = $(MODELS_COFINETUNE2) --init $(MODELS_SKILL1_MERGE) --pretrain-data $(MODELS_CO_FT2_REPLAY) \
 	--seed 5
+MODELS_CO_FT2_SINGLE = $(MODELS_COFINETUNE2) --init $(MODELS_OUT)/base --pretrain-data $(MODELS_PRE) --seed 6
 $(MODELS_WORK)/skill2.done: $(MODELS_WORK)/finetune.done $(MODELS_TARGET2_FILES)
 	$(MODELS_MERGE_SKILL1)
 	$(MODELS_CO_FT2_CHAINED) --out $(MODELS_OUT)/co_ft2 & chained=$$!; \
-	$(MODELS_COFINETUNE2) --init $(MODELS_OUT)/base --pretrain-data $(MODELS_PRE) --seed 6 \
-		--out $(MODELS_OUT)/co_ft2_single; single=$$?; wait $$chained && test $$single = 0
+	$(MODELS_CO_FT2_SINGLE) --out $(MODELS_OUT)/co_ft2_single; single=$$?; wait $$chained && test $$single = 0
 	touch $@
 
 # The value function of value-guided steering (V-GPS, docs/steering.md): rollouts with outcomes, each chunk one of
@@ -510,9 +513,11 @@ $(STUDY)/eval_skill2/report.json: $(STUDY)/eval_skill2_a/report.json $(STUDY)/ev
 # merge at MODELS_SKILL1_ALPHA, and co_ft2_single, the same from the base; their rows (and the two-skill merge at a2 =
 # 0.75 too) on both targets and the generalist suite (seeds 7000+; docs/policy.md, "Two skills on the co-FT path").
 # About 14 + 6 min on 2 workers.
-SKILL2_COFT_SIM = $(SKILL2_SIM) --task-ft2-single $(MODELS_OUT)/co_ft2_single --skill-recipe co_ft \
+SKILL2_CO_FT2 = $(MODELS_OUT)/co_ft2
+SKILL2_CO_FT2_SINGLE = $(MODELS_OUT)/co_ft2_single
+SKILL2_COFT_SIM = $(SKILL2_SIM) --task-ft2-single $(SKILL2_CO_FT2_SINGLE) --skill-recipe co_ft \
 	--alpha $(MODELS_SKILL1_ALPHA) --episodes $(SKILL2_EPISODES) --generalist-episodes 10
-SKILL2_COFT_EVAL = $(SKILL2_COFT_SIM) --task-ft2 $(MODELS_OUT)/co_ft2
+SKILL2_COFT_EVAL = $(SKILL2_COFT_SIM) --task-ft2 $(SKILL2_CO_FT2)
 .PHONY: study-skill2-coft
 study-skill2-coft: $(STUDY)/eval_skill2_coft/report.json $(STUDY)/eval_skill2_coft_a75/report.json
 $(STUDY)/eval_skill2_coft/report.json: | venv
@@ -571,6 +576,22 @@ $(STUDY)/co_ft2_no_replay/model.safetensors: $(MODELS_DATA_FILES)
 $(STUDY)/eval_skill2_no_replay/report.json: $(STUDY)/co_ft2_no_replay/model.safetensors
 	$(SKILL2_COFT_SIM) --task-ft2 $(<D) --skill-alphas $(MODELS_SKILL1_ALPHA),0.9 \
 		--rows '^(co-FT 2|RETAIN co-FT 2 skills.*)$$' --out $(@D)
+
+# Which groups carry the second skill through its merge? The loss along the second skill's path (the first skill's
+# merge at MODELS_SKILL1_ALPHA -> co_ft2: the two-skill merge at a2 = alpha) on the second target's, the first target's
+# and the generalist suite's demos, with groups held (the action expert at 1 or 0.9; vision and language at 1); about
+# 5 min on one core; `make study-skill2-hold`.
+STUDY_SKILL2_HOLDS = none action:1 vision:1,language:1 action:0.9
+.PHONY: study-skill2-hold
+study-skill2-hold: private MODELS_SKILL1_MERGE = $(STUDY)/skill1_merge
+study-skill2-hold: $(MODELS_DATA_FILES)
+	$(MODELS_MERGE_SKILL1)
+	mkdir -p $(STUDY)/skill2_hold
+	for h in $(STUDY_SKILL2_HOLDS); do echo "=== hold='$$h'"; \
+		$(MODELS_TRAIN) path --base $(MODELS_SKILL1_MERGE) --finetuned $(MODELS_OUT)/co_ft2 \
+			--data $(MODELS_DATA)/target2_id $(MODELS_DATA)/target_id $(MODELS_DATA)/pre_id \
+			--alphas 0,0.5,0.75,0.9,0.95,1 --samples 256 --hold "$$(echo $$h | sed s/none//)" || exit 1; \
+	done > $(STUDY)/skill2_hold/sweep.log && cat $(STUDY)/skill2_hold/sweep.log
 
 # Does DART noise around the second target's demos teach its release? 50 demos with noise 0.05 rad/s (as the
 # pretraining's `id` noise set) next to the 50 clean ones, task-FT 2's finetune from the base (10k steps, seed 4), then
@@ -652,21 +673,67 @@ CHECK_SKILL2_ROW_a2_0.95 = ^(RETAIN co-FT 2 skills a=0.95,0.95|RETAIN co-FT 2 a=
 study-checks-a2: $(STUDY)/check_skill2_a2_0.95/report.json
 $(STUDY)/check_skill2_a2_0.95/report.json: private CHECK_SKILL2_A2 = 0.95
 
-# Does DART noise around the first target's demos lift task-FT's `id` as it taught the second target its release?
-# 50 demos with noise 0.05 rad/s (the second target's recipe: seeds 50+) beside the 50 clean ones, the embedded
-# task-FT's finetune (seed 1) on both, then `id` on the check's seeds, episode for episode against the embedded task-FT
-# (`retain-eval paired`), and its OOD families at `study-resolve`'s sizes and seeds (10 generalist episodes, on
-# pick_red alone: task-FT keeps none of the suite); `make study-task-ft-dart`.
-.PHONY: study-task-ft-dart
-study-task-ft-dart: $(STUDY)/check_id_task_ft_dart/report.json $(STUDY)/resolve_task_ft_dart/report.json
-$(MODELS_DATA)/target_id_noise/index.json: | venv
-	$(MODELS_SIM) --tasks $(MODELS_TARGET) --variation id --episodes 50 --seed 50 --noise 0.05 --out $(@D)
-$(STUDY)/task_ft_dart/model.safetensors: $(MODELS_DATA)/target_id/index.json $(MODELS_DATA)/target_id_noise/index.json
-	$(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(^D) --seed 1 --out $(@D) --overwrite --quiet
-$(STUDY)/check_id_task_ft_dart/report.json: $(STUDY)/task_ft_dart/model.safetensors
+# Does more of the second target's data let the chain learn it? 50 more clean demos (seeds 100+) and 50 more under
+# DART noise (seeds 150+) of the second target beside the 100 of `make models`; co_ft2's and co_ft2_single's commands
+# and seeds on all 200 (side by side, one core each), then the two-skill check's rows on its seeds and sizes: co-FT 2,
+# the two-skill merge at 0.95,0.9 and the single-skill merge at 0.9, one run each, combined with the first skill's
+# merge's row (`make study-checks`); `make -j2 study-skill2-more`.
+STUDY_TARGET2_MORE = $(MODELS_DATA)/target2_id_more $(MODELS_DATA)/target2_id_noise_more
+STUDY_SKILL2_MORE_ROWS = co_ft2 two_skill skill2
+.PHONY: study-skill2-more
+study-skill2-more: $(STUDY)/check_skill2_more/report.json
+$(MODELS_DATA)/target2_id_more/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 100 --out $(@D)
+$(MODELS_DATA)/target2_id_noise_more/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 150 --noise 0.05 --out $(@D)
+$(STUDY)/co_ft2_more/model.safetensors $(STUDY)/co_ft2_single_more/model.safetensors: \
+	private MODELS_TARGET2_DATA += $(STUDY_TARGET2_MORE)
+$(STUDY)/co_ft2_more/model.safetensors $(STUDY)/co_ft2_single_more/model.safetensors: $(MODELS_DATA_FILES) \
+		$(foreach d,$(STUDY_TARGET2_MORE),$(d)/index.json)
+$(STUDY)/co_ft2_more/model.safetensors: private MODELS_SKILL1_MERGE = $(STUDY)/skill1_merge_more
+$(STUDY)/co_ft2_more/model.safetensors:
+	$(MODELS_MERGE_SKILL1)
+	$(MODELS_CO_FT2_CHAINED) --out $(@D)
+$(STUDY)/co_ft2_single_more/model.safetensors:
+	$(MODELS_CO_FT2_SINGLE) --out $(@D)
+# the check's rule runs each row; these name the study's checkpoints
+$(foreach r,$(STUDY_SKILL2_MORE_ROWS),$(eval CHECK_SKILL2_ROW_more_$(r) = $(CHECK_SKILL2_ROW_$(r))))
+STUDY_SKILL2_MORE_REPORTS = $(foreach r,$(STUDY_SKILL2_MORE_ROWS),$(STUDY)/check_skill2_more_$(r)/report.json)
+$(STUDY_SKILL2_MORE_REPORTS): private SKILL2_CO_FT2 = $(STUDY)/co_ft2_more
+$(STUDY_SKILL2_MORE_REPORTS): private SKILL2_CO_FT2_SINGLE = $(STUDY)/co_ft2_single_more
+$(STUDY_SKILL2_MORE_REPORTS): $(STUDY)/co_ft2_more/model.safetensors $(STUDY)/co_ft2_single_more/model.safetensors
+$(STUDY)/check_skill2_more/report.json: $(STUDY)/check_skill2_skill1/report.json $(STUDY_SKILL2_MORE_REPORTS)
+	$(BIN)/retain-eval combine $^ --out $(@D)
+
+# Did DART noise around the first target's demos lift task-FT's `id`? The embedded task-FT finetunes on the target's
+# 50 clean demos and 50 with noise 0.05 rad/s (the second target's recipe: seeds 50+; `make models`). The task-FT of
+# earlier releases, the same finetune (seed 1) on the clean demos alone, trained here and scored as the embedded one
+# is: `id` on the check's seeds (episode for episode against `study-checks`' check_id with `retain-eval paired`) and
+# its OOD families at `study-resolve`'s sizes and seeds (10 generalist episodes, on pick_red alone: task-FT keeps none
+# of the suite); `make study-task-ft-clean`.
+.PHONY: study-task-ft-clean
+study-task-ft-clean: $(STUDY)/check_id_task_ft_clean/report.json $(STUDY)/resolve_task_ft_clean/report.json
+$(STUDY)/task_ft_clean/model.safetensors: $(MODELS_DATA)/target_id/index.json
+	$(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(<D) --seed 1 --out $(@D) --overwrite --quiet
+$(STUDY)/check_id_task_ft_clean/report.json: $(STUDY)/task_ft_clean/model.safetensors
 	$(CHECK_ID_EVAL) --task-ft $(<D) --rows '^task-FT$$' --out $(@D)
-$(STUDY)/resolve_task_ft_dart/report.json: $(STUDY)/task_ft_dart/model.safetensors
+$(STUDY)/resolve_task_ft_clean/report.json: $(STUDY)/task_ft_clean/model.safetensors
 	$(RESOLVE_EVAL) --task-ft $(<D) --generalist pick_red --rows '^task-FT$$' --out $(@D)
+
+# Did the target's DART demos lift co-FT and its merge as they lifted task-FT? The embedded co-FT learns from the
+# target's clean and DART demos (`make models`); the co-FT of earlier releases, the same command and seed (2) on the
+# clean demos alone, trained here and scored as the embedded one is: the co-FT and its merge at 0.95 on the check's
+# seeds (`id`, 100 each; paired against `study-checks`' check_id) and the merge at `study-resolve`'s sizes and seeds;
+# `make -j2 study-co-ft-clean`.
+.PHONY: study-co-ft-clean
+study-co-ft-clean: $(STUDY)/check_id_co_ft_clean/report.json $(STUDY)/resolve_co_ft_clean_a95/report.json
+$(STUDY)/co_ft_clean/model.safetensors: private MODELS_TARGET_DATA = $(MODELS_DATA)/target_id
+$(STUDY)/co_ft_clean/model.safetensors: $(MODELS_PRE_FILES) $(MODELS_DATA)/target_id/index.json
+	$(MODELS_CO_FT) --pretrain-data $(MODELS_PRE) --seed 2 --out $(@D) --overwrite --quiet
+$(STUDY)/check_id_co_ft_clean/report.json: $(STUDY)/co_ft_clean/model.safetensors
+	$(CHECK_ID_EVAL) --co-ft $(<D) --rows '^(co-FT|RETAIN co-FT a=0.95)$$' --out $(@D)
+$(STUDY)/resolve_co_ft_clean_a95/report.json: $(STUDY)/co_ft_clean/model.safetensors
+	$(RESOLVE_EVAL) --co-ft $(<D) --rows '$(RESOLVE_ROW_co_ft_a95)' --out $(@D)
 
 # ---- LeRobot backend (pi0 / pi0.5 / SmolVLA checkpoints) --------------------------------------------------------------
 # LeRobot 0.6 needs Python >= 3.12 and its own torch, so it lives in a separate environment; .venv stays without it.
