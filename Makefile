@@ -373,6 +373,8 @@ $(foreach s,7000 8000,$(STUDY)/eval_base_$(s)/report.json): $(STUDY)/eval_base_%
 # co-FT (two side by side) and 15 min per row on a free core; `make -j2`. Neither moved OOD: the base is the cause
 # (docs/policy.md, "Why co-FT lost OOD on the DART base").
 STUDY_COFT_VARIANTS = co_ft_replay_no_dart2 co_ft_seed3
+# (the co-FT recipe of their release: the target's clean demos alone)
+$(foreach v,$(STUDY_COFT_VARIANTS),$(STUDY)/$(v)/model.safetensors): private MODELS_TARGET_DATA = $(MODELS_DATA)/target_id
 $(STUDY)/co_ft_replay_no_dart2/model.safetensors: $(foreach d,$(STUDY_PRE_NO_DART2),$(d)/index.json)
 	$(MODELS_CO_FT) --pretrain-data $(STUDY_PRE_NO_DART2) --seed 2 --out $(@D) --overwrite --quiet
 $(STUDY)/co_ft_seed3/model.safetensors: $(MODELS_PRE_FILES)
