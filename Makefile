@@ -97,10 +97,11 @@ check-workspace: venv colcon-env
 # `models-data` collects expert demos in the simulator (generalist suite in `id`, with and without DART noise, and in
 # every OOD family; 50 clean and 50 DART-noise `id` demos of each target task), then `models` runs four stages, each
 # resumable (a stamp in MODELS_WORK marks it done; `rm -rf build/models_work` starts over): pretrain the generalist;
-# task-finetune and co-finetune it on the first target's clean and noisy demos; the value
-# function of value-guided steering (below); the second skill: co-finetune the first skill's merge (co-FT at
-# MODELS_SKILL1_ALPHA) on the second target's clean and DART demos with the pretraining data and the first target's
-# demos replayed (co_ft2, paper Eq. 4), and the base on it too (co_ft2_single, for the single-skill comparison). Each stage's two jobs run side by side, one core each.
+# task-finetune and co-finetune it on the first target's clean and noisy demos; the value function of value-guided
+# steering (below); the second skill: co-finetune the first skill's merge (co-FT at MODELS_SKILL1_ALPHA) on the second
+# target's clean and DART demos with the pretraining data and the first target's demos replayed (co_ft2, paper Eq. 4),
+# and the base on it too (co_ft2_single, for the single-skill comparison). Each stage's two jobs run side by side, one
+# core each.
 # Times: docs/policy.md and docs/steering.md.
 MODELS_WORK ?= build/models_work
 MODELS_OUT ?= retain_ros/models
@@ -115,7 +116,9 @@ MODELS_COFINETUNE_STEPS ?= 20000
 # task-FT: the target's demos alone (every task-FT of the project: the embedded one and the studies')
 MODELS_FINETUNE = $(MODELS_TRAIN) finetune --steps $(MODELS_FINETUNE_STEPS) --lr 5e-4
 MODELS_COFINETUNE = $(MODELS_TRAIN) cofinetune --target-fraction 0.5 --steps $(MODELS_COFINETUNE_STEPS) --lr 5e-4
-# the embedded co-FT's command less its replay sets and seed (the study's co-FT variants change only those)
+# the embedded task-FT's command less its output, and co-FT's less its replay sets and seed (the studies' variants
+# change only those, or the target's data)
+MODELS_TASK_FT = $(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_TARGET_DATA) --seed 1
 MODELS_CO_FT = $(MODELS_COFINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_TARGET_DATA)
 MODELS_SIM = $(BIN)/retain-sim collect --image-size 64 --overwrite
 MODELS_DATA = $(MODELS_WORK)/data
@@ -158,8 +161,7 @@ $(MODELS_WORK)/pretrain.done: $(MODELS_PRE_FILES)
 	touch $@
 
 $(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done $(foreach d,$(MODELS_TARGET_DATA),$(d)/index.json)
-	$(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(MODELS_TARGET_DATA) --seed 1 --out $(MODELS_OUT)/task_ft \
-		--overwrite --quiet & task_ft=$$!; \
+	$(MODELS_TASK_FT) --out $(MODELS_OUT)/task_ft --overwrite --quiet & task_ft=$$!; \
 	$(MODELS_CO_FT) --pretrain-data $(MODELS_PRE) --seed 2 --out $(MODELS_OUT)/co_ft --overwrite --quiet; co_ft=$$?; \
 		wait $$task_ft && test $$co_ft = 0
 	touch $@
@@ -715,8 +717,9 @@ $(STUDY)/check_skill2_more/report.json: $(STUDY)/check_skill2_skill1/report.json
 # of the suite); `make study-task-ft-clean`.
 .PHONY: study-task-ft-clean
 study-task-ft-clean: $(STUDY)/check_id_task_ft_clean/report.json $(STUDY)/resolve_task_ft_clean/report.json
+$(STUDY)/task_ft_clean/model.safetensors: private MODELS_TARGET_DATA = $(MODELS_DATA)/target_id
 $(STUDY)/task_ft_clean/model.safetensors: $(MODELS_DATA)/target_id/index.json
-	$(MODELS_FINETUNE) --init $(MODELS_OUT)/base --data $(<D) --seed 1 --out $(@D) --overwrite --quiet
+	$(MODELS_TASK_FT) --out $(@D) --overwrite --quiet
 $(STUDY)/check_id_task_ft_clean/report.json: $(STUDY)/task_ft_clean/model.safetensors
 	$(CHECK_ID_EVAL) --task-ft $(<D) --rows '^task-FT$$' --out $(@D)
 $(STUDY)/resolve_task_ft_clean/report.json: $(STUDY)/task_ft_clean/model.safetensors
