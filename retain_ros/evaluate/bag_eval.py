@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from retain_ros.errors import ConfigError
-from retain_ros.merge.cli import parse_alpha, parse_group_alpha
+from retain_ros.merge.cli import parse_alpha, parse_one_group_alpha
 from retain_ros.serving.recipes import check_rules, parse_rules
 from retain_ros.evaluate.bag_reader import Bag, BagError, Episode, check_bag_path
 from retain_ros.evaluate.metrics import ErrorStack, aggregate
@@ -347,12 +347,7 @@ def evaluate_bags(cfg: BagEvalConfig) -> tuple[dict, dict[str, Path]]:
 # ----------------------------------------------------------------------------------------------------- CLI
 def _group_alphas(items: list[str]) -> dict[str, float]:
     """One alpha per group: the sweep's alphas apply to the groups not named here."""
-    group_alpha = {}
-    for group, values in parse_group_alpha(items).items():
-        if len(values) != 1:
-            raise ConfigError(f"--group-alpha {group}: give one value for a bag sweep, got {list(values)}")
-        group_alpha[group] = values[0]
-    return group_alpha
+    return parse_one_group_alpha(items, "--group-alpha", "for a bag sweep")
 
 
 def add_bag_parser(sub: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from retain_ros.cli_errors import run_reporting_errors
 from retain_ros.errors import ConfigError
-from retain_ros.merge.cli import parse_alpha
+from retain_ros.merge.cli import parse_alpha, parse_one_group_alpha
 from retain_ros.paths import embedded_models_dir
 
 log = logging.getLogger("retain_ros.evaluate")
@@ -52,6 +52,10 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skill-alphas", default="0.9,0.9", metavar="A1,A2",
                    help="alphas of the two-skill merge: the first skill's (the merge --task-ft2 was finetuned "
                         "from) and the second's")
+    p.add_argument("--skill2-group-alpha", action="append", default=[], metavar="GROUP=A2",
+                   help="the second skill's alpha for one parameter group (vision, language, action) in the "
+                        "two-skill and the single-skill merge, the others at the second --skill-alphas value; "
+                        "repeatable, e.g. language=1 (the first skill's merge stays uniform)")
     p.add_argument("--language-alpha", type=float, default=0.5,
                    help="alpha of the language backbone in the modality-specific rows (vision, action at 1)")
     p.add_argument("--instruction-alphas", nargs="+", metavar="PATTERN=SPEC",
@@ -145,8 +149,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
         if len(skill_alphas) != 2:
             raise ConfigError(f"--skill-alphas '{args.skill_alphas}' needs two values: the first skill's alpha and "
                               "the second's, e.g. 0.9,0.9")
+        group_alpha = parse_one_group_alpha(args.skill2_group_alpha, "--skill2-group-alpha",
+                                            "(the second skill's alpha of that group)")
         variants += skill2_variants((skill_alphas[0], skill_alphas[1]), single=bool(args.task_ft2_single),
-                                    recipe=args.skill_recipe, chained=bool(args.task_ft2))
+                                    recipe=args.skill_recipe, chained=bool(args.task_ft2), group_alpha=group_alpha)
     if args.instruction_alphas:
         variants.append(routed_variant(args.instruction_alphas, args.routed_finetuned))
     if args.steering:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -57,7 +57,8 @@ class Variant:
             or keys joined by '+' for a sequential merge of several skills, in order ('task_ft+task_ft2').
         alpha: merge weight of the finetuned model (a sequential merge: one per skill); None = the finetuned
             checkpoint itself.
-        group_alpha: per-group alphas (modality-specific merge), overriding `alpha` for those groups.
+        group_alpha: per-group alphas (modality-specific merge), overriding `alpha` for those groups (a sequential
+            merge: one alpha or one per skill).
         routes: `instruction_alphas` items (PATTERN=SPEC) of a routed row: each episode is served at the recipe of
             its task's instruction, as the node serves it; an instruction no item matches gets the base (alpha 0).
         steering: how each chunk is chosen among samples: 'none', 'value' (V-GPS) or 'random' (`steering/`).
@@ -66,7 +67,7 @@ class Variant:
     name: str
     finetuned: str = "base"
     alpha: float | tuple[float, ...] | None = None
-    group_alpha: tuple[tuple[str, float], ...] = ()
+    group_alpha: tuple[tuple[str, float | tuple[float, ...]], ...] = ()
     routes: tuple[str, ...] = ()
     steering: str = "none"
 
@@ -78,7 +79,9 @@ class Variant:
     def alpha_values(self) -> list[float]:
         """Every alpha the row uses (for range checks)."""
         values = list(self.alpha) if isinstance(self.alpha, tuple) else [] if self.alpha is None else [self.alpha]
-        return values + [a for _, a in self.group_alpha]
+        for _, a in self.group_alpha:
+            values += list(a) if isinstance(a, tuple) else [a]
+        return values
 
     def alphas(self) -> dict[str, float] | None:
         """The alphas to merge with (None: load the checkpoint as it is)."""
@@ -97,6 +100,7 @@ class Variant:
 
 
 FINETUNED_LABELS = {"task_ft": "task-FT", "co_ft": "co-FT"}  # a finetuned checkpoint's key and its rows' label
+REFERENCE_GROUPS = ("vision", "language", "action")  # the reference preset's groups, which every row merges by
 
 
 def routed_variant(items: Sequence[str], finetuned: str = "task_ft") -> Variant:
@@ -108,7 +112,7 @@ def routed_variant(items: Sequence[str], finetuned: str = "task_ft") -> Variant:
     rules = parse_rules(items)
     if not rules:
         raise ConfigError("--instruction-alphas needs at least one PATTERN=SPEC item")
-    check_rules(rules, ("vision", "language", "action"), 1)
+    check_rules(rules, REFERENCE_GROUPS, 1)
     label = FINETUNED_LABELS[finetuned]
     return Variant(f"routed {label}", finetuned, routes=tuple(r.item for r in rules))
 
@@ -124,25 +128,33 @@ def default_variants(alphas: Sequence[float] = DEFAULT_ALPHAS, language_alpha: f
 
 
 def skill2_variants(alphas: tuple[float, float], single: bool = False, recipe: str = "task_ft",
-                    chained: bool = True) -> list[Variant]:
+                    chained: bool = True, group_alpha: Mapping[str, float] | None = None) -> list[Variant]:
     """The second skill's rows.
 
     With `chained`, its finetune from the first skill's merge alone and the two-skill sequential merge at `alphas`
     (first skill, second skill); with `single`, the second skill finetuned from the base and its single-skill merge.
     `recipe` is how both skills were learnt ('task_ft' or 'co_ft'): the first skill's merge is base + that
-    checkpoint, and the rows carry its label.
+    checkpoint, and the rows carry its label. `group_alpha` gives some groups their own second-skill alpha in both
+    merges (the first skill's merge stays uniform), named in the rows' labels, e.g. '... a=0.95,0.90 language=1.00'.
     """
     if recipe not in FINETUNED_LABELS:
         raise ConfigError(f"skill recipe '{recipe}' is unknown; use {' or '.join(FINETUNED_LABELS)}")
     label = FINETUNED_LABELS[recipe]
     merged = "RETAIN 2 skills" if recipe == "task_ft" else f"RETAIN {label} 2 skills"
+    groups = sorted((group_alpha or {}).items())
+    unknown = [g for g, _ in groups if g not in REFERENCE_GROUPS]
+    if unknown:
+        raise ConfigError(f"unknown group '{unknown[0]}' for the second skill's alpha; the groups are: "
+                          f"{', '.join(REFERENCE_GROUPS)}")
+    suffix = "".join(f" {g}={a:.2f}" for g, a in groups)
     rows = []
     if chained:
         rows += [Variant(f"{label} 2", "task_ft2"),
-                 Variant(f"{merged} a={alphas[0]:.2f},{alphas[1]:.2f}", f"{recipe}+task_ft2", tuple(alphas))]
+                 Variant(f"{merged} a={alphas[0]:.2f},{alphas[1]:.2f}{suffix}", f"{recipe}+task_ft2", tuple(alphas),
+                         tuple((g, (alphas[0], a)) for g, a in groups))]
     if single:
         rows += [Variant(f"{label} 2 (from base)", "task_ft2_single"),
-                 Variant(f"RETAIN {label} 2 a={alphas[1]:.2f}", "task_ft2_single", alphas[1])]
+                 Variant(f"RETAIN {label} 2 a={alphas[1]:.2f}{suffix}", "task_ft2_single", alphas[1], tuple(groups))]
     return rows
 
 
@@ -267,9 +279,10 @@ class EvalConfig:
             if len(v.skills) > 1 and v.alpha is None:
                 raise ConfigError(f"variant '{v.name}' merges {len(v.skills)} skills in sequence and needs their "
                                   "alphas")
-            if isinstance(v.alpha, tuple) and len(v.alpha) != len(v.skills):
-                raise ConfigError(f"variant '{v.name}': {len(v.alpha)} alphas for {len(v.skills)} finetuned "
-                                  "checkpoints; give one per skill")
+            for what, a in (("alphas", v.alpha), *((f"alphas of group '{g}'", ga) for g, ga in v.group_alpha)):
+                if isinstance(a, tuple) and len(a) != len(v.skills):
+                    raise ConfigError(f"variant '{v.name}': {len(a)} {what} for {len(v.skills)} finetuned "
+                                      "checkpoints; give one per skill")
             for key in v.skills:
                 self.checkpoint(key, v.name)
             if v.steering == "value" and not self.steering_checkpoint:

@@ -206,7 +206,8 @@ def combine_reports(reports: Sequence[str | Path], out: str | Path) -> tuple[Eva
         for data in run["config"]["variants"]:
             alpha = tuple(data["alpha"]) if isinstance(data["alpha"], list) else data["alpha"]
             variant = Variant(data["name"], data["finetuned"], alpha,
-                              tuple(tuple(g) for g in data["group_alpha"]), tuple(data.get("routes", ())),
+                              tuple((g, tuple(a) if isinstance(a, list) else a) for g, a in data["group_alpha"]),
+                              tuple(data.get("routes", ())),
                               data.get("steering", "none"))
             if variant.name in owner:
                 raise ConfigError(f"row '{variant.name}' is in both {owner[variant.name]} and {path}; keep it in one "

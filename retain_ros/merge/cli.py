@@ -85,7 +85,7 @@ def parse_alpha(text: str, what: str) -> tuple[float, ...]:
     return values
 
 
-def parse_group_alpha(items: list[str]) -> dict[str, tuple[float, ...]]:
+def parse_group_alpha(items: list[str], option: str = "--group-alpha") -> dict[str, tuple[float, ...]]:
     """Parse repeated `--group-alpha GROUP=A[,A2...]` options into group -> alphas.
 
     Raises:
@@ -95,8 +95,22 @@ def parse_group_alpha(items: list[str]) -> dict[str, tuple[float, ...]]:
     for item in items:
         group, sep, value = item.partition("=")
         if not sep or not group.strip():
-            raise ConfigError(f"--group-alpha expects GROUP=ALPHA (e.g. language=0.25), got '{item}'")
-        group_alpha[group.strip()] = parse_alpha(value, f"--group-alpha {group}")
+            raise ConfigError(f"{option} expects GROUP=ALPHA (e.g. language=0.25), got '{item}'")
+        group_alpha[group.strip()] = parse_alpha(value, f"{option} {group}")
+    return group_alpha
+
+
+def parse_one_group_alpha(items: list[str], option: str, why: str) -> dict[str, float]:
+    """Parse repeated `GROUP=A` options that allow one alpha per group (`why` says what that one alpha is for).
+
+    Raises:
+        ConfigError: a bad item (as `parse_group_alpha`), or several values for a group.
+    """
+    group_alpha = {}
+    for group, values in parse_group_alpha(items, option).items():
+        if len(values) != 1:
+            raise ConfigError(f"{option} {group}: give one value {why}, got {list(values)}")
+        group_alpha[group] = values[0]
     return group_alpha
 
 

@@ -288,6 +288,46 @@ def test_the_co_ft_recipe_chains_the_second_skill_onto_the_co_ft_merge(skill2_mo
         skill2_variants((0.8, 0.6), recipe="co-ft")
 
 
+def test_a_group_can_have_its_own_second_skill_alpha_in_both_merges(skill2_models, tmp_path, capsys):
+    from retain_ros.evaluate.sim_eval import skill2_variants
+    from retain_ros.policy.reference_policy import ReferencePolicy
+
+    rows = {v.name: v for v in skill2_variants((0.8, 0.6), single=True, recipe="co_ft",
+                                               group_alpha={"language": 1.0})}
+    assert list(rows)[1::2] == ["RETAIN co-FT 2 skills a=0.80,0.60 language=1.00",
+                                "RETAIN co-FT 2 a=0.60 language=1.00"]
+    policies = VariantPolicies(EvalConfig(**skill2_models, target="pick_red", target2="pick_green", out="unused",
+                                          variants=list(rows.values())))
+    obs = example_observation(policies.policy.spec)
+    theta = {k: ReferencePolicy.from_pretrained(skill2_models[k]).state_dict()
+             for k in ("base", "co_ft", "task_ft2", "task_ft2_single")}
+    language = {name for name in theta["base"] if name.startswith("language_backbone.")}
+    assert language and language != set(theta["base"])
+    # Eq. 4 per group: the language backbone takes the second skill at 1, every other group at 0.6
+    chained = {name: theta["task_ft2"][name] if name in language else
+               (0.4 * (0.2 * theta["base"][name].double() + 0.8 * theta["co_ft"][name].double())
+                + 0.6 * theta["task_ft2"][name].double()).float() for name in theta["base"]}
+    single = {name: theta["task_ft2_single"][name] if name in language else
+              (0.4 * theta["base"][name].double() + 0.6 * theta["task_ft2_single"][name].double()).float()
+              for name in theta["base"]}
+    reference = ReferencePolicy.from_pretrained(skill2_models["base"])
+    for row, expected in (("RETAIN co-FT 2 skills a=0.80,0.60 language=1.00", chained),
+                          ("RETAIN co-FT 2 a=0.60 language=1.00", single)):
+        reference.load_merged(expected)
+        np.testing.assert_allclose(policies.activate(rows[row]).predict(obs).actions,
+                                   reference.predict(obs).actions, atol=1e-5)
+    argv = ["sim", "--base", skill2_models["base"], "--task-ft2-single", skill2_models["task_ft2_single"],
+            "--target2", "pick_green", "--out", str(tmp_path / "o"), "-q"]
+    assert retain_eval(argv + ["--skill2-group-alpha", "lang=1"]) == 2
+    assert "unknown group 'lang' for the second skill's alpha; the groups are: vision, language, action" in \
+        capsys.readouterr().err
+    assert retain_eval(argv + ["--skill2-group-alpha", "language=1,0.5"]) == 2
+    assert "--skill2-group-alpha language: give one value" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="3 alphas of group 'language' for 2 finetuned checkpoints"):
+        EvalConfig(**skill2_models, target="pick_red", target2="pick_green", out="o",
+                   variants=[Variant("two", "co_ft+task_ft2", (0.5, 0.5), (("language", (1.0, 1.0, 1.0)),))])
+
+
 def test_second_skill_settings_that_cannot_run_are_refused(skill2_models, tmp_path, capsys):
     with pytest.raises(ConfigError, match="give --target2"):
         EvalConfig(**skill2_models, target="pick_red", out="o")
@@ -331,11 +371,15 @@ def test_two_skill_rows_run_end_to_end_and_combine_only_with_the_same_second_tas
               "--image-size", "16", "--max-steps", "6", "-q"]
     assert retain_eval(common + ["--rows", "^base$", "--out", str(tmp_path / "a")]) == 0
     assert retain_eval(common + ["--rows", "2", "--out", str(tmp_path / "b")]) == 0
+    assert retain_eval(common + ["--skill2-group-alpha", "action=1", "--rows", "action", "--out",
+                                 str(tmp_path / "c")]) == 0
     capsys.readouterr()
-    assert retain_eval(["combine", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "all")]) == 0
+    assert retain_eval(["combine", *(str(tmp_path / r) for r in "abc"), "--out", str(tmp_path / "all")]) == 0
     report = json.loads((tmp_path / "all" / "report.json").read_text())
     assert list(report["table"]) == ["base", "task-FT 2", "RETAIN 2 skills a=0.80,0.60", "task-FT 2 (from base)",
-                                     "RETAIN task-FT 2 a=0.60"]
+                                     "RETAIN task-FT 2 a=0.60", "RETAIN 2 skills a=0.80,0.60 action=1.00",
+                                     "RETAIN task-FT 2 a=0.60 action=1.00"]
+    assert report["config"]["variants"][5]["group_alpha"] == [["action", [0.8, 1.0]]]
     # every row on both targets and the generalist suite; the second target is not pooled into OOD
     assert all(row["target2"]["n"] == 1 and row["ood"]["n"] == 1 and row["generalist"]["n"] == 1
                for row in report["table"].values())
