@@ -95,13 +95,13 @@ check-workspace: venv colcon-env
 
 # Regenerate the embedded reference-VLA checkpoints (retain_ros/models/) from nothing, deterministically:
 # `models-data` collects expert demos in the simulator (generalist suite in `id`, with and without DART noise, and in
-# every OOD family; 50 clean and 50 DART-noise `id` demos of each target task), then `models` runs four stages, each
-# resumable (a stamp in MODELS_WORK marks it done; `rm -rf build/models_work` starts over): pretrain the generalist;
-# task-finetune and co-finetune it on the first target's clean and noisy demos; the value function of value-guided
-# steering (below); the second skill: co-finetune the first skill's merge (co-FT at MODELS_SKILL1_ALPHA) on the second
-# target's clean and DART demos with the pretraining data and the first target's demos replayed (co_ft2, paper Eq. 4),
-# and the base on it too (co_ft2_single, for the single-skill comparison). Each stage's two jobs run side by side, one
-# core each.
+# every OOD family; 50 clean and 50 DART-noise `id` demos of the first target, 100 and 100 of the second), then `models`
+# runs four stages, each resumable (a stamp in MODELS_WORK marks it done; `rm -rf build/models_work` starts over):
+# pretrain the generalist; task-finetune and co-finetune it on the first target's clean and noisy demos; the value
+# function of value-guided steering (below); the second skill: co-finetune the first skill's merge (co-FT at
+# MODELS_SKILL1_ALPHA) on the second target's clean and noisy demos with the pretraining data and the first target's
+# demos replayed (co_ft2, paper Eq. 4), and the base on it too (co_ft2_single, for the single-skill comparison). Each
+# stage's two jobs run side by side, one core each.
 # Times: docs/policy.md and docs/steering.md.
 MODELS_WORK ?= build/models_work
 MODELS_OUT ?= retain_ros/models
@@ -129,7 +129,9 @@ MODELS_TRAIN = $(BIN)/retain-train
 
 # each stage depends on the sets it reads, so adding a set reruns only the stages that use it
 MODELS_PRE_FILES = $(foreach d,$(MODELS_PRE),$(d)/index.json)
-MODELS_TARGET2_FILES = $(MODELS_DATA)/target2_id/index.json $(MODELS_DATA)/target2_id_noise/index.json
+MODELS_TARGET2_DATA = $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise $(MODELS_DATA)/target2_id_more \
+	$(MODELS_DATA)/target2_id_noise_more
+MODELS_TARGET2_FILES = $(foreach d,$(MODELS_TARGET2_DATA),$(d)/index.json)
 MODELS_TARGET_DATA = $(MODELS_DATA)/target_id $(MODELS_DATA)/target_id_noise
 MODELS_DATA_FILES = $(MODELS_PRE_FILES) $(foreach d,$(MODELS_TARGET_DATA),$(d)/index.json) $(MODELS_TARGET2_FILES)
 .PHONY: models-data
@@ -151,6 +153,10 @@ $(MODELS_DATA)/target2_id/index.json: | venv
 	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 0 --out $(@D)
 $(MODELS_DATA)/target2_id_noise/index.json: | venv
 	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 50 --noise 0.05 --out $(@D)
+$(MODELS_DATA)/target2_id_more/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 100 --out $(@D)
+$(MODELS_DATA)/target2_id_noise_more/index.json: | venv
+	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 150 --noise 0.05 --out $(@D)
 
 .PHONY: models
 models: $(MODELS_WORK)/skill2.done $(MODELS_WORK)/value.done
@@ -166,7 +172,6 @@ $(MODELS_WORK)/finetune.done: $(MODELS_WORK)/pretrain.done $(foreach d,$(MODELS_
 		wait $$task_ft && test $$co_ft = 0
 	touch $@
 
-MODELS_TARGET2_DATA = $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise
 MODELS_COFINETUNE2 = $(MODELS_COFINETUNE) --data $(MODELS_TARGET2_DATA) --overwrite --quiet
 # the first skill's merge the second skill is co-finetuned from, and co_ft2's command less its output (the studies
 # below run both at other alphas and steps)
@@ -530,6 +535,11 @@ $(STUDY)/eval_skill2_coft/report.json: | venv
 $(STUDY)/eval_skill2_coft_a75/report.json: | venv
 	$(SKILL2_COFT_EVAL) --skill-alphas $(MODELS_SKILL1_ALPHA),0.75 --rows '^RETAIN co-FT 2 skills.*$$' --out $(@D)
 
+# The second skill's studies below ran when it learnt from the first 100 demos (50 clean, 50 DART): they keep them.
+STUDY_TARGET2_100 = $(MODELS_DATA)/target2_id $(MODELS_DATA)/target2_id_noise
+$(STUDY)/co_ft2_long/model.safetensors $(STUDY)/co_ft2_a1_%/model.safetensors \
+	$(STUDY)/co_ft2_no_replay/model.safetensors: private MODELS_TARGET2_DATA = $(STUDY_TARGET2_100)
+
 # Is the second skill only slower to learn from the first skill's merge? co_ft2 learnt 1 of 20 from the merge against
 # co_ft2_single's 7 from the base (mean reward 0.30 against 0.56: partway). co_ft2's own command at twice the steps
 # (private: the steps stay those of `make models`' stages), then its rows and the two-skill merge at a2 = 0.9 on both
@@ -647,13 +657,14 @@ $(STUDY)/resolve/report.json: $(foreach r,$(RESOLVE_ROWS),$(STUDY)/resolve_rows/
 # The checks that sit at their thresholds, again on seeds no run used before (9000+) with more episodes: the embedded
 # task-FT's and best merge's target `id` (100 each; the issue asks task-FT >= 0.85, the merge >= 0.8), and the
 # two-skill check on the embedded chain (60 per target, 100 generalist episodes per row: the first skill's merge, the
-# second's single-skill merge, the two-skill merge and co-FT 2, the chain before its merge), each run under an hour on
-# one core; `make -j2 study-checks`.
+# second's single-skill merge, the two-skill merge, and both co-finetunes of the second skill before their merges:
+# co-FT 2 from the first skill's merge and from the base), each run under an hour on one core; `make -j2 study-checks`.
 CHECK_SEED = 9000
 CHECK_ID_EVAL = $(BIN)/retain-eval sim --seed $(CHECK_SEED) --workers 1 -q --ood "" --episodes 100 --alpha 0.95 \
 	--generalist pick_red --generalist-episodes 1
-CHECK_SKILL2_ROWS = skill1 skill2 two_skill co_ft2
+CHECK_SKILL2_ROWS = skill1 skill2 two_skill co_ft2 co_ft2_single
 CHECK_SKILL2_ROW_co_ft2 = ^co-FT 2$$
+CHECK_SKILL2_ROW_co_ft2_single = ^co-FT 2 \(from base\)$$
 CHECK_SKILL2_ROW_skill1 = ^RETAIN co-FT a=0.95$$
 CHECK_SKILL2_ROW_skill2 = ^RETAIN co-FT 2 a=0.90$$
 CHECK_SKILL2_ROW_two_skill = ^RETAIN co-FT 2 skills a=0.95,0.90$$
@@ -677,37 +688,22 @@ CHECK_SKILL2_ROW_a2_0.95 = ^(RETAIN co-FT 2 skills a=0.95,0.95|RETAIN co-FT 2 a=
 study-checks-a2: $(STUDY)/check_skill2_a2_0.95/report.json
 $(STUDY)/check_skill2_a2_0.95/report.json: private CHECK_SKILL2_A2 = 0.95
 
-# Does more of the second target's data let the chain learn it? 50 more clean demos (seeds 100+) and 50 more under
-# DART noise (seeds 150+) of the second target beside the 100 of `make models`; co_ft2's and co_ft2_single's commands
-# and seeds on all 200 (side by side, one core each), then the two-skill check's rows on its seeds and sizes: co-FT 2,
-# the two-skill merge at 0.95,0.9 and the single-skill merge at 0.9, one run each, combined with the first skill's
-# merge's row (`make study-checks`); `make -j2 study-skill2-more`.
-STUDY_TARGET2_MORE = $(MODELS_DATA)/target2_id_more $(MODELS_DATA)/target2_id_noise_more
-STUDY_SKILL2_MORE_ROWS = co_ft2 two_skill skill2
-.PHONY: study-skill2-more
-study-skill2-more: $(STUDY)/check_skill2_more/report.json
-$(MODELS_DATA)/target2_id_more/index.json: | venv
-	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 100 --out $(@D)
-$(MODELS_DATA)/target2_id_noise_more/index.json: | venv
-	$(MODELS_SIM) --tasks $(MODELS_TARGET2) --variation id --episodes 50 --seed 150 --noise 0.05 --out $(@D)
-$(STUDY)/co_ft2_more/model.safetensors $(STUDY)/co_ft2_single_more/model.safetensors: \
-	private MODELS_TARGET2_DATA += $(STUDY_TARGET2_MORE)
-$(STUDY)/co_ft2_more/model.safetensors $(STUDY)/co_ft2_single_more/model.safetensors: $(MODELS_DATA_FILES) \
-		$(foreach d,$(STUDY_TARGET2_MORE),$(d)/index.json)
-$(STUDY)/co_ft2_more/model.safetensors: private MODELS_SKILL1_MERGE = $(STUDY)/skill1_merge_more
-$(STUDY)/co_ft2_more/model.safetensors:
-	$(MODELS_MERGE_SKILL1)
-	$(MODELS_CO_FT2_CHAINED) --out $(@D)
-$(STUDY)/co_ft2_single_more/model.safetensors:
-	$(MODELS_CO_FT2_SINGLE) --out $(@D)
-# the check's rule runs each row; these name the study's checkpoints
-$(foreach r,$(STUDY_SKILL2_MORE_ROWS),$(eval CHECK_SKILL2_ROW_more_$(r) = $(CHECK_SKILL2_ROW_$(r))))
-STUDY_SKILL2_MORE_REPORTS = $(foreach r,$(STUDY_SKILL2_MORE_ROWS),$(STUDY)/check_skill2_more_$(r)/report.json)
-$(STUDY_SKILL2_MORE_REPORTS): private SKILL2_CO_FT2 = $(STUDY)/co_ft2_more
-$(STUDY_SKILL2_MORE_REPORTS): private SKILL2_CO_FT2_SINGLE = $(STUDY)/co_ft2_single_more
-$(STUDY_SKILL2_MORE_REPORTS): $(STUDY)/co_ft2_more/model.safetensors $(STUDY)/co_ft2_single_more/model.safetensors
-$(STUDY)/check_skill2_more/report.json: $(STUDY)/check_skill2_skill1/report.json $(STUDY_SKILL2_MORE_REPORTS)
-	$(BIN)/retain-eval combine $^ --out $(@D)
+# Does a group's own second-skill alpha keep more of the second skill? The two-skill merge and the single-skill merge
+# at 0.95,0.9 with the language backbone's second-skill alpha at 1, and the paper's language-only merge (vision and
+# action at 1, language at 0.9 and 0.75); 60 episodes per target on the check's seeds, the generalist suite left out
+# (pick_red, one episode); three runs of about 10 min on one core; `make -j2 study-skill2-groups`.
+SKILL2_GROUPS_EVAL = $(SKILL2_COFT_EVAL) --generalist pick_red --generalist-episodes 1
+SKILL2_GROUP_RUNS = language lang_only_0.9 lang_only_0.75
+SKILL2_GROUP_ARGS_language = --skill-alphas 0.95,0.9 --skill2-group-alpha language=1
+SKILL2_GROUP_ARGS_lang_only_0.9 = --skill-alphas 0.95,0.9 --skill2-group-alpha vision=1 --skill2-group-alpha action=1
+SKILL2_GROUP_ARGS_lang_only_0.75 = --skill-alphas 0.95,0.75 --skill2-group-alpha vision=1 --skill2-group-alpha action=1
+.PHONY: study-skill2-groups
+study-skill2-groups: $(foreach r,$(SKILL2_GROUP_RUNS),$(STUDY)/skill2_groups/$(r)/report.json)
+$(STUDY)/skill2_groups/%/report.json: private SKILL2_SEED = $(CHECK_SEED)
+$(STUDY)/skill2_groups/%/report.json: private SKILL2_EPISODES = 60
+$(STUDY)/skill2_groups/%/report.json: private SKILL2_WORKERS = 1
+$(STUDY)/skill2_groups/%/report.json: | venv
+	$(SKILL2_GROUPS_EVAL) $(SKILL2_GROUP_ARGS_$*) --rows '=1\.00' --out $(@D)
 
 # Did DART noise around the first target's demos lift task-FT's `id`? The embedded task-FT finetunes on the target's
 # 50 clean demos and 50 with noise 0.05 rad/s (the second target's recipe: seeds 50+; `make models`). The task-FT of
