@@ -524,8 +524,9 @@ $(STUDY)/eval_skill2/report.json: $(STUDY)/eval_skill2_a/report.json $(STUDY)/ev
 # About 14 + 6 min on 2 workers.
 SKILL2_CO_FT2 = $(MODELS_OUT)/co_ft2
 SKILL2_CO_FT2_SINGLE = $(MODELS_OUT)/co_ft2_single
+SKILL2_GENERALIST = --generalist-episodes 10
 SKILL2_COFT_SIM = $(SKILL2_SIM) --task-ft2-single $(SKILL2_CO_FT2_SINGLE) --skill-recipe co_ft \
-	--alpha $(MODELS_SKILL1_ALPHA) --episodes $(SKILL2_EPISODES) --generalist-episodes 10
+	--alpha $(MODELS_SKILL1_ALPHA) --episodes $(SKILL2_EPISODES) $(SKILL2_GENERALIST)
 SKILL2_COFT_EVAL = $(SKILL2_COFT_SIM) --task-ft2 $(SKILL2_CO_FT2)
 .PHONY: study-skill2-coft
 study-skill2-coft: $(STUDY)/eval_skill2_coft/report.json $(STUDY)/eval_skill2_coft_a75/report.json
@@ -692,7 +693,6 @@ $(STUDY)/check_skill2_a2_0.95/report.json: private CHECK_SKILL2_A2 = 0.95
 # at 0.95,0.9 with the language backbone's second-skill alpha at 1, and the paper's language-only merge (vision and
 # action at 1, language at 0.9 and 0.75); 60 episodes per target on the check's seeds, the generalist suite left out
 # (pick_red, one episode); three runs of about 10 min on one core; `make -j2 study-skill2-groups`.
-SKILL2_GROUPS_EVAL = $(SKILL2_COFT_EVAL) --generalist pick_red --generalist-episodes 1
 SKILL2_GROUP_RUNS = language lang_only_0.9 lang_only_0.75
 SKILL2_GROUP_ARGS_language = --skill-alphas 0.95,0.9 --skill2-group-alpha language=1
 SKILL2_GROUP_ARGS_lang_only_0.9 = --skill-alphas 0.95,0.9 --skill2-group-alpha vision=1 --skill2-group-alpha action=1
@@ -702,8 +702,9 @@ study-skill2-groups: $(foreach r,$(SKILL2_GROUP_RUNS),$(STUDY)/skill2_groups/$(r
 $(STUDY)/skill2_groups/%/report.json: private SKILL2_SEED = $(CHECK_SEED)
 $(STUDY)/skill2_groups/%/report.json: private SKILL2_EPISODES = 60
 $(STUDY)/skill2_groups/%/report.json: private SKILL2_WORKERS = 1
+$(STUDY)/skill2_groups/%/report.json: private SKILL2_GENERALIST = --generalist pick_red --generalist-episodes 1
 $(STUDY)/skill2_groups/%/report.json: | venv
-	$(SKILL2_GROUPS_EVAL) $(SKILL2_GROUP_ARGS_$*) --rows '=1\.00' --out $(@D)
+	$(SKILL2_COFT_EVAL) $(SKILL2_GROUP_ARGS_$*) --rows '=1\.00' --out $(@D)
 
 # Did DART noise around the first target's demos lift task-FT's `id`? The embedded task-FT finetunes on the target's
 # 50 clean demos and 50 with noise 0.05 rad/s (the second target's recipe: seeds 50+; `make models`). The task-FT of

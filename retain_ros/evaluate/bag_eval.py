@@ -345,11 +345,6 @@ def evaluate_bags(cfg: BagEvalConfig) -> tuple[dict, dict[str, Path]]:
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
-def _group_alphas(items: list[str]) -> dict[str, float]:
-    """One alpha per group: the sweep's alphas apply to the groups not named here."""
-    return parse_one_group_alpha(items, "--group-alpha", "for a bag sweep")
-
-
 def add_bag_parser(sub: argparse._SubParsersAction) -> None:
     """Add `retain-eval bag`."""
     p = sub.add_parser("bag", help="offline replay of rosbags through RETAIN merges at several alphas",
@@ -390,7 +385,8 @@ def cmd_bag(args: argparse.Namespace) -> int:
     """Run `retain-eval bag` and print the one-screen summary."""
     cfg = BagEvalConfig(bags=args.bags, base=args.base, finetuned=args.finetuned,
                         alphas=parse_alpha(args.alpha, "--alpha"),
-                        group_alpha=_group_alphas(args.group_alpha), out=args.out, params=args.params,
+                        group_alpha=parse_one_group_alpha(args.group_alpha, "--group-alpha", "for a bag sweep"),
+                        out=args.out, params=args.params,
                         instruction_alphas=args.instruction_alphas,
                         instruction=args.instruction, target=args.target, action_topic=args.action_topic,
                         episode_topic=args.episode_topic, every=args.every, groups=args.groups, device=args.device,
